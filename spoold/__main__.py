@@ -1,0 +1,5 @@
+"""Allow ``python -m spoold``."""
+
+from spoold.cli import main
+
+raise SystemExit(main())

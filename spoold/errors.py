@@ -1,0 +1,25 @@
+"""The few exceptions spoold raises, each a message a person can act on."""
+
+
+class SpoolError(Exception):
+    """Base of every spoold error."""
+
+
+class ConfigError(SpoolError):
+    """The config file is unreadable or invalid; the message names file, line and key."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class InvalidJob(SpoolError):
+    """A job file or body is not a job spoold can run; the message says what to fix."""
+
+
+class SpoolUnusable(SpoolError):
+    """The spool folder cannot be used (not a folder, not writable)."""
+
+
+class PermanentJobError(SpoolError):
+    """A job attempt failed in a way a retry cannot fix (e.g. a webhook's 4xx)."""
