@@ -1,0 +1,156 @@
+"""send_email: one message through the configured SMTP server (smtplib).
+
+A 5xx answer is the server saying "never": the job fails at once with
+PermanentJobError. Connection problems and 4xx answers may pass, so they are
+ordinary exceptions and the job is retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+import ssl
+from email.message import EmailMessage
+from email.utils import formatdate, getaddresses, make_msgid
+from typing import Any
+
+from spoold.config import SmtpConfig
+from spoold.errors import PermanentJobError
+from spoold.jobs.basic import wrong_field
+
+logger = logging.getLogger(__name__)
+
+ADDRESSES = "an email address string or a list of them"
+
+
+def validate(job: dict[str, Any]) -> list[str]:
+    """Problems with to, cc, subject and body, found before the job is accepted."""
+    problems = []
+    if not _addresses_ok(job.get("to"), allow_empty=False):
+        problems.append(wrong_field(job, "to", ADDRESSES))
+    if job.get("cc") is not None and not _addresses_ok(job["cc"], allow_empty=True):
+        problems.append(wrong_field(job, "cc", ADDRESSES))
+    subject = job.get("subject")
+    if subject is not None and not (isinstance(subject, str) and _one_line(subject)):
+        problems.append(wrong_field(job, "subject", "a string of one line"))
+    if job.get("body") is not None and not isinstance(job["body"], str):
+        problems.append(wrong_field(job, "body", "a string"))
+    return problems
+
+
+def _addresses_ok(value: Any, allow_empty: bool) -> bool:
+    """One address string, or a list of them (empty only where the field is optional)."""
+    if isinstance(value, str):
+        return _is_address(value)
+    if isinstance(value, list):
+        return (allow_empty or bool(value)) and all(_is_address(v) for v in value)
+    return False
+
+
+def _is_address(value: Any) -> bool:
+    """Exactly one address such as 'a@example.com' or 'Ann <a@example.com>'."""
+    if not isinstance(value, str) or not _one_line(value):
+        return False
+    parsed = getaddresses([value])
+    return len(parsed) == 1 and "@" in parsed[0][1]
+
+
+def _one_line(text: str) -> bool:
+    """A header value must not contain line breaks (they would inject headers)."""
+    return "\r" not in text and "\n" not in text
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def build_message(job: dict[str, Any], sender: str) -> EmailMessage:
+    """The message as the recipients will see it; Cc is a header, Bcc does not exist."""
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = ", ".join(_as_list(job["to"]))
+    if job.get("cc"):
+        message["Cc"] = ", ".join(_as_list(job["cc"]))
+    message["Subject"] = job.get("subject") or ""
+    message["Date"] = formatdate(localtime=True)
+    domain = sender.rpartition("@")[2] or "localhost"  # never ask DNS for our own name
+    message["Message-ID"] = make_msgid(idstring=str(job.get("id", "")) or None, domain=domain)
+    message.set_content(job.get("body") or "")
+    return message
+
+
+def envelope_recipients(job: dict[str, Any]) -> list[str]:
+    """The bare addresses of to + cc, each once, in order."""
+    pairs = getaddresses(_as_list(job["to"]) + _as_list(job.get("cc")))
+    return list(dict.fromkeys(address for _, address in pairs))
+
+
+def send_email(smtp: SmtpConfig, job: dict[str, Any]) -> None:
+    """Send the job's message; raise PermanentJobError on a 5xx, another error to retry."""
+    problems = validate(job)
+    if problems:
+        raise PermanentJobError("; ".join(problems))
+    message = build_message(job, smtp.sender)
+    recipients = envelope_recipients(job)
+    where = f"SMTP server {smtp.host}:{smtp.port}"
+    try:
+        refused = _deliver(smtp, message, recipients, _timeout(job, smtp.timeout))
+    except smtplib.SMTPNotSupportedError as e:
+        raise PermanentJobError(f"{where}: {e} (check the smtp section of the config)") from e
+    except smtplib.SMTPRecipientsRefused as e:
+        raise _refused(where, e) from e
+    except smtplib.SMTPResponseException as e:
+        raise _rejected(where, e) from e
+    except OSError as e:  # smtplib.SMTPException is an OSError too
+        raise OSError(f"{where}: {type(e).__name__}: {e}") from e
+    if refused:
+        logger.warning("%s refused some recipients of job %s: %s", where, job.get("id"), refused)
+    logger.info("sent email job %s to %s via %s", job.get("id"), ", ".join(recipients), where)
+
+
+def _timeout(job: dict[str, Any], configured: float) -> float:
+    """The attempt's own limit, never longer than the config allows."""
+    return min(float(job.get("timeout") or configured), configured)
+
+
+def _deliver(
+    smtp: SmtpConfig, message: EmailMessage, recipients: list[str], timeout: float
+) -> dict[str, tuple[int, bytes]]:
+    """One SMTP session: STARTTLS and login as configured, then the message."""
+    with smtplib.SMTP(smtp.host, smtp.port, timeout=timeout) as client:
+        if smtp.starttls:
+            client.starttls(context=ssl.create_default_context())
+        if smtp.username:
+            client.login(smtp.username, smtp.password or "")
+        return client.send_message(message, smtp.sender, recipients)
+
+
+def _refused(where: str, error: smtplib.SMTPRecipientsRefused) -> Exception:
+    """All recipients refused: permanent when every refusal is a 5xx."""
+    parts = [
+        f"{address} ({_reply(code, text)})" for address, (code, text) in error.recipients.items()
+    ]
+    message = f"{where} refused every recipient: {', '.join(parts)}"
+    codes = [code for code, _ in error.recipients.values()]
+    return PermanentJobError(message) if all(code >= 500 for code in codes) else OSError(message)
+
+
+def _rejected(where: str, error: smtplib.SMTPResponseException) -> Exception:
+    """A refused sender, message, login or greeting: permanent when the code is a 5xx."""
+    what = {
+        smtplib.SMTPSenderRefused: "refused the sender",
+        smtplib.SMTPDataError: "refused the message",
+        smtplib.SMTPAuthenticationError: "refused the login",
+        smtplib.SMTPConnectError: "refused the connection",
+        smtplib.SMTPHeloError: "refused HELO",
+    }.get(type(error), "answered")
+    message = f"{where} {what}: {_reply(error.smtp_code, error.smtp_error)}"
+    return PermanentJobError(message) if error.smtp_code >= 500 else OSError(message)
+
+
+def _reply(code: int, text: bytes | str) -> str:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    return f"{code} {text}".strip()

@@ -1,0 +1,159 @@
+"""webhook: POST a JSON payload to a URL (urllib), only to hosts the config allows.
+
+2xx is success. 5xx, 429 and network errors may pass, so they are ordinary
+exceptions and the job is retried; any other answer (4xx, and 3xx because
+redirects are never followed) fails the job at once with PermanentJobError.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import re
+import urllib.error
+import urllib.request
+from typing import Any
+from urllib.parse import SplitResult, urlsplit
+
+from spoold import __version__
+from spoold.config import WebhookConfig
+from spoold.errors import PermanentJobError
+from spoold.jobs.basic import shown, wrong_field
+
+logger = logging.getLogger(__name__)
+
+SCHEMES = ("http", "https")
+HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # an RFC 9110 token
+RETRY_STATUSES = {429}
+SNIPPET_BYTES = 200
+
+
+def validate(config: WebhookConfig, job: dict[str, Any]) -> list[str]:
+    """Problems with url, payload and headers, found before the job is accepted."""
+    return _url_problems(config, job) + _payload_problems(job) + _header_problems(job)
+
+
+def _url_problems(config: WebhookConfig, job: dict[str, Any]) -> list[str]:
+    url = job.get("url")
+    if not isinstance(url, str) or not url:
+        return [wrong_field(job, "url", "an http:// or https:// URL string")]
+    problem = url_problem(url, config.allowed_hosts)
+    return [f"field 'url' {problem}"] if problem else []
+
+
+def url_problem(url: str, allowed_hosts: tuple[str, ...] | None) -> str | None:
+    """Why a webhook may not go to url, or None; checked at accept time and again at run time."""
+    if any(ord(c) <= 32 or ord(c) == 127 for c in url):
+        return f"must not contain spaces or control characters, got {shown(url)}"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError as e:
+        return f"is not a valid URL ({e}): {shown(url)}"
+    if parts.scheme.lower() not in SCHEMES:
+        return f"must be an http:// or https:// URL, got {shown(url)}"
+    if not parts.hostname:
+        return f"has no host name: {shown(url)}"
+    if parts.username is not None or parts.password is not None:
+        return "must not contain credentials (user:password@); send them in 'headers'"
+    if allowed_hosts is not None and parts.hostname not in allowed_hosts:
+        allowed = ", ".join(allowed_hosts) or "none"
+        return f"host {parts.hostname!r} is not in webhook.allowedHosts ({allowed})"
+    return None
+
+
+def _payload_problems(job: dict[str, Any]) -> list[str]:
+    try:
+        json.dumps(job.get("payload", {}), allow_nan=False)
+    except (TypeError, ValueError):
+        return [wrong_field(job, "payload", "a JSON value")]
+    return []
+
+
+def _header_problems(job: dict[str, Any]) -> list[str]:
+    headers = job.get("headers")
+    if headers is None:
+        return []
+    expected = "a mapping of header names to one-line string values"
+    if not isinstance(headers, dict):
+        return [wrong_field(job, "headers", expected)]
+    return [
+        f"field 'headers' must be {expected}, got {shown(name)}: {shown(value)}"
+        for name, value in headers.items()
+        if not _header_ok(name, value)
+    ]
+
+
+def _header_ok(name: Any, value: Any) -> bool:
+    if not isinstance(name, str) or not HEADER_NAME.match(name) or not isinstance(value, str):
+        return False
+    return "\r" not in value and "\n" not in value and "\0" not in value
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect could lead to a host allowedHosts forbids, so 3xx is answered as an error."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_opener = urllib.request.build_opener(_NoRedirects)
+
+
+def post_webhook(config: WebhookConfig, job: dict[str, Any]) -> None:
+    """POST the job's payload; PermanentJobError for answers a retry cannot change."""
+    problems = validate(config, job)  # the config may have changed since the job was accepted
+    if problems:
+        raise PermanentJobError("; ".join(problems))
+    where = _where(urlsplit(job["url"]))
+    timeout = min(float(job.get("timeout") or config.timeout), config.timeout)
+    try:
+        with _opener.open(_request(job), timeout=timeout) as response:
+            status = response.status
+    except urllib.error.HTTPError as e:
+        raise _failure(where, e.code, e.reason, e.headers, _snippet(e)) from e
+    except (OSError, http.client.HTTPException) as e:  # URLError, timeouts, resets, bad answers
+        reason = getattr(e, "reason", None) or e
+        raise OSError(f"webhook POST {where} failed: {type(e).__name__}: {reason}") from e
+    logger.info("webhook job %s: POST %s answered %s", job.get("id"), where, status)
+
+
+def _request(job: dict[str, Any]) -> urllib.request.Request:
+    """The POST: JSON body, our defaults, then the job's headers (which win)."""
+    body = json.dumps(job.get("payload", {}), allow_nan=False).encode()
+    request = urllib.request.Request(job["url"], data=body, method="POST")
+    request.add_header("Content-Type", "application/json")
+    request.add_header("User-Agent", f"spoold/{__version__}")
+    for name, value in (job.get("headers") or {}).items():
+        request.add_header(name, value)
+    return request
+
+
+def _where(parts: SplitResult) -> str:
+    """The URL as messages show it: without the query, which may carry a secret."""
+    return f"{parts.scheme}://{parts.netloc}{parts.path or '/'}"
+
+
+def _failure(where: str, status: int, reason: str, headers: Any, snippet: str) -> Exception:
+    """The exception for a non-2xx answer: retried for 5xx and 429, permanent otherwise."""
+    message = f"webhook POST {where} answered {status} {reason}".rstrip()
+    if 300 <= status < 400:
+        location = headers.get("Location", "") if headers else ""
+        message += f" (a redirect to {location!r}; redirects are not followed, use the final URL)"
+    elif snippet:
+        message += f": {snippet}"
+    if status >= 500 or status in RETRY_STATUSES:
+        return OSError(message)
+    return PermanentJobError(message)
+
+
+def _snippet(error: urllib.error.HTTPError) -> str:
+    """The start of an error answer's body, which often says what was wrong; closes the answer."""
+    try:
+        data = error.read(SNIPPET_BYTES)
+    except (OSError, http.client.HTTPException):
+        return ""
+    finally:
+        error.close()
+    return " ".join(data.decode("utf-8", "replace").split())
