@@ -1,0 +1,357 @@
+"""The command line: argparse, logging set-up, one function per sub-command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from spoold import __version__
+from spoold.config import Config, load_config
+from spoold.errors import ConfigError, InvalidJob, SpoolError
+from spoold.jobs import PRIORITIES, build_registry
+
+logger = logging.getLogger("spoold")
+
+EXAMPLES = """\
+examples:
+  spoold                                   run the daemon on config/spoold.yaml
+  spoold submit send_email to=ops@example.com subject=Hi body='Disk is fine'
+  spoold submit -f job.json --priority high
+  spoold status                            what the daemon is doing
+  spoold retry --all                       every failed job back to pending/
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `spoold` command; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose)
+    handler: Callable[[argparse.Namespace], int] = getattr(args, "handler", cmd_run)
+    try:
+        return handler(args)
+    except ConfigError as e:
+        print(f"spoold: bad config:\n{e}", file=sys.stderr)
+        return 2
+    except SpoolError as e:
+        print(f"spoold: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="spoold",
+        description="A job daemon whose queue is a folder: drop JSON files into "
+        "spool/incoming/, they are run, retried and recorded in completed/ or failed/.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"spoold {__version__}")
+    _global_options(parser, None)
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    _add_run(commands)
+    _add_submit(commands)
+    _add_status(commands)
+    _add_retry(commands)
+    _add_check_config(commands)
+    _add_next(commands)
+    return parser
+
+
+def _global_options(parser: argparse.ArgumentParser, default: Any) -> None:
+    """--config/--node/-v on the main parser and again on every sub-command, so they go
+    before or after it; the sub-command's copy only overrides when given."""
+    kwargs = {"default": argparse.SUPPRESS} if default is argparse.SUPPRESS else {}
+    parser.add_argument(
+        "--config", metavar="PATH", help="config file (default: config/spoold.yaml)", **kwargs
+    )
+    parser.add_argument(
+        "--node", metavar="NAME", help="this daemon's name when several share a spool", **kwargs
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="count", help="more log output (-vv for debug)", **kwargs
+    )
+
+
+def _command(commands: Any, name: str, help_text: str, handler: Callable) -> Any:
+    sub = commands.add_parser(name, help=help_text, description=help_text)
+    _global_options(sub, argparse.SUPPRESS)
+    sub.set_defaults(handler=handler)
+    return sub
+
+
+def _setup_logging(verbose: int | None) -> None:
+    level = {0: logging.INFO, 1: logging.INFO}.get(verbose or 0, logging.DEBUG)
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if level > logging.DEBUG:
+        logging.getLogger("watchdog").setLevel(logging.WARNING)
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(args.config, args.node)
+
+
+# ----- run ----------------------------------------------------------------------------------
+
+
+def _add_run(commands: Any) -> None:
+    _command(commands, "run", "run the daemon in the foreground (the default)", cmd_run)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from spoold.daemon import Daemon
+
+    daemon = Daemon(_config(args))
+    return daemon.run()
+
+
+# ----- submit -------------------------------------------------------------------------------
+
+
+def _add_submit(commands: Any) -> None:
+    sub = _command(
+        commands,
+        "submit",
+        "drop a job safely into incoming/ (write, fsync, rename) and print its id",
+        cmd_submit,
+    )
+    sub.add_argument("type", nargs="?", help="job type, e.g. send_email, webhook, noop")
+    sub.add_argument(
+        "fields", nargs="*", metavar="key=value",
+        help="job fields; a value that parses as JSON is taken as JSON (7, true, [..])",
+    )  # fmt: skip
+    sub.add_argument("-f", "--file", metavar="FILE", help="a JSON job file, or - for stdin")
+    sub.add_argument("--priority", choices=PRIORITIES, help="the job's priority")
+    sub.add_argument("--run-at", metavar="TIME", help="not before this ISO 8601 time")
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from spoold.job import new_job
+    from spoold.spool import Spool
+    from spoold.times import parse_time
+
+    config = _config(args)
+    job = _job_from_args(args)
+    job.setdefault("id", str(uuid.uuid4()))
+    registry = build_registry(config, dict)
+    tz = _zone(config)
+    try:
+        if "runAt" in job and isinstance(job["runAt"], str):
+            parse_time(job["runAt"], tz)
+        new_job(job, registry, tz, time.time())
+    except (InvalidJob, ValueError) as e:
+        print(f"spoold submit: {e}", file=sys.stderr)
+        return 2
+    spool = Spool(config.spool, config.node, durable=True)
+    spool.ensure()
+    data = json.dumps(job, ensure_ascii=False, indent=1).encode() + b"\n"
+    spool.write("incoming", f"{job['id']}.json", data)
+    print(job["id"])
+    return 0
+
+
+def _zone(config: Config) -> Any:
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(config.timezone)
+
+
+def _job_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    if args.file:
+        job = _read_job_file(args.file)
+        if args.type:
+            raise SystemExit("spoold submit: give either TYPE [key=value ...] or -f FILE, not both")
+    elif args.type:
+        job = {"type": args.type, **_parse_fields(args.fields)}
+    else:
+        raise SystemExit("spoold submit: say the job type (spoold submit noop) or -f FILE")
+    if args.priority:
+        job["priority"] = args.priority
+    if args.run_at:
+        job["runAt"] = args.run_at
+    return job
+
+
+def _read_job_file(path: str) -> dict[str, Any]:
+    from spoold.job import decode_object
+
+    try:
+        raw = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+        return decode_object(raw)
+    except OSError as e:
+        raise SystemExit(f"spoold submit: cannot read {path}: {e.strerror}") from e
+    except InvalidJob as e:
+        raise SystemExit(f"spoold submit: {path}: {e}") from e
+
+
+def _parse_fields(pairs: list[str]) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"spoold submit: {pair!r} is not key=value")
+        try:
+            fields[key] = json.loads(value)
+        except ValueError:
+            fields[key] = value
+    return fields
+
+
+# ----- status -------------------------------------------------------------------------------
+
+
+def _add_status(commands: Any) -> None:
+    sub = _command(commands, "status", "a readable summary of the daemon's status file", cmd_status)
+    sub.add_argument("--json", action="store_true", help="print the status file as it is")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    config = _config(args)
+    name = f"status-{config.node}.json" if config.node else "status.json"
+    path = config.spool / name
+    try:
+        raw = path.read_bytes()
+        status = json.loads(raw)
+    except FileNotFoundError:
+        print(f"spoold status: no {path}: has the daemon ever run on this spool?", file=sys.stderr)
+        return 1
+    except ValueError as e:
+        print(f"spoold status: {path} is not JSON: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        sys.stdout.write(raw.decode())
+        return 0
+    print(format_status(status, path))
+    return 0
+
+
+def format_status(status: dict[str, Any], path: Path) -> str:
+    """status.json as a few lines a person reads at a glance."""
+    queue, worker = status.get("queue", {}), status.get("worker", {})
+    pending = queue.get("pending", {})
+    by_priority = ", ".join(f"{p} {pending.get(p, 0)}" for p in PRIORITIES)
+    state = "running" if worker.get("isRunning") else "stopped"
+    lines = [
+        f"spoold on {status.get('node')} (pid {status.get('pid')}): {state},"
+        f" updated {status.get('updatedAt')}",
+        f"  pending   {pending.get('total', 0)} ({by_priority})",
+        f"  running   {queue.get('running', 0)} of {worker.get('concurrency', '?')} workers",
+        f"  completed {queue.get('completed', 0)}",
+        f"  failed    {queue.get('failed', 0)}",
+        f"  processed {worker.get('processedJobs', 0)} since {status.get('startedAt')}",
+    ]
+    lines += _task_lines(status.get("scheduler", {}))
+    config = status.get("config", {})
+    if config.get("error"):
+        lines.append(f"  CONFIG ERROR (last good config still in use): {config['error']}")
+    lines.append(f"  ({path})")
+    return "\n".join(lines)
+
+
+def _task_lines(scheduler: dict[str, Any]) -> list[str]:
+    tasks = scheduler.get("tasks") or []
+    lines = [f"  tasks     {len(tasks)}"] if tasks else []
+    for task in tasks:
+        lines.append(
+            f"    {task.get('name')}: '{task.get('schedule')}' next {task.get('nextRun')},"
+            f" runs {task.get('runCount', 0)}, errors {task.get('errorCount', 0)}"
+        )
+    return lines
+
+
+# ----- retry --------------------------------------------------------------------------------
+
+
+def _add_retry(commands: Any) -> None:
+    sub = _command(
+        commands,
+        "retry",
+        "a failed job back to pending/ (attempts reset, errors kept in previousErrors), or a"
+        " rejected file back to incoming/; works with or without a running daemon",
+        cmd_retry,
+    )
+    sub.add_argument("id", nargs="?", help="job id, or the name of a rejected file in failed/")
+    sub.add_argument("--all", action="store_true", help="every failed job and rejected file")
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    from spoold import manage
+    from spoold.spool import Spool
+
+    if bool(args.id) == bool(args.all):
+        print("spoold retry: give a job id or --all", file=sys.stderr)
+        return 2
+    config = _config(args)
+    spool = Spool(config.spool, config.node, durable=config.fsync)
+    spool.ensure()
+    if args.all:
+        done = manage.retry_all(spool)
+        for line in done:
+            print(line)
+        print(f"{len(done)} retried", file=sys.stderr)
+        return 0
+    try:
+        print(manage.retry(spool, args.id))
+    except manage.NotRetryable as e:
+        print(f"spoold retry: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# ----- check-config and next ------------------------------------------------------------------
+
+
+def _add_check_config(commands: Any) -> None:
+    sub = _command(
+        commands, "check-config", "validate a config file: exit 0, or the errors", cmd_check_config
+    )
+    sub.add_argument("path", nargs="?", help="the file (default: --config or config/spoold.yaml)")
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    path = args.path or args.config or "config/spoold.yaml"
+    try:
+        config = load_config(path, args.node)
+        build_registry(config, dict)
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return 1
+    print(f"{path}: OK ({len(config.schedule)} task(s), {config.workers} worker(s))")
+    return 0
+
+
+def _add_next(commands: Any) -> None:
+    sub = _command(commands, "next", "the next run times of a cron expression", cmd_next)
+    sub.add_argument("cron", help="e.g. '*/5 * * * *', '@daily', or '30 2 mon-fri'")
+    sub.add_argument("-n", type=int, default=5, help="how many (default 5)")
+    sub.add_argument("--tz", default=None, help="IANA time zone (default: the config's)")
+
+
+def cmd_next(args: argparse.Namespace) -> int:
+    from spoold.cron import CronError, format_next
+
+    if args.n < 1:
+        print("spoold next: -n must be at least 1", file=sys.stderr)
+        return 2
+    tz = args.tz or _config(args).timezone
+    try:
+        for line in format_next(args.cron, args.n, tz, datetime.now().astimezone()):
+            print(line)
+    except CronError as e:
+        print(f"spoold next: {e}", file=sys.stderr)
+        return 2
+    return 0

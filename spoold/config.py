@@ -1,0 +1,454 @@
+"""The YAML config → frozen dataclasses, validated as a whole.
+
+Every problem is reported at once, each naming the file, the line and the key,
+because an operator fixing a config wants the whole list, not one error a run.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+
+from spoold.errors import ConfigError
+
+DEFAULT_PATH = Path("config/spoold.yaml")
+NAME_RULE = "1-128 of A-Z a-z 0-9 . _ - (not starting with .)"
+NAME_RE = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9._\-]{0,127}$")
+DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+@dataclass(frozen=True)
+class JobsConfig:
+    timeout: float = 300.0
+    max_backoff: float = 3600.0
+    jitter: bool = False
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    token: str | None = None
+    max_body_bytes: int = 1048576
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    host: str = "localhost"
+    port: int = 25
+    starttls: bool = False
+    username: str | None = None
+    password: str | None = None
+    sender: str = "spoold@localhost"
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class CleanupConfig:
+    allowed_roots: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    allowed_hosts: tuple[str, ...] | None = None
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    completed: float = 7 * 86400.0
+    failed: float = 30 * 86400.0
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """One schedule entry; its cron string is checked by spoold.cron."""
+
+    name: str
+    cron: str
+    job: dict[str, Any]
+    timezone: str | None = None
+    catch_up: str = "skip"
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path | None = None
+    spool: Path = Path("spool")
+    node: str | None = None
+    workers: int = 3
+    jobs: JobsConfig = field(default_factory=JobsConfig)
+    max_job_bytes: int = 1048576
+    settle_seconds: float = 2.0
+    rescan_seconds: float = 5.0
+    lease_seconds: float = 30.0
+    shutdown_grace: float = 30.0
+    durability: str = "fsync"
+    http: HttpConfig | None = field(default_factory=HttpConfig)
+    smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    cleanup: CleanupConfig = field(default_factory=CleanupConfig)
+    webhook: WebhookConfig = field(default_factory=WebhookConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
+    timezone: str = "UTC"
+    schedule: tuple[TaskConfig, ...] = ()
+    job_types: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def fsync(self) -> bool:
+        return self.durability == "fsync"
+
+
+def parse_duration(value: Any) -> float:
+    """'7d', '12h', '90m', '30s', '2w' or a number of seconds → seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 7d, 12h, 30m or 45s")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    match = DURATION_RE.match(str(value))
+    if not match:
+        raise ValueError(f"{value!r} is not a duration such as 7d, 12h, 30m or 45s")
+    return float(match.group(1)) * UNITS[match.group(2)]
+
+
+class _Reader:
+    """Walks the parsed YAML beside its node tree, collecting problems with line numbers."""
+
+    def __init__(self, source: str, lines: dict[tuple[str, ...], int]) -> None:
+        self.source = source
+        self.lines = lines
+        self.problems: list[str] = []
+
+    def where(self, path: tuple[str, ...]) -> str:
+        line = self.lines.get(path)
+        while line is None and path:
+            path = path[:-1]
+            line = self.lines.get(path)
+        return f"{self.source}:{line}" if line else self.source
+
+    def problem(self, path: tuple[str, ...], message: str) -> None:
+        key = ".".join(path) or "(top level)"
+        self.problems.append(f"{self.where(path)}: {key}: {message}")
+
+    def section(self, data: Any, path: tuple[str, ...], known: set[str]) -> dict[str, Any]:
+        """A mapping whose keys must all be known; typos are errors, not silence."""
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            self.problem(path, f"expected a mapping, got {type(data).__name__}")
+            return {}
+        for key in data:
+            if key not in known:
+                hint = _closest(str(key), known)
+                self.problem((*path, str(key)), f"unknown key{hint}")
+        return data
+
+    def get(self, data: dict, path: tuple[str, ...], kind: type | tuple, default: Any) -> Any:
+        """data[key] if present and of the right kind, else record a problem and use default."""
+        key = path[-1]
+        if key not in data or (data[key] is None and default is None):
+            return default
+        value = data[key]
+        ok = isinstance(value, kind) and not (isinstance(value, bool) and kind in (int, float))
+        if kind == (int, float) and isinstance(value, bool):
+            ok = False
+        if not ok:
+            self.problem(path, f"expected {_kind_name(kind)}, got {value!r}")
+            return default
+        return value
+
+    def number(
+        self, data: dict, path: tuple[str, ...], default: float, minimum: float = 0
+    ) -> float:
+        value = self.get(data, path, (int, float), default)
+        if value < minimum:
+            self.problem(path, f"must be at least {minimum}, got {value}")
+            return default
+        return value
+
+    def duration(self, data: dict, path: tuple[str, ...], default: float) -> float:
+        if path[-1] not in data:
+            return default
+        try:
+            return parse_duration(data[path[-1]])
+        except ValueError as e:
+            self.problem(path, str(e))
+            return default
+
+
+def _kind_name(kind: type | tuple) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+    names |= {list: "a list", dict: "a mapping"}
+    if isinstance(kind, tuple):
+        return " or ".join(names.get(k, k.__name__) for k in kind)
+    return names.get(kind, kind.__name__)
+
+
+def _closest(key: str, known: set[str]) -> str:
+    match = difflib.get_close_matches(key, sorted(known), n=1)
+    if match:
+        return f" (did you mean {match[0]!r}?)"
+    return f"; known keys: {', '.join(sorted(known))}"
+
+
+def _node_lines(node: yaml.Node | None, path: tuple[str, ...] = ()) -> dict[tuple[str, ...], int]:
+    """Map each key path of the YAML document to the 1-based line it stands on."""
+    lines: dict[tuple[str, ...], int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            sub = (*path, str(key_node.value))
+            lines[sub] = key_node.start_mark.line + 1
+            lines.update(_node_lines(value_node, sub))
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            sub = (*path, str(index))
+            lines[sub] = item.start_mark.line + 1
+            lines.update(_node_lines(item, sub))
+    return lines
+
+
+def load_config(path: Path | str | None = None, node: str | None = None) -> Config:
+    """Read and validate a config file; None means config/spoold.yaml if present, else defaults.
+
+    Raises ConfigError listing every problem, each with file, line and key.
+    """
+    explicit = path is not None
+    path = Path(path) if explicit else DEFAULT_PATH
+    if not explicit and not path.exists():
+        return _override_node(Config(), node)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError([f"{path}: cannot read the config: {e.strerror or e}"]) from e
+    except UnicodeDecodeError as e:
+        raise ConfigError([f"{path}: the config is not UTF-8 text: {e}"]) from e
+    return _override_node(parse_config(text, path), node)
+
+
+def _override_node(config: Config, node: str | None) -> Config:
+    if node is None:
+        return config
+    if not NAME_RE.match(node):
+        raise ConfigError([f"--node {node!r}: use {NAME_RULE}"])
+    return replace(config, node=node)
+
+
+def parse_config(text: str, path: Path | None = None) -> Config:
+    """Validate a config document; see load_config."""
+    source = str(path) if path else "<config>"
+    try:
+        data = yaml.safe_load(text)
+        lines = _node_lines(yaml.compose(text, Loader=yaml.SafeLoader))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        reason = getattr(e, "problem", None) or str(e)
+        raise ConfigError([f"{where}: not valid YAML: {reason}"]) from e
+    reader = _Reader(source, lines)
+    config = _build(reader, data, path)
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    return config
+
+
+TOP_KEYS = {
+    "spool", "node", "workers", "jobs", "maxJobBytes", "settleSeconds", "rescanSeconds",
+    "leaseSeconds", "shutdownGrace", "durability", "http", "smtp", "cleanup", "webhook",
+    "retention", "timezone", "schedule", "jobTypes",
+}  # fmt: skip
+
+
+def _build(r: _Reader, data: Any, path: Path | None) -> Config:
+    top = r.section(data, (), TOP_KEYS)
+    d = Config()
+    node = r.get(top, ("node",), str, None)
+    if node is not None and not NAME_RE.match(node):
+        r.problem(("node",), f"use {NAME_RULE}")
+    durability = r.get(top, ("durability",), str, d.durability)
+    if durability not in ("fsync", "relaxed"):
+        r.problem(("durability",), f"must be fsync or relaxed, got {durability!r}")
+        durability = d.durability
+    workers = int(r.number(top, ("workers",), d.workers, minimum=1))
+    return Config(
+        path=path,
+        spool=Path(r.get(top, ("spool",), str, str(d.spool))),
+        node=node,
+        workers=workers,
+        jobs=_jobs(r, top),
+        max_job_bytes=int(r.number(top, ("maxJobBytes",), d.max_job_bytes, minimum=1)),
+        settle_seconds=r.number(top, ("settleSeconds",), d.settle_seconds),
+        rescan_seconds=r.number(top, ("rescanSeconds",), d.rescan_seconds, minimum=0.05),
+        lease_seconds=r.number(top, ("leaseSeconds",), d.lease_seconds, minimum=1),
+        shutdown_grace=r.number(top, ("shutdownGrace",), d.shutdown_grace),
+        durability=durability,
+        http=_http(r, top),
+        smtp=_smtp(r, top),
+        cleanup=_cleanup(r, top),
+        webhook=_webhook(r, top),
+        retention=_retention(r, top),
+        timezone=_timezone(r, top, ("timezone",), "UTC"),
+        schedule=_schedule(r, top),
+        job_types=_job_types(r, top),
+    )
+
+
+def _jobs(r: _Reader, top: dict) -> JobsConfig:
+    p = ("jobs",)
+    s = r.section(top.get("jobs"), p, {"timeout", "maxBackoff", "jitter"})
+    d = JobsConfig()
+    return JobsConfig(
+        timeout=r.number(s, (*p, "timeout"), d.timeout, minimum=0.001),
+        max_backoff=r.number(s, (*p, "maxBackoff"), d.max_backoff),
+        jitter=r.get(s, (*p, "jitter"), bool, d.jitter),
+    )
+
+
+def _http(r: _Reader, top: dict) -> HttpConfig | None:
+    p = ("http",)
+    if "http" in top and top["http"] is None:
+        return None
+    s = r.section(top.get("http"), p, {"host", "port", "token", "maxBodyBytes"})
+    d = HttpConfig()
+    port = int(r.number(s, (*p, "port"), d.port))
+    if port > 65535:
+        r.problem((*p, "port"), f"must be 0-65535, got {port}")
+    token = r.get(s, (*p, "token"), str, None) or os.environ.get("SPOOLD_TOKEN") or None
+    return HttpConfig(
+        host=r.get(s, (*p, "host"), str, d.host),
+        port=port,
+        token=token,
+        max_body_bytes=int(r.number(s, (*p, "maxBodyBytes"), d.max_body_bytes, minimum=1)),
+    )
+
+
+def _smtp(r: _Reader, top: dict) -> SmtpConfig:
+    p = ("smtp",)
+    known = {"host", "port", "starttls", "username", "password", "from", "timeout"}
+    s = r.section(top.get("smtp"), p, known)
+    d = SmtpConfig()
+    return SmtpConfig(
+        host=r.get(s, (*p, "host"), str, d.host),
+        port=int(r.number(s, (*p, "port"), d.port)),
+        starttls=r.get(s, (*p, "starttls"), bool, d.starttls),
+        username=r.get(s, (*p, "username"), str, None),
+        password=r.get(s, (*p, "password"), str, None),
+        sender=r.get(s, (*p, "from"), str, d.sender),
+        timeout=r.number(s, (*p, "timeout"), d.timeout, minimum=0.001),
+    )
+
+
+def _cleanup(r: _Reader, top: dict) -> CleanupConfig:
+    p = ("cleanup",)
+    s = r.section(top.get("cleanup"), p, {"allowedRoots"})
+    roots = r.get(s, (*p, "allowedRoots"), list, [])
+    good = []
+    for index, root in enumerate(roots):
+        if isinstance(root, str) and root:
+            good.append(Path(root).absolute())
+        else:
+            r.problem((*p, "allowedRoots", str(index)), f"expected a folder path, got {root!r}")
+    return CleanupConfig(allowed_roots=tuple(good))
+
+
+def _webhook(r: _Reader, top: dict) -> WebhookConfig:
+    p = ("webhook",)
+    s = r.section(top.get("webhook"), p, {"allowedHosts", "timeout"})
+    hosts = r.get(s, (*p, "allowedHosts"), list, None)
+    if hosts is not None:
+        for index, host in enumerate(hosts):
+            if not isinstance(host, str) or not host:
+                r.problem((*p, "allowedHosts", str(index)), f"expected a host name, got {host!r}")
+        hosts = tuple(h.lower() for h in hosts if isinstance(h, str))
+    return WebhookConfig(
+        allowed_hosts=hosts,
+        timeout=r.number(s, (*p, "timeout"), WebhookConfig.timeout, minimum=0.001),
+    )
+
+
+def _retention(r: _Reader, top: dict) -> RetentionConfig:
+    p = ("retention",)
+    s = r.section(top.get("retention"), p, {"completed", "failed"})
+    d = RetentionConfig()
+    return RetentionConfig(
+        completed=r.duration(s, (*p, "completed"), d.completed),
+        failed=r.duration(s, (*p, "failed"), d.failed),
+    )
+
+
+def _timezone(r: _Reader, data: dict, path: tuple[str, ...], default: str | None) -> str | None:
+    name = r.get(data, path, str, default)
+    if name is None:
+        return None
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        r.problem(path, f"unknown time zone {name!r} (use an IANA name such as Europe/Berlin)")
+        return default
+    return name
+
+
+def _schedule(r: _Reader, top: dict) -> tuple[TaskConfig, ...]:
+    entries = r.get(top, ("schedule",), list, [])
+    tasks: list[TaskConfig] = []
+    seen: set[str] = set()
+    for index, entry in enumerate(entries):
+        task = _task(r, entry, ("schedule", str(index)))
+        if task is None:
+            continue
+        if task.name in seen:
+            r.problem(("schedule", str(index), "name"), f"task name {task.name!r} is used twice")
+        seen.add(task.name)
+        tasks.append(task)
+    return tuple(tasks)
+
+
+def _task(r: _Reader, entry: Any, p: tuple[str, ...]) -> TaskConfig | None:
+    s = r.section(entry, p, {"name", "cron", "job", "timezone", "catchUp"})
+    before = len(r.problems)
+    name = r.get(s, (*p, "name"), str, None)
+    cron = r.get(s, (*p, "cron"), str, None)
+    job = r.get(s, (*p, "job"), dict, None)
+    for key, value in (("name", name), ("cron", cron), ("job", job)):
+        if value is None and key not in s:
+            r.problem((*p, key), "is required")
+    if name is not None and not NAME_RE.match(name):
+        r.problem((*p, "name"), f"use {NAME_RULE}")
+    if cron is not None:
+        from spoold.cron import cron_problem
+
+        problem = cron_problem(cron)
+        if problem:
+            r.problem((*p, "cron"), problem)
+    if job is not None and not isinstance(job.get("type"), str):
+        r.problem((*p, "job", "type"), "the job needs a type (a string)")
+    catch_up = r.get(s, (*p, "catchUp"), str, "skip")
+    if catch_up not in ("skip", "once"):
+        r.problem((*p, "catchUp"), f"must be skip or once, got {catch_up!r}")
+    timezone = _timezone(r, s, (*p, "timezone"), None)
+    if len(r.problems) > before:
+        return None
+    return TaskConfig(name, cron, job, timezone, catch_up, r.lines.get(p, 0))
+
+
+def _job_types(r: _Reader, top: dict) -> dict[str, str]:
+    types = r.get(top, ("jobTypes",), dict, {})
+    good = {}
+    for name, target in types.items():
+        p = ("jobTypes", str(name))
+        if not isinstance(target, str) or ":" not in target:
+            r.problem(p, f"expected 'package.module:function', got {target!r}")
+        elif not NAME_RE.match(str(name)):
+            r.problem(p, "a type name uses A-Z a-z 0-9 . _ -")
+        else:
+            good[str(name)] = target
+    return good

@@ -1,0 +1,209 @@
+"""Wires the parts together: spool, intake, watcher, workers, status; start/stop/run.
+
+Only run() installs signal handlers, so tests drive start() and stop() directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from spoold.config import Config
+from spoold.dispatch import Dispatcher
+from spoold.intake import Intake
+from spoold.jobs import JobType, build_registry
+from spoold.retention import prune
+from spoold.spool import ERROR_SUFFIX, Spool, parse_stem
+from spoold.status import Stats, StatusWriter
+from spoold.times import iso
+from spoold.watcher import Watcher
+from spoold.worker import Policy, WorkerPool, recover_running
+
+logger = logging.getLogger(__name__)
+
+RETENTION_EVERY = 600.0
+
+
+class Daemon:
+    """One spoold process on one spool."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.config_error: str | None = None
+        self.config_loaded_at = time.time()
+        self.started_at = time.time()
+        self.spool = Spool(config.spool, config.node, durable=config.fsync)
+        self.dispatcher = Dispatcher()
+        self.registry: dict[str, JobType] = build_registry(config, self.queue_stats)
+        self.stats = Stats()
+        self.intake = Intake(
+            self.spool, self.dispatcher, lambda: self.registry, self.tz,
+            config.max_job_bytes, config.settle_seconds,
+        )  # fmt: skip
+        self.pool = WorkerPool(
+            self.spool, self.dispatcher, lambda: self.registry, self.tz, self.policy,
+            config.workers, on_finish=self.stats.finished,
+        )  # fmt: skip
+        self.watcher = Watcher(
+            str(self.spool.dirs["incoming"]), self._accept_file, self.spool.incoming_names,
+            config.rescan_seconds,
+        )  # fmt: skip
+        self.status = StatusWriter(self._write_status, self.snapshot)
+        self._stop = threading.Event()
+        self._housekeeper = threading.Thread(target=self._housekeeping, name="spoold-house")
+        self._housekeeper.daemon = True
+
+    # ----- what the parts read from the config -------------------------------------------
+
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.config.timezone)
+
+    def policy(self) -> Policy:
+        jobs = self.config.jobs
+        return Policy(jobs.timeout, jobs.max_backoff, jobs.jitter, self.config.lease_seconds)
+
+    # ----- life cycle --------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Scan the spool once, recover what a crash left, then start every part."""
+        self.spool.ensure()
+        self.intake.ids.load(self.spool)
+        self._index_pending()
+        self.stats.completed = self._count_records("completed")
+        self.stats.failed = self._count_records("failed")
+        self._recover(own_node_too=True)
+        self.pool.start()
+        self.watcher.start()
+        self.status.start()
+        self._housekeeper.start()
+        logger.info("spoold %s serving %s with %d worker(s)", self.spool.owner,
+                    self.spool.root, self.config.workers)  # fmt: skip
+
+    def stop(self, graceful: bool = True) -> None:
+        """Stop claiming, let running jobs finish (up to shutdownGrace), write status last."""
+        self._stop.set()
+        self.watcher.stop()
+        self.pool.stop(self.config.shutdown_grace if graceful else 0.0)
+        self._housekeeper.join(5)
+        self.status.stop()
+        logger.info("spoold stopped")
+
+    def run(self) -> int:
+        """Foreground: serve until SIGINT or SIGTERM, then stop cleanly."""
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda signum, frame: self._stop.set())
+        self.start()
+        while not self._stop.wait(0.5):
+            pass
+        logger.info("stopping: no new jobs are claimed; running jobs get %ss",
+                    self.config.shutdown_grace)  # fmt: skip
+        self.stop()
+        return 0
+
+    # ----- start-up scans and periodic chores -----------------------------------------------
+
+    def _index_pending(self) -> None:
+        """Put every job in pending/ that the index does not know into it."""
+        found = []
+        for name in self.spool.names("pending"):
+            stem = parse_stem(name[:-5]) if name.endswith(".json") else None
+            if stem and stem.text not in self.dispatcher:
+                found.append((stem.text, stem.priority))
+                self.intake.ids.reserve(stem.id)
+        self.dispatcher.add_many(found)
+
+    def _count_records(self, folder: str) -> int:
+        return sum(1 for name in self.spool.names(folder) if not name.endswith(ERROR_SUFFIX))
+
+    def _recover(self, own_node_too: bool) -> None:
+        context = (self.tz(), self.registry)
+        stale = self.spool.stale_running(time.time(), self.config.lease_seconds, own_node_too)
+        for name in stale:
+            folder = recover_running(self.spool, name, self.dispatcher, context)
+            if folder == "failed":
+                self.stats.changed(failed=1)
+
+    def _housekeeping(self) -> None:
+        """Rescan pending/ for jobs put there by others, recover expired leases, prune."""
+        last_prune = 0.0
+        while not self._stop.wait(self.config.rescan_seconds):
+            try:
+                self._index_pending()
+                self._recover(own_node_too=False)
+                if time.time() - last_prune >= RETENTION_EVERY:
+                    last_prune = time.time()
+                    self._prune()
+            except OSError as e:
+                logger.error("housekeeping failed, trying again later: %s", e)
+
+    def _prune(self) -> None:
+        retention = self.config.retention
+        for folder, age in (("completed", retention.completed), ("failed", retention.failed)):
+            removed = prune(self.spool, folder, age, time.time())
+            for name in removed:
+                stem = parse_stem(name[:-5])
+                if stem:
+                    self.intake.ids.release(stem.id)
+            self.stats.changed(**{folder: -len(removed)})
+
+    # ----- the door for files ---------------------------------------------------------------
+
+    def _accept_file(self, name: str, now: float) -> float | None:
+        before = self.intake.rejected
+        again = self.intake.accept_file(name, now)
+        if self.intake.rejected != before:
+            self.stats.changed(failed=1)
+        return again
+
+    # ----- status ---------------------------------------------------------------------------
+
+    def queue_stats(self) -> dict[str, Any]:
+        """The queue part of status.json (also what the queue_stats job logs)."""
+        return {
+            "pending": self.dispatcher.counts(),
+            "running": self.pool.active_count,
+            "completed": self.stats.completed,
+            "failed": self.stats.failed,
+        }
+
+    def worker_stats(self) -> dict[str, Any]:
+        return {
+            "workerId": self.spool.owner,
+            "isRunning": self.pool.is_running,
+            "activeJobs": self.pool.active_count,
+            "processedJobs": self.stats.processed,
+            "concurrency": self.config.workers,
+        }
+
+    def scheduler_stats(self) -> dict[str, Any]:
+        return {"isRunning": False, "taskCount": 0, "tasks": []}
+
+    def snapshot(self) -> dict[str, Any]:
+        config_path = self.config.path
+        return {
+            "node": self.config.node or self.spool.node,
+            "pid": os.getpid(),
+            "startedAt": iso(self.started_at),
+            "updatedAt": iso(time.time()),
+            "queue": self.queue_stats(),
+            "worker": self.worker_stats(),
+            "scheduler": self.scheduler_stats(),
+            "config": {
+                "path": str(config_path.absolute()) if config_path else None,
+                "loadedAt": iso(self.config_loaded_at),
+                "error": self.config_error,
+            },
+        }
+
+    @property
+    def status_name(self) -> str:
+        node = self.config.node
+        return f"status-{node}.json" if node else "status.json"
+
+    def _write_status(self, data: bytes) -> None:
+        self.spool.write("", self.status_name, data)

@@ -1,0 +1,138 @@
+"""The in-memory index of pending/: which job runs next, without listing a folder.
+
+Built by one scan at start and kept current by the spool's own moves, so taking
+the next job costs O(log n) whatever the backlog. Order: every due critical job
+before high before normal before low; FIFO (by acceptance time, which the
+pending name sorts by) within a priority. Jobs not yet due wait in a heap keyed
+by their due time and join the ready heaps when it comes.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+
+from spoold.jobs import PRIORITIES
+
+
+def backoff_seconds(attempts: int, cap: float, jitter: bool, rand: Callable[[], float]) -> float:
+    """2^attempts seconds, capped; with jitter, a uniform share of it ("full jitter")."""
+    delay = min(float(2 ** min(attempts, 62)), cap)
+    return delay * rand() if jitter else delay
+
+
+def default_rand() -> float:
+    return random.random()
+
+
+class Dispatcher:
+    """Thread-safe index of pending stems; take() blocks until one is due."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._ready: dict[str, list[str]] = {p: [] for p in PRIORITIES}
+        self._delayed: list[tuple[float, str, str]] = []
+        self._present: dict[str, str] = {}
+        self._closed = False
+
+    def add(self, stem: str, priority: str, due: float = 0.0) -> None:
+        """A job is in pending/ (new, retried, or found by a scan)."""
+        with self._cond:
+            if stem in self._present:
+                return
+            self._present[stem] = priority
+            self._push(stem, priority, due)
+            self._cond.notify()
+
+    def add_many(self, entries: Iterable[tuple[str, str]]) -> None:
+        """Bulk add of (stem, priority), due now: the start-up scan."""
+        with self._cond:
+            for stem, priority in entries:
+                if stem not in self._present:
+                    self._present[stem] = priority
+                    self._ready[priority].append(stem)
+            for heap in self._ready.values():
+                heapq.heapify(heap)
+            self._cond.notify_all()
+
+    def _push(self, stem: str, priority: str, due: float) -> None:
+        if due > self._clock():
+            heapq.heappush(self._delayed, (due, stem, priority))
+        else:
+            heapq.heappush(self._ready[priority], stem)
+
+    def defer(self, stem: str, priority: str, due: float) -> None:
+        """Put back a job that was taken before its time."""
+        with self._cond:
+            self._present[stem] = priority
+            self._push(stem, priority, due)
+            self._cond.notify()
+
+    def discard(self, stem: str) -> None:
+        """The job left pending/ by another way (cancelled, claimed elsewhere)."""
+        with self._cond:
+            self._present.pop(stem, None)
+
+    def take(self, timeout: float | None = None) -> tuple[str, str] | None:
+        """The next due (stem, priority), removed from the index; None on timeout or close."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while not self._closed:
+                found = self._pop_due()
+                if found:
+                    return found
+                wait = self._wait_seconds(deadline)
+                if wait is not None and wait <= 0:
+                    return None
+                self._cond.wait(wait)
+            return None
+
+    def _pop_due(self) -> tuple[str, str] | None:
+        now = self._clock()
+        while self._delayed and self._delayed[0][0] <= now:
+            _, stem, priority = heapq.heappop(self._delayed)
+            heapq.heappush(self._ready[priority], stem)
+        for priority in PRIORITIES:
+            heap = self._ready[priority]
+            while heap:
+                stem = heapq.heappop(heap)
+                if self._present.pop(stem, None) is not None:
+                    return stem, priority
+        return None
+
+    def _wait_seconds(self, deadline: float | None) -> float | None:
+        waits = []
+        if self._delayed:
+            waits.append(max(self._delayed[0][0] - self._clock(), 0.001))
+        if deadline is not None:
+            waits.append(deadline - time.monotonic())
+        return min(waits) if waits else None
+
+    def close(self) -> None:
+        """Wake every taker with None: the daemon is stopping."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def __contains__(self, stem: str) -> bool:
+        return stem in self._present
+
+    def counts(self) -> dict[str, int]:
+        """Pending jobs per priority, and 'total'."""
+        with self._cond:
+            counts = Counter(self._present.values())
+        return {"total": sum(counts.values()), **{p: counts[p] for p in PRIORITIES}}
+
+    def oldest_due(self) -> float | None:
+        """Due time of the earliest delayed entry (for metrics); None if none."""
+        with self._cond:
+            return self._delayed[0][0] if self._delayed else None
+
+    def stems(self) -> set[str]:
+        with self._cond:
+            return set(self._present)

@@ -1,0 +1,148 @@
+"""The one door into the spool: a file in incoming/, an HTTP body, a scheduled job.
+
+Whatever the door, a job is judged by job.new_job, given a unique id and a
+dispatch-order name, and indexed. Bad files go to failed/ with their bytes
+unchanged and a readable reason; nothing is ever dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from spoold.dispatch import Dispatcher
+from spoold.errors import InvalidJob
+from spoold.job import Job, decode_object, new_job, priority_from_name
+from spoold.jobs import JobType
+from spoold.spool import Rejected, Spool, make_stem, parse_stem, running_stem
+
+logger = logging.getLogger(__name__)
+
+
+class IdRegistry:
+    """Ids of every job in the spool, so a second job with a taken id is refused."""
+
+    def __init__(self) -> None:
+        self._ids: set[str] = set()
+        self._lock = threading.Lock()
+
+    def load(self, spool: Spool) -> None:
+        """One scan of every job folder at start."""
+        for folder in ("pending", "completed", "failed"):
+            for name in spool.names(folder):
+                stem = parse_stem(name[:-5]) if name.endswith(".json") else None
+                if stem:
+                    self._ids.add(stem.id)
+        for name in spool.names("running"):
+            parsed = running_stem(name)
+            stem = parse_stem(parsed[0]) if parsed else None
+            if stem:
+                self._ids.add(stem.id)
+
+    def reserve(self, job_id: str) -> bool:
+        with self._lock:
+            if job_id in self._ids:
+                return False
+            self._ids.add(job_id)
+            return True
+
+    def release(self, job_id: str) -> None:
+        with self._lock:
+            self._ids.discard(job_id)
+
+    def __contains__(self, job_id: str) -> bool:
+        return job_id in self._ids
+
+
+class Intake:
+    """Judges and admits jobs; thread-safe."""
+
+    def __init__(
+        self,
+        spool: Spool,
+        dispatcher: Dispatcher,
+        registry: Callable[[], dict[str, JobType]],
+        tz: Callable[[], ZoneInfo],
+        max_bytes: int,
+        settle_seconds: float,
+    ) -> None:
+        self.spool = spool
+        self.dispatcher = dispatcher
+        self.registry = registry
+        self.tz = tz
+        self.max_bytes = max_bytes
+        self.settle_seconds = settle_seconds
+        self.ids = IdRegistry()
+        self.accepted = 0
+        self.rejected = 0
+
+    def judge(self, data: dict[str, Any], now: float, name_priority: str | None = None) -> Job:
+        """A job object → Job, or InvalidJob. The same words for every door."""
+        return new_job(data, self.registry(), self.tz(), now, name_priority)
+
+    def accept_file(self, name: str, now: float) -> float | None:
+        """Admit incoming/name, or reject it into failed/.
+
+        Returns the time to look again when the file does not parse yet and changed
+        less than settleSeconds ago (a writer may still be at it); else None.
+        """
+        try:
+            incoming = self.spool.read_incoming(name, self.max_bytes)
+        except Rejected as e:
+            self._reject(name, str(e))
+            return None
+        if incoming is None:
+            return None
+        try:
+            job = self.judge(decode_object(incoming.raw), now, priority_from_name(name))
+        except InvalidJob as e:
+            settles_at = incoming.mtime + self.settle_seconds
+            if settles_at > now:
+                return settles_at
+            self._reject(name, str(e))
+            return None
+        if not self.ids.reserve(job.id):
+            self._reject(name, _duplicate(job.id))
+            return None
+        stem = make_stem(job.priority, self.spool.accept_ns(), job.id)
+        if not self.spool.accept(name, stem):
+            self.ids.release(job.id)
+            return None
+        self.accepted += 1
+        self.dispatcher.add(stem, job.priority, job.due)
+        logger.debug("accepted %s as %s", name, stem)
+        return None
+
+    def _reject(self, name: str, reason: str) -> None:
+        where = self.spool.reject(name, reason)
+        if where:
+            self.rejected += 1
+            logger.warning("rejected incoming/%s → failed/%s: %s", name, where, reason)
+
+    def submit(self, data: dict[str, Any], now: float, exclusive_stem: str | None = None) -> Job:
+        """Write a job straight into pending/, durably, before returning (HTTP, schedules).
+
+        Raises InvalidJob for a bad job or a taken id.
+        """
+        job = self.judge(data, now)
+        if "id" not in data:
+            job.data = {**data, "id": job.id}
+        if not self.ids.reserve(job.id):
+            raise InvalidJob(_duplicate(job.id))
+        stem = exclusive_stem or make_stem(job.priority, self.spool.accept_ns(), job.id)
+        try:
+            written = self.spool.enqueue(stem, job.to_json(), exclusive=exclusive_stem is not None)
+        except BaseException:
+            self.ids.release(job.id)
+            raise
+        if not written:
+            raise InvalidJob(_duplicate(job.id))
+        self.dispatcher.add(stem, job.priority, job.due)
+        return job
+
+
+def _duplicate(job_id: str) -> str:
+    return f"a job with id {job_id!r} is already in the spool: give this one another id"

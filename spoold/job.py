@@ -1,0 +1,228 @@
+"""The Job value: JSON in and out, validation, and the record of its life.
+
+A job file is judged here and nowhere else, whichever door it came through
+(a file in incoming/, an HTTP body, a scheduled task), so every door gives the
+same answer with the same words.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from spoold.errors import InvalidJob
+from spoold.jobs import PRIORITIES, JobType
+from spoold.times import iso, iso_or_none, parse_time
+
+ID_RE = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9._\-]{0,127}$")
+NAME_PRIORITY_RE = re.compile(r"^(critical|high|normal|low)[-_.]")
+STATUSES = ("pending", "running", "completed", "failed")
+# Fields spoold writes itself; a producer setting them would forge the job's history.
+STATE_FIELDS = (
+    "status", "attempts", "createdAt", "startedAt", "completedAt", "error",
+    "durationMs", "previousErrors", "nextAttemptAt",
+)  # fmt: skip
+ID_RULE = "1-128 of A-Z a-z 0-9 . _ - (not starting with .)"
+
+
+def priority_from_name(name: str) -> str | None:
+    """'high-invoice-42.json' → 'high'; None when the name names no priority."""
+    match = NAME_PRIORITY_RE.match(name)
+    return match.group(1) if match else None
+
+
+@dataclass
+class Job:
+    """A job and its state. `data` holds the producer's fields, untouched."""
+
+    data: dict[str, Any]
+    id: str
+    type: str
+    priority: str
+    max_attempts: int
+    created_at: float
+    timeout: float | None = None
+    run_at: float | None = None
+    attempts: int = 0
+    status: str = "pending"
+    started_at: float | None = None
+    completed_at: float | None = None
+    error: str | None = None
+    duration_ms: int | None = None
+    previous_errors: list[str] = field(default_factory=list)
+    next_attempt_at: float | None = None
+
+    @property
+    def due(self) -> float:
+        """Not to be dispatched before this epoch time (runAt, or a retry's backoff)."""
+        return max(self.run_at or 0.0, self.next_attempt_at or 0.0)
+
+    def to_record(self) -> dict[str, Any]:
+        """The producer's fields plus the state fields, as written to the spool."""
+        record = dict(self.data)
+        record.update(
+            id=self.id,
+            type=self.type,
+            priority=self.priority,
+            status=self.status,
+            attempts=self.attempts,
+            maxAttempts=self.max_attempts,
+            createdAt=iso(self.created_at),
+            startedAt=iso_or_none(self.started_at),
+            completedAt=iso_or_none(self.completed_at),
+            error=self.error,
+            durationMs=self.duration_ms,
+        )
+        if self.previous_errors:
+            record["previousErrors"] = list(self.previous_errors)
+        if self.next_attempt_at is not None and self.status == "pending":
+            record["nextAttemptAt"] = iso(self.next_attempt_at)
+        return record
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_record(), ensure_ascii=False, indent=1).encode() + b"\n"
+
+    def run_args(self, default_timeout: float) -> dict[str, Any]:
+        """The dict a job type's run() receives: the job's fields plus id, attempts, timeout."""
+        args = dict(self.data)
+        args.update(id=self.id, attempts=self.attempts, timeout=self.timeout or default_timeout)
+        return args
+
+
+def decode_object(raw: bytes) -> dict[str, Any]:
+    """Bytes → the job's JSON object, or InvalidJob saying what is wrong and where."""
+    try:
+        data = json.loads(raw)
+    except UnicodeDecodeError as e:
+        raise InvalidJob(f"not UTF-8 text (byte {e.start}): save the file as UTF-8") from e
+    except json.JSONDecodeError as e:
+        raise InvalidJob(f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from e
+    if not isinstance(data, dict):
+        raise InvalidJob(f"a job must be a JSON object {{...}}, got {_json_kind(data)}")
+    return data
+
+
+def _json_kind(value: Any) -> str:
+    kinds = {dict: "an object", list: "a list", str: "a string", bool: "true/false"}
+    kinds |= {int: "a number", float: "a number", type(None): "null"}
+    return kinds.get(type(value), type(value).__name__)
+
+
+def new_job(
+    data: dict[str, Any],
+    registry: dict[str, JobType],
+    tz: ZoneInfo,
+    now: float,
+    name_priority: str | None = None,
+) -> Job:
+    """Judge a submitted job object; raise InvalidJob with every problem found."""
+    job_type = _job_type(data, registry)
+    problems = _field_problems(data)
+    problems += [p for p in job_type.validate(data)] if not problems else []
+    run_at = _run_at(data, tz, problems)
+    if problems:
+        raise InvalidJob("; ".join(problems))
+    return Job(
+        data=data,
+        id=data.get("id") or str(uuid.uuid4()),
+        type=job_type.name,
+        priority=name_priority or data.get("priority") or job_type.priority,
+        max_attempts=data.get("maxAttempts") or job_type.max_attempts,
+        created_at=now,
+        timeout=data.get("timeout"),
+        run_at=run_at,
+    )
+
+
+def _job_type(data: dict[str, Any], registry: dict[str, JobType]) -> JobType:
+    known = ", ".join(sorted(registry))
+    if "type" not in data:
+        raise InvalidJob(f"no 'type' field: add one naming the job type, one of: {known}")
+    name = data["type"]
+    if not isinstance(name, str) or name not in registry:
+        raise InvalidJob(f"unknown job type {name!r}: use one of: {known}")
+    return registry[name]
+
+
+def _field_problems(data: dict[str, Any]) -> list[str]:
+    problems = [f"field {key!r} is set by spoold; remove it" for key in STATE_FIELDS if key in data]
+    job_id = data.get("id")
+    if "id" in data and not (isinstance(job_id, str) and ID_RE.match(job_id)):
+        problems.append(f"field 'id' must be {ID_RULE}, got {job_id!r}")
+    priority = data.get("priority")
+    if "priority" in data and priority not in PRIORITIES:
+        allowed = ", ".join(PRIORITIES)
+        problems.append(f"field 'priority' must be one of {allowed}, got {priority!r}")
+    attempts = data.get("maxAttempts")
+    if "maxAttempts" in data and not (_is_int(attempts) and attempts >= 1):
+        problems.append(f"field 'maxAttempts' must be a whole number >= 1, got {attempts!r}")
+    timeout = data.get("timeout")
+    if "timeout" in data and not (_is_number(timeout) and timeout > 0):
+        problems.append(f"field 'timeout' must be a number of seconds > 0, got {timeout!r}")
+    return problems
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _run_at(data: dict[str, Any], tz: ZoneInfo, problems: list[str]) -> float | None:
+    if "runAt" not in data or data["runAt"] is None:
+        return None
+    value = data["runAt"]
+    try:
+        if not isinstance(value, str):
+            raise ValueError
+        return parse_time(value, tz)
+    except ValueError:
+        problems.append(
+            f"field 'runAt' must be an ISO 8601 time such as 2026-01-31T09:00:00+01:00,"
+            f" got {value!r}"
+        )
+        return None
+
+
+def from_record(
+    record: dict[str, Any], job_id: str, priority: str, created_at: float, tz: ZoneInfo,
+    registry: dict[str, JobType],
+) -> Job:  # fmt: skip
+    """Rebuild a Job from a file in pending/ or running/: the producer's bytes or our record.
+
+    The file name carries id, priority and acceptance time; the state fields, when
+    present, were written by spoold on a retry or a recovery.
+    """
+    data = {k: v for k, v in record.items() if k not in STATE_FIELDS}
+    job_type = registry.get(str(record.get("type")))
+    default_attempts = job_type.max_attempts if job_type else 1
+    job = Job(
+        data=data,
+        id=job_id,
+        type=str(record.get("type")),
+        priority=priority,
+        max_attempts=record.get("maxAttempts") or default_attempts,
+        created_at=created_at,
+        timeout=record.get("timeout"),
+        attempts=int(record.get("attempts") or 0),
+        previous_errors=list(record.get("previousErrors") or []),
+        error=record.get("error"),
+    )
+    if record.get("runAt"):
+        job.run_at = _safe_time(record["runAt"], tz)
+    if record.get("nextAttemptAt"):
+        job.next_attempt_at = _safe_time(record["nextAttemptAt"], tz)
+    return job
+
+
+def _safe_time(value: Any, tz: ZoneInfo) -> float | None:
+    try:
+        return parse_time(str(value), tz)
+    except ValueError:
+        return None

@@ -1,0 +1,125 @@
+"""Operator verbs on the spool itself: find a job, retry it, cancel it.
+
+They work on the folders directly, with or without a running daemon, so the CLI
+and the HTTP API share them. A running daemon finds what they put in pending/
+at its next rescan.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from spoold.spool import ERROR_SUFFIX, Spool, parse_stem, running_stem
+from spoold.times import iso
+
+JOB_FOLDERS = ("pending", "running", "completed", "failed")
+
+
+@dataclass(frozen=True)
+class Found:
+    """Where a job is: its folder, its file name there, its stem."""
+
+    folder: str
+    name: str
+    stem: str
+
+
+def locate(spool: Spool, job_id: str) -> Found | None:
+    """Find a job by id in any folder (lists the folders: for operators, not per job)."""
+    for folder in JOB_FOLDERS:
+        for name in spool.names(folder):
+            stem = _stem_of(folder, name)
+            parsed = parse_stem(stem) if stem else None
+            if parsed and parsed.id == job_id:
+                return Found(folder, name, parsed.text)
+    return None
+
+
+def _stem_of(folder: str, name: str) -> str | None:
+    if folder == "running":
+        parsed = running_stem(name)
+        return parsed[0] if parsed else None
+    return name[:-5] if name.endswith(".json") else None
+
+
+def read_record(spool: Spool, found: Found) -> dict[str, Any] | None:
+    """The job's file as JSON, or None if it vanished or is not JSON."""
+    raw = spool.read(found.folder, found.name)
+    try:
+        record = json.loads(raw) if raw is not None else None
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+class NotRetryable(Exception):
+    """The job cannot be retried; the message says why."""
+
+
+def retry(spool: Spool, job_id: str) -> str:
+    """A failed job back to pending/ with attempts 0 (its errors kept in previousErrors),
+    or a rejected file in failed/ back to incoming/. Returns what was done."""
+    found = locate(spool, job_id)
+    if found is None:
+        if _is_rejected(spool, job_id):
+            return f"incoming/{spool.restore_rejected(job_id)}"
+        raise NotRetryable(f"no job with id {job_id!r} and no rejected file of that name")
+    if found.folder != "failed":
+        raise NotRetryable(f"job {job_id} is {found.folder}, not failed: nothing to retry")
+    record = read_record(spool, found)
+    if record is None:
+        raise NotRetryable(f"failed/{found.name} is not a readable record")
+    spool.enqueue(found.stem, _reset(record))
+    spool.remove("failed", found.name)
+    return f"pending/{found.stem}.json"
+
+
+def _reset(record: dict[str, Any]) -> bytes:
+    previous = list(record.get("previousErrors") or [])
+    if record.get("error"):
+        previous.append(record["error"])
+    record.update(status="pending", attempts=0, error=None, previousErrors=previous)
+    for key in ("startedAt", "completedAt", "durationMs", "nextAttemptAt"):
+        record.pop(key, None)
+    return json.dumps(record, ensure_ascii=False, indent=1).encode() + b"\n"
+
+
+def _is_rejected(spool: Spool, name: str) -> bool:
+    return "/" not in name and spool.mtime("failed", name + ERROR_SUFFIX) is not None
+
+
+def retry_all(spool: Spool) -> list[str]:
+    """Retry every failed job and rejected file; returns what was done for each."""
+    done = []
+    for name in sorted(spool.names("failed")):
+        if name.endswith(ERROR_SUFFIX):
+            continue
+        stem = parse_stem(name[:-5]) if name.endswith(".json") else None
+        target = stem.id if stem else name
+        try:
+            done.append(retry(spool, target))
+        except NotRetryable:
+            continue
+    return done
+
+
+def cancel(spool: Spool, job_id: str) -> Found:
+    """A pending job to failed/ with error 'cancelled'. NotRetryable-style errors say why not."""
+    found = locate(spool, job_id)
+    if found is None:
+        raise LookupError(f"no job with id {job_id!r}")
+    if found.folder != "pending":
+        raise NotRetryable(f"job {job_id} is {found.folder}: only a pending job can be cancelled")
+    record = read_record(spool, found) or {}
+    stem = parse_stem(found.stem)
+    record.update(id=job_id, status="failed", error="cancelled", completedAt=iso(time.time()))
+    if stem:
+        record.update(priority=stem.priority, createdAt=iso(stem.accepted))
+    record.setdefault("attempts", 0)
+    data = json.dumps(record, ensure_ascii=False, indent=1).encode() + b"\n"
+    if not spool.cancel(found.stem, data):
+        raise NotRetryable(f"job {job_id} was claimed by a worker before it could be cancelled")
+    return Found("failed", found.stem + ".json", found.stem)

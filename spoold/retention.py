@@ -1,0 +1,27 @@
+"""Pruning old records, so completed/ and failed/ do not grow forever."""
+
+from __future__ import annotations
+
+import logging
+
+from spoold.spool import ERROR_SUFFIX, Spool
+
+logger = logging.getLogger(__name__)
+
+
+def prune(spool: Spool, folder: str, max_age: float, now: float) -> list[str]:
+    """Remove records (and rejected files with their .error.json) in folder whose last
+    change is older than max_age seconds. Returns the names removed (not .error.json)."""
+    removed = []
+    for name in spool.names(folder):
+        if name.endswith(ERROR_SUFFIX):
+            continue
+        mtime = spool.mtime(folder, name)
+        if mtime is None or now - mtime <= max_age:
+            continue
+        if spool.remove(folder, name):
+            spool.remove(folder, name + ERROR_SUFFIX)
+            removed.append(name)
+    if removed:
+        logger.info("pruned %d old record(s) from %s/", len(removed), folder)
+    return removed

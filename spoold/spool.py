@@ -1,0 +1,407 @@
+"""The only file-system code: folders, names and atomic moves.
+
+Every state change of a job is one rename(2) inside one file system, so a
+file is never in two folders and never half-written. Files spoold writes
+itself are written in tmp/, flushed, fsynced and renamed into place; with
+`durability: fsync` the folders whose names changed are fsynced too before
+the change is reported.
+
+Names carry the state a reader needs without opening files:
+
+    pending/   <rank>-<priority>-<accepted UTC>-<id>.json      (ls shows dispatch order)
+    running/   <pending stem>@<node>+<instance>.json           (who holds it)
+    completed/ <pending stem>.json                              (the final record)
+    failed/    <pending stem>.json, or a rejected file under its own name
+               beside <that name>.error.json
+"""
+
+from __future__ import annotations
+
+import calendar
+import itertools
+import json
+import logging
+import os
+import re
+import shutil
+import stat
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from spoold.errors import SpoolUnusable
+from spoold.times import iso
+
+logger = logging.getLogger(__name__)
+
+FOLDERS = ("incoming", "pending", "running", "completed", "failed", "tmp")
+RANKS = {"critical": 0, "high": 1, "normal": 2, "low": 3}
+STEM_RE = re.compile(
+    r"^(?P<rank>[0-3])-(?P<priority>critical|high|normal|low)-"
+    r"(?P<ts>\d{8}T\d{6}\.\d{9})Z-(?P<id>[A-Za-z0-9_\-][A-Za-z0-9._\-]{0,127})$"
+)
+ERROR_SUFFIX = ".error.json"
+
+
+@dataclass(frozen=True)
+class Stem:
+    """What a pending name says: priority, acceptance time, id."""
+
+    priority: str
+    accepted: float
+    id: str
+    text: str
+
+
+def make_stem(priority: str, accepted_ns: int, job_id: str) -> str:
+    """The dispatch-order name of a job, without '.json'."""
+    seconds, nanos = divmod(accepted_ns, 1_000_000_000)
+    ts = time.strftime("%Y%m%dT%H%M%S", time.gmtime(seconds))
+    return f"{RANKS[priority]}-{priority}-{ts}.{nanos:09d}Z-{job_id}"
+
+
+def parse_stem(stem: str) -> Stem | None:
+    """Read a stem back; None for names spoold did not make."""
+    match = STEM_RE.match(stem)
+    if not match:
+        return None
+    ts = match.group("ts")
+    accepted = calendar.timegm(time.strptime(ts[:15], "%Y%m%dT%H%M%S")) + int(ts[16:]) / 1e9
+    return Stem(match.group("priority"), accepted, match.group("id"), stem)
+
+
+def running_stem(name: str) -> tuple[str, str] | None:
+    """'<stem>@<owner>.json' → (stem, owner)."""
+    if not name.endswith(".json") or "@" not in name:
+        return None
+    stem, owner = name[:-5].rsplit("@", 1)
+    return stem, owner
+
+
+def is_job_name(name: str) -> bool:
+    """Names in incoming/ that spoold takes: '*.json', not a dot-file."""
+    return name.endswith(".json") and not name.startswith(".")
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A file read from incoming/: its bytes and when it last changed."""
+
+    raw: bytes
+    mtime: float
+
+
+class Rejected(Exception):
+    """An incoming file that must go to failed/ unread; the message says why."""
+
+
+class Spool:
+    """The spool folder and its verbs. Thread-safe; a lost race returns None."""
+
+    def __init__(self, root: Path, node: str | None = None, durable: bool = True) -> None:
+        self.root = Path(root)
+        self.node = node or "local"
+        self.owner = f"{self.node}+{uuid.uuid4().hex[:8]}"
+        self.durable = durable
+        self.dirs = {name: self.root / name for name in FOLDERS}
+        self.dirs[""] = self.root
+        self._tmp_counter = itertools.count()
+        self._clock_lock = threading.Lock()
+        self._last_ns = 0
+
+    # ----- set-up -------------------------------------------------------------------------
+
+    def ensure(self) -> None:
+        """Create missing folders and prove the spool is writable, or raise SpoolUnusable."""
+        for folder in self.dirs.values():
+            if folder.exists() and not folder.is_dir():
+                raise SpoolUnusable(f"{folder} is not a folder: move it away or set 'spool'")
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise SpoolUnusable(f"cannot create {folder}: {e.strerror}") from e
+        probe = self.dirs["tmp"] / f".probe-{self.owner}"
+        try:
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            raise SpoolUnusable(f"{self.dirs['tmp']} is not writable: {e.strerror}") from e
+
+    def path(self, folder: str, name: str) -> Path:
+        return self.dirs[folder] / name
+
+    def names(self, folder: str) -> list[str]:
+        """The names in one folder (start-up scans, rescans, lookups: never per job)."""
+        try:
+            return os.listdir(self.dirs[folder])
+        except FileNotFoundError:
+            return []
+
+    # ----- time and names -----------------------------------------------------------------
+
+    def accept_ns(self) -> int:
+        """A strictly increasing acceptance time, so FIFO holds within one daemon."""
+        with self._clock_lock:
+            self._last_ns = max(time.time_ns(), self._last_ns + 1)
+            return self._last_ns
+
+    # ----- low-level writes ----------------------------------------------------------------
+
+    def _sync_dir(self, folder: str) -> None:
+        if not self.durable:
+            return
+        fd = os.open(self.dirs[folder], os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _write_tmp(self, data: bytes) -> Path:
+        """Write data to a fresh file in tmp/, flushed (and fsynced when durable)."""
+        tmp = self.dirs["tmp"] / f"{self.owner}.{next(self._tmp_counter)}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if self.durable:
+                os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+        return tmp
+
+    def write(self, folder: str, name: str, data: bytes, exclusive: bool = False) -> bool:
+        """Atomically put data at folder/name ('' = the spool's root); with exclusive,
+        False if the name is taken."""
+        tmp = self._write_tmp(data)
+        target = self.dirs[folder] / name
+        try:
+            if exclusive:
+                try:
+                    os.link(tmp, target)
+                except FileExistsError:
+                    return False
+                finally:
+                    tmp.unlink(missing_ok=True)
+            else:
+                os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        self._sync_dir(folder)
+        return True
+
+    def _move(self, src_folder: str, src: str, dst_folder: str, dst: str) -> bool:
+        """rename(2); False when the source is gone (someone else moved it first).
+
+        No fsync: a rename that a power loss undoes leaves the file in its old folder,
+        where it is found again, so nothing is lost. Only the records spoold writes
+        (see write) must reach the disk before the change is reported.
+        """
+        try:
+            os.rename(self.dirs[src_folder] / src, self.dirs[dst_folder] / dst)
+        except FileNotFoundError:
+            return False
+        return True
+
+    # ----- incoming -------------------------------------------------------------------------
+
+    def incoming_names(self) -> Iterator[str]:
+        return (n for n in self.names("incoming") if is_job_name(n))
+
+    def read_incoming(self, name: str, max_bytes: int) -> Incoming | None:
+        """The bytes of incoming/name; None if gone; Rejected if it must not be read."""
+        path = self.dirs["incoming"] / name
+        try:
+            st = os.lstat(path)
+            _check_regular(st, max_bytes)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise Rejected(f"cannot be opened without following it: {e.strerror}") from e
+        try:
+            _check_regular(os.fstat(fd), max_bytes)
+            raw = _read_all(fd, max_bytes + 1)
+        finally:
+            os.close(fd)
+        if len(raw) > max_bytes:
+            raise Rejected(f"larger than maxJobBytes ({max_bytes} bytes)")
+        return Incoming(raw, st.st_mtime)
+
+    def accept(self, name: str, stem: str) -> bool:
+        """incoming/name → pending/stem.json, the producer's bytes unchanged."""
+        return self._move("incoming", name, "pending", stem + ".json")
+
+    def reject(self, name: str, reason: str, folder: str = "incoming") -> str | None:
+        """Move a bad file to failed/ under its own name (made unique if taken), unread,
+        and write <name>.error.json beside it. Returns the name in failed/, or None if gone."""
+        for candidate in _unique_names(name):
+            target = self.dirs["failed"] / candidate
+            if os.path.lexists(target) or os.path.lexists(str(target) + ERROR_SUFFIX):
+                continue
+            if not self._move(folder, name, "failed", candidate):
+                return None
+            explanation = {"file": name, "error": reason, "rejectedAt": iso(time.time())}
+            explanation["node"] = self.node
+            self.write("failed", candidate + ERROR_SUFFIX, _dump(explanation))
+            return candidate
+        return None
+
+    # ----- pending and running ---------------------------------------------------------------
+
+    def enqueue(self, stem: str, data: bytes, exclusive: bool = False) -> bool:
+        """Write a new pending job (HTTP, schedules, retries); False if exclusive and taken."""
+        return self.write("pending", stem + ".json", data, exclusive)
+
+    def claim(self, stem: str) -> str | None:
+        """pending → running under a name only this daemon uses; None if another took it.
+
+        The unique target is what makes a claim safe on a network file system, where
+        an error code alone cannot be trusted: the claim is ours if our name exists.
+        """
+        name = f"{stem}@{self.owner}.json"
+        moved = self._move("pending", stem + ".json", "running", name)
+        if not moved and not os.path.exists(self.dirs["running"] / name):
+            return None
+        self.renew([name])
+        return name
+
+    def read(self, folder: str, name: str) -> bytes | None:
+        try:
+            return (self.dirs[folder] / name).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def renew(self, running: list[str]) -> None:
+        """Touch our running files: a fresh mtime is our lease on them."""
+        for name in running:
+            try:
+                os.utime(self.dirs["running"] / name)
+            except FileNotFoundError:
+                logger.warning("running/%s vanished while held", name)
+
+    def finish(self, running: str, stem: str, folder: str, data: bytes) -> None:
+        """Write the final record (completed/ or failed/) or the retry (pending/), then drop
+        the running file. A crash between the two leaves both; recover() sees the record
+        and drops the running file, so no job appears twice."""
+        self.write(folder, stem + ".json", data)
+        try:
+            os.unlink(self.dirs["running"] / running)
+        except FileNotFoundError:
+            logger.warning("running/%s was already gone when the job finished", running)
+
+    def cancel(self, stem: str, data: bytes) -> bool:
+        """Take a pending job from the workers (by claiming it) and fail it with data."""
+        running = self.claim(stem)
+        if running is None:
+            return False
+        self.finish(running, stem, "failed", data)
+        return True
+
+    def unclaim(self, running: str, stem: str) -> bool:
+        """running → pending unchanged (a job claimed before its time)."""
+        return self._move("running", running, "pending", stem + ".json")
+
+    def has_record(self, stem: str) -> bool:
+        """Whether a job already has a final record or a queued retry (crash dedup)."""
+        name = stem + ".json"
+        return any(os.path.exists(self.dirs[f] / name) for f in ("completed", "failed", "pending"))
+
+    def stale_running(self, now: float, lease: float, own_node_too: bool) -> list[str]:
+        """Running files whose holder stopped: any of our node's earlier lives (at start),
+        and any whose lease (mtime) is older than `lease` seconds."""
+        stale = []
+        for name in self.names("running"):
+            parsed = running_stem(name)
+            if parsed is None or parsed[1] == self.owner:
+                continue
+            holder = parsed[1].rsplit("+", 1)[0]
+            if own_node_too and holder == self.node:
+                stale.append(name)
+                continue
+            try:
+                if now - os.stat(self.dirs["running"] / name).st_mtime > lease:
+                    stale.append(name)
+            except FileNotFoundError:
+                continue
+        return stale
+
+    def drop_running(self, running: str) -> None:
+        (self.dirs["running"] / running).unlink(missing_ok=True)
+
+    # ----- records ----------------------------------------------------------------------------
+
+    def remove(self, folder: str, name: str) -> bool:
+        """Delete a record, or a rejected file whatever its kind (a folder goes whole)."""
+        path = self.dirs[folder] / name
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return False
+        except IsADirectoryError:
+            shutil.rmtree(path, ignore_errors=True)
+        return True
+
+    def mtime(self, folder: str, name: str) -> float | None:
+        try:
+            return os.lstat(self.dirs[folder] / name).st_mtime
+        except FileNotFoundError:
+            return None
+
+    def restore_rejected(self, name: str) -> str | None:
+        """failed/<rejected file> → incoming/ to be judged again; its .error.json goes."""
+        for candidate in _unique_names(name):
+            if os.path.lexists(self.dirs["incoming"] / candidate):
+                continue
+            if not self._move("failed", name, "incoming", candidate):
+                return None
+            self.remove("failed", name + ERROR_SUFFIX)
+            return candidate
+        return None
+
+
+def _check_regular(st: os.stat_result, max_bytes: int) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        raise Rejected(f"not a regular file ({_file_kind(st.st_mode)}): drop a plain JSON file")
+    if st.st_size > max_bytes:
+        raise Rejected(
+            f"{st.st_size} bytes is larger than maxJobBytes ({max_bytes}): make the job"
+            " smaller or raise maxJobBytes in the config"
+        )
+
+
+def _file_kind(mode: int) -> str:
+    kinds = [(stat.S_ISLNK, "a symlink"), (stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO")]
+    kinds += [(stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device")]
+    return next((label for test, label in kinds if test(mode)), "not a file")
+
+
+def _read_all(fd: int, limit: int) -> bytes:
+    chunks = []
+    remaining = limit
+    while remaining > 0:
+        chunk = os.read(fd, min(remaining, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def _unique_names(name: str) -> Iterator[str]:
+    """name, then name.1.json, name.2.json, ...: '.json' kept at the end."""
+    yield name
+    base = name[:-5] if name.endswith(".json") else name
+    for n in itertools.count(1):
+        yield f"{base}.{n}.json"
+
+
+def _dump(value: dict) -> bytes:
+    return json.dumps(value, ensure_ascii=False, indent=1).encode() + b"\n"

@@ -1,0 +1,89 @@
+"""The daemon's state as a snapshot, and the thread that keeps status.json current.
+
+Counts live in memory (Stats), started from one scan at start and moved by the
+daemon's own events, because listing completed/ for every status write would
+cost more as the spool grows.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from spoold.job import Job
+
+logger = logging.getLogger(__name__)
+
+
+class Stats:
+    """Counters of what the daemon did; thread-safe."""
+
+    def __init__(self, completed: int = 0, failed: int = 0) -> None:
+        self._lock = threading.Lock()
+        self.completed = completed
+        self.failed = failed
+        self.processed = 0
+        self.retries = 0
+        self.outcomes: Counter[tuple[str, str]] = Counter()
+        self.version = 0
+
+    def finished(self, job: Job, folder: str) -> None:
+        """A worker recorded an attempt's outcome in `folder`."""
+        with self._lock:
+            self.processed += 1
+            self.outcomes[(job.type, folder)] += 1
+            if folder == "completed":
+                self.completed += 1
+            elif folder == "failed":
+                self.failed += 1
+            else:
+                self.retries += 1
+            self.version += 1
+
+    def changed(self, completed: int = 0, failed: int = 0) -> None:
+        """Something else moved: files rejected, records pruned, jobs accepted."""
+        with self._lock:
+            self.completed += completed
+            self.failed += failed
+            self.version += 1
+
+
+class StatusWriter:
+    """Rewrites status file whenever the snapshot changes (checked every second),
+    at least every 2 s while anything changes, and once more at stop."""
+
+    def __init__(self, write: Callable[[bytes], None], snapshot: Callable[[], dict[str, Any]]):
+        self.write = write
+        self.snapshot = snapshot
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="spoold-status", daemon=True)
+        self._last: str | None = None
+
+    def start(self) -> None:
+        self.flush()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.flush()
+
+    def flush(self) -> None:
+        """Write the snapshot now if it differs from the last one written."""
+        snap = self.snapshot()
+        key = json.dumps({k: v for k, v in snap.items() if k != "updatedAt"}, sort_keys=True)
+        if key == self._last:
+            return
+        try:
+            self.write(json.dumps(snap, indent=1).encode() + b"\n")
+            self._last = key
+        except OSError as e:
+            logger.error("cannot write the status file: %s", e)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(1.0):
+            self.flush()

@@ -1,0 +1,148 @@
+"""What notices files in incoming/: watchdog events, a periodic rescan, settle timers.
+
+Events make a dropped file start within a millisecond; the rescan is the safety
+net for what events miss (inotify overflow, watch limits, network file systems
+where another host's writes raise no event). Every path leads to one queue, so
+a file is judged by one thread at a time.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+
+from watchdog.events import (
+    FileClosedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+
+from spoold.spool import is_job_name
+
+logger = logging.getLogger(__name__)
+
+Accept = Callable[[str, float], float | None]
+
+
+class _Handler(FileSystemEventHandler):
+    """Turns watchdog events in incoming/ into names for the queue."""
+
+    def __init__(self, offer: Callable[[str], None]) -> None:
+        self.offer = offer
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if isinstance(event, FileMovedEvent):
+            path = event.dest_path
+        elif isinstance(event, FileClosedEvent) or event.event_type == "created":
+            path = event.src_path
+        else:
+            return
+        self.offer(os.path.basename(os.fsdecode(path)))
+
+
+class Watcher:
+    """Feeds names from incoming/ to `accept`; re-offers settling files when due."""
+
+    def __init__(
+        self,
+        folder: str,
+        accept: Accept,
+        list_names: Callable[[], Iterable[str]],
+        rescan_seconds: float,
+    ) -> None:
+        self.folder = folder
+        self.accept = accept
+        self.list_names = list_names
+        self.rescan_seconds = rescan_seconds
+        self._queue: deque[str] = deque()
+        self._queued: set[str] = set()
+        self._timers: list[tuple[float, str]] = []
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._observer: Observer | None = None
+        self._threads: list[threading.Thread] = []
+
+    def offer(self, name: str) -> None:
+        """Queue a name (once) for judging."""
+        if not is_job_name(name):
+            return
+        with self._cond:
+            if name not in self._queued:
+                self._queued.add(name)
+                self._queue.append(name)
+                self._cond.notify()
+
+    def start(self) -> None:
+        self._start_observer()
+        for target, name in ((self._judge_loop, "intake"), (self._rescan_loop, "rescan")):
+            thread = threading.Thread(target=target, name=f"spoold-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _start_observer(self) -> None:
+        try:
+            observer = Observer()
+            observer.schedule(_Handler(self.offer), self.folder, recursive=False)
+            observer.start()
+            self._observer = observer
+        except OSError as e:
+            logger.warning("no file events for %s (%s): finding files by rescan", self.folder, e)
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._observer:
+            self._observer.stop()
+            self._observer.join(5)
+        for thread in self._threads:
+            thread.join(5)
+
+    def rescan(self) -> None:
+        """Offer every job name in the folder (start, periodic, and on demand)."""
+        for name in self.list_names():
+            self.offer(name)
+
+    def _rescan_loop(self) -> None:
+        self.rescan()
+        while not self._stop.wait(self.rescan_seconds):
+            try:
+                self.rescan()
+            except OSError as e:
+                logger.error("cannot list %s: %s; trying again", self.folder, e)
+
+    def _next(self) -> str | None:
+        with self._cond:
+            while not self._stop.is_set():
+                now = time.time()
+                while self._timers and self._timers[0][0] <= now:
+                    _, name = heapq.heappop(self._timers)
+                    if name not in self._queued:
+                        self._queued.add(name)
+                        self._queue.append(name)
+                if self._queue:
+                    name = self._queue.popleft()
+                    self._queued.discard(name)
+                    return name
+                wait = self._timers[0][0] - now if self._timers else None
+                self._cond.wait(wait)
+            return None
+
+    def _judge_loop(self) -> None:
+        while (name := self._next()) is not None:
+            try:
+                again = self.accept(name, time.time())
+            except Exception:
+                logger.exception("could not judge incoming/%s; it stays there for the rescan", name)
+                continue
+            if again is not None:
+                with self._cond:
+                    heapq.heappush(self._timers, (again, name))
+                    self._cond.notify()

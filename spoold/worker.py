@@ -1,0 +1,297 @@
+"""The worker pool: claim the next due job, run it with a timeout, record the outcome.
+
+Each attempt runs in a pool thread. A monitor thread enforces timeouts (Python
+cannot kill a thread, so a timed-out attempt is recorded as failed, its thread is
+abandoned and replaced) and renews the leases on our running files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+from spoold.dispatch import Dispatcher, backoff_seconds, default_rand
+from spoold.errors import PermanentJobError
+from spoold.job import Job, from_record
+from spoold.jobs import JobType
+from spoold.spool import Spool, parse_stem, running_stem
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What the config says about running jobs; swapped whole on a config reload."""
+
+    timeout: float = 300.0
+    max_backoff: float = 3600.0
+    jitter: bool = False
+    lease_seconds: float = 30.0
+
+
+@dataclass(eq=False)
+class Attempt:
+    """One run of a job in progress; `done` is set by whoever records its outcome first."""
+
+    job: Job
+    stem: str
+    running: str
+    deadline: float
+    done: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+Finished = Callable[[Job, str], None]
+
+
+class WorkerPool:
+    """`workers` threads taking jobs from the dispatcher."""
+
+    def __init__(
+        self,
+        spool: Spool,
+        dispatcher: Dispatcher,
+        registry: Callable[[], dict[str, JobType]],
+        tz: Callable[[], ZoneInfo],
+        policy: Callable[[], Policy],
+        workers: int,
+        on_finish: Finished = lambda job, folder: None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.spool = spool
+        self.dispatcher = dispatcher
+        self.registry = registry
+        self.tz = tz
+        self.policy = policy
+        self.concurrency = workers
+        self.on_finish = on_finish
+        self.clock = clock
+        self.active: dict[int, Attempt] = {}
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._abandoned: set[int] = set()
+        self._monitor: threading.Thread | None = None
+        self.rand = default_rand
+
+    # ----- life cycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        for _ in range(self.concurrency):
+            self._spawn()
+        self._monitor = threading.Thread(target=self._monitor_loop, name="spoold-monitor")
+        self._monitor.daemon = True
+        self._monitor.start()
+
+    def _spawn(self) -> None:
+        thread = threading.Thread(target=self._work_loop, name="spoold-worker", daemon=True)
+        with self._lock:
+            self._threads.append(thread)
+        thread.start()
+
+    def stop(self, grace: float) -> None:
+        """Claim nothing more; give running jobs `grace` seconds, then put them back."""
+        self._stopping.set()
+        self.dispatcher.close()
+        deadline = time.monotonic() + grace
+        for thread in list(self._threads):
+            thread.join(max(deadline - time.monotonic(), 0))
+        with self._lock:
+            leftovers = list(self.active.values())
+        for attempt in leftovers:
+            if _settle(attempt):
+                logger.warning("job %s still running after %.0fs: put back", attempt.job.id, grace)
+                recover_running(self.spool, attempt.running, self.dispatcher, self._recovery_args())
+        if self._monitor:
+            self._monitor.join(2)
+
+    @property
+    def is_running(self) -> bool:
+        return bool(self._threads) and not self._stopping.is_set()
+
+    # ----- the work ---------------------------------------------------------------------
+
+    def _work_loop(self) -> None:
+        me = threading.get_ident()
+        while not self._stopping.is_set():
+            item = self.dispatcher.take(timeout=1.0)
+            if item is None:
+                continue
+            self.run_job(*item)
+            with self._lock:
+                if me in self._abandoned:
+                    return
+
+    def run_once(self, now: float | None = None) -> Job | None:
+        """Take one due job and run it in this thread (tests and tools step with this)."""
+        item = self.dispatcher.take(timeout=0)
+        return self.run_job(*item, now=now) if item else None
+
+    def run_job(self, stem: str, priority: str, now: float | None = None) -> Job | None:
+        """Claim, run and record one job; None if it was lost to another worker or not due."""
+        running = self.spool.claim(stem)
+        if running is None:
+            return None
+        job = self._load(running, stem, priority)
+        if job is None:
+            return None
+        now = self.clock() if now is None else now
+        if job.due > now:
+            self.spool.unclaim(running, stem)
+            self.dispatcher.defer(stem, priority, job.due)
+            return None
+        return self._attempt(job, stem, running, now)
+
+    def _load(self, running: str, stem: str, priority: str) -> Job | None:
+        raw = self.spool.read("running", running)
+        parsed = parse_stem(stem)
+        if raw is None or parsed is None:
+            return None
+        try:
+            record = json.loads(raw)
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as e:
+            self.spool.reject(running, f"the job file was changed in the spool: {e}", "running")
+            return None
+        return from_record(record, parsed.id, priority, parsed.accepted, self.tz(), self.registry())
+
+    def _attempt(self, job: Job, stem: str, running: str, now: float) -> Job:
+        policy = self.policy()
+        job.attempts += 1
+        job.status, job.started_at, job.error = "running", now, None
+        timeout = job.timeout or policy.timeout
+        attempt = Attempt(job, stem, running, time.monotonic() + timeout)
+        me = threading.get_ident()
+        with self._lock:
+            self.active[me] = attempt
+        error, permanent = self._execute(job, policy)
+        with self._lock:
+            self.active.pop(me, None)
+        if _settle(attempt):
+            self._record(attempt, error, permanent)
+        return job
+
+    def _execute(self, job: Job, policy: Policy) -> tuple[str | None, bool]:
+        job_type = self.registry().get(job.type)
+        if job_type is None:
+            return f"unknown job type {job.type!r} (was it removed from jobTypes?)", True
+        try:
+            job_type.run(job.run_args(policy.timeout))
+        except PermanentJobError as e:
+            return str(e) or type(e).__name__, True
+        except Exception as e:
+            return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__, False
+        return None, False
+
+    def _record(self, attempt: Attempt, error: str | None, permanent: bool) -> None:
+        """Write the outcome: completed/, a retry in pending/, or failed/."""
+        job, policy = attempt.job, self.policy()
+        end = self.clock()
+        job.duration_ms = int(max(end - (job.started_at or end), 0) * 1000)
+        job.error = error
+        if error is None:
+            job.status, job.completed_at, folder = "completed", end, "completed"
+        elif permanent or job.attempts >= job.max_attempts:
+            job.status, job.completed_at, folder = "failed", end, "failed"
+        else:
+            job.status, folder = "pending", "pending"
+            wait = backoff_seconds(job.attempts, policy.max_backoff, policy.jitter, self.rand)
+            job.next_attempt_at = end + wait
+        self.spool.finish(attempt.running, attempt.stem, folder, job.to_json())
+        if folder == "pending":
+            self.dispatcher.defer(attempt.stem, job.priority, job.due)
+            logger.info("job %s attempt %d failed, retry in %.0fs: %s", job.id, job.attempts,
+                        job.due - end, error)  # fmt: skip
+        elif error:
+            logger.warning("job %s failed after %d attempt(s): %s", job.id, job.attempts, error)
+        self.on_finish(job, folder)
+
+    # ----- timeouts and leases ----------------------------------------------------------
+
+    def _monitor_loop(self) -> None:
+        last_renew = 0.0
+        while not self._stopping.wait(0.05):
+            self._expire(time.monotonic())
+            if time.monotonic() - last_renew >= self.policy().lease_seconds / 3:
+                last_renew = time.monotonic()
+                with self._lock:
+                    names = [a.running for a in self.active.values()]
+                self.spool.renew(names)
+
+    def _expire(self, now: float) -> None:
+        with self._lock:
+            late = [(t, a) for t, a in self.active.items() if a.deadline <= now]
+        for thread_id, attempt in late:
+            if not _settle(attempt):
+                continue
+            with self._lock:
+                self.active.pop(thread_id, None)
+                self._abandoned.add(thread_id)
+            timeout = attempt.job.timeout or self.policy().timeout
+            logger.warning("job %s timed out after %ss; its thread is abandoned",
+                           attempt.job.id, timeout)  # fmt: skip
+            self._record(attempt, f"timed out after {timeout}s", False)
+            self._spawn()
+
+    def _recovery_args(self) -> tuple[ZoneInfo, dict[str, JobType]]:
+        return self.tz(), self.registry()
+
+    @property
+    def active_count(self) -> int:
+        return len(self.active)
+
+
+def _settle(attempt: Attempt) -> bool:
+    """True for the one caller that gets to record this attempt's outcome."""
+    with attempt.lock:
+        if attempt.done:
+            return False
+        attempt.done = True
+        return True
+
+
+def recover_running(
+    spool: Spool,
+    running: str,
+    dispatcher: Dispatcher,
+    context: tuple[ZoneInfo, dict[str, JobType]],
+    reason: str = "interrupted: the daemon running it stopped mid-attempt",
+) -> str | None:
+    """Put a job whose holder stopped back to pending/ (the attempt counted) or into
+    failed/ when it has none left. Returns the folder it went to, or None."""
+    parsed = running_stem(running)
+    stem = parse_stem(parsed[0]) if parsed else None
+    if stem is None:
+        return None
+    if spool.has_record(stem.text):
+        spool.drop_running(running)
+        return None
+    raw = spool.read("running", running)
+    if raw is None:
+        return None
+    try:
+        record = json.loads(raw)
+        if not isinstance(record, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as e:
+        spool.reject(running, f"unreadable job left in running/: {e}", "running")
+        return "failed"
+    tz, registry = context
+    job = from_record(record, stem.id, stem.priority, stem.accepted, tz, registry)
+    job.attempts += 1
+    job.error = reason
+    job.status = "failed" if job.attempts >= job.max_attempts else "pending"
+    if job.status == "failed":
+        job.completed_at = time.time()
+    spool.finish(running, stem.text, job.status, job.to_json())
+    if job.status == "pending":
+        dispatcher.add(stem.text, stem.priority, 0.0)
+    logger.warning("recovered job %s from running/: %s (attempt %d of %d)",
+                   stem.id, job.status, job.attempts, job.max_attempts)  # fmt: skip
+    return job.status
