@@ -23,3 +23,11 @@ class SpoolUnusable(SpoolError):
 
 class PermanentJobError(SpoolError):
     """A job attempt failed in a way a retry cannot fix (e.g. a webhook's 4xx)."""
+
+
+class UnknownTask(SpoolError, LookupError):
+    """No scheduled task has that name."""
+
+
+class TaskBusy(SpoolError):
+    """A task's previous run is still pending or running, so it is not run again now."""

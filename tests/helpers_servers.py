@@ -35,7 +35,6 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
-from aiosmtpd.smtp import SMTP as SMTPProtocol
 
 from spoold.config import SmtpConfig
 
@@ -52,7 +51,7 @@ def _wait(condition: threading.Condition, ready: Any, timeout: float, what: str)
 
 @contextmanager
 def closed_port() -> Iterator[int]:
-    """A 127.0.0.1 port that refuses connections: bound, so nobody else takes it, never listening."""
+    """A 127.0.0.1 port that refuses connections: bound (so nobody takes it), never listening."""
     with socket.socket() as sock:
         sock.bind((HOST, 0))
         yield sock.getsockname()[1]
@@ -94,9 +93,8 @@ class _Collector:
         login = session.auth_data.login.decode() if session.authenticated else None
         lines = data.replace(b"\r\n", b"\n")  # as the message reads, not as the wire carries it
         parsed = email.message_from_bytes(lines, policy=email.policy.default)
-        mail = ReceivedMail(
-            envelope.mail_from or "", list(envelope.rcpt_tos), parsed, data, bool(session.ssl), login
-        )
+        rcpt = list(envelope.rcpt_tos)
+        mail = ReceivedMail(envelope.mail_from or "", rcpt, parsed, data, bool(session.ssl), login)
         with self.changed:
             self.mails.append(mail)
             self.changed.notify_all()

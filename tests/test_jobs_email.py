@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -130,7 +129,7 @@ def test_a_wrong_password_is_a_permanent_failure(
 
 def test_an_untrusted_certificate_is_not_accepted(certificate: TlsFiles) -> None:
     with smtp_server(tls=certificate.server_context()) as server:
-        with pytest.raises(OSError, match="CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
+        with pytest.raises(OSError, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
             send_email(server.config(starttls=True), email_job(to="ann@example.com"))
         assert server.messages == []
 

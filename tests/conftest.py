@@ -1,0 +1,184 @@
+"""Shared test fixtures: a real spoold subprocess on a tmp_path spool, and waiting without sleeps."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+FOLDERS = ("incoming", "pending", "running", "completed", "failed", "tmp")
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01) -> Any:
+    """Poll predicate until it returns something truthy; fail the test on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def drop(folder: Path, name: str, job: dict | bytes | str) -> Path:
+    """Publish a job the safe way: write a dot-name, then rename it to name."""
+    data = job if isinstance(job, bytes) else (job if isinstance(job, str) else json.dumps(job))
+    data = data.encode() if isinstance(data, str) else data
+    tmp = folder / f".{name}.tmp"
+    tmp.write_bytes(data)
+    target = folder / name
+    os.rename(tmp, target)
+    return target
+
+
+def job_files(spool: Path, folder: str) -> list[str]:
+    """Names in a spool folder, without rejected files' .error.json companions."""
+    try:
+        names = os.listdir(spool / folder)
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if not n.endswith(".error.json"))
+
+
+def records(spool: Path, folder: str) -> list[dict[str, Any]]:
+    """The JSON records of a folder (completed/ or failed/), rejected files left out."""
+    found = []
+    for name in job_files(spool, folder):
+        try:
+            data = json.loads((spool / folder / name).read_bytes())
+        except (ValueError, OSError):
+            continue
+        if isinstance(data, dict) and "status" in data:
+            found.append(data)
+    return found
+
+
+class DaemonProcess:
+    """spoold run as a real subprocess, its log captured in a file."""
+
+    def __init__(self, workdir: Path, config: dict[str, Any], args: list[str]) -> None:
+        self.workdir = workdir
+        self.config = config
+        self.spool = workdir / config.get("spool", "spool")
+        self.config_path = workdir / "spoold.yaml"
+        self.log_path = workdir / f"daemon-{time.monotonic_ns()}.log"
+        self.config_path.write_text(yaml.safe_dump(config))
+        self._log = self.log_path.open("wb")
+        command = [sys.executable, "-m", "spoold", "run", "--config", str(self.config_path), *args]
+        self.proc = subprocess.Popen(
+            command, cwd=workdir, stdout=self._log, stderr=subprocess.STDOUT, env=_env()
+        )
+
+    @property
+    def incoming(self) -> Path:
+        return self.spool / "incoming"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 15.0) -> DaemonProcess:
+        """Until the daemon has written its status file (its start-up scan is done)."""
+        status = self.spool / self.status_name
+        wait_until(lambda: status.exists() or self.proc.poll() is not None, timeout)
+        if self.proc.poll() is not None:
+            raise AssertionError(f"daemon exited {self.proc.returncode}:\n{self.log()}")
+        return self
+
+    @property
+    def status_name(self) -> str:
+        node = self.config.get("node")
+        return f"status-{node}.json" if node else "status.json"
+
+    def status(self) -> dict[str, Any]:
+        return json.loads((self.spool / self.status_name).read_bytes())
+
+    def drop(self, name: str, job: dict | bytes | str) -> Path:
+        return drop(self.incoming, name, job)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._log.close()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._log.close()
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("SPOOLD_TOKEN", None)
+    return env
+
+
+def base_config(**overrides: Any) -> dict[str, Any]:
+    """A config for tests: quick rescans and settles, no HTTP, no schedule."""
+    config: dict[str, Any] = {
+        "spool": "spool",
+        "workers": 2,
+        "rescanSeconds": 0.5,
+        "settleSeconds": 0.5,
+        "leaseSeconds": 5,
+        "shutdownGrace": 5,
+        "durability": "relaxed",
+        "http": None,
+    }
+    config.update(overrides)
+    return config
+
+
+@pytest.fixture
+def start_daemon(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
+    """start_daemon(**config overrides, args=[...], workdir=...) → a ready DaemonProcess."""
+    started: list[DaemonProcess] = []
+
+    def start(args: list[str] | None = None, workdir: Path | None = None, **overrides: Any):
+        daemon = DaemonProcess(workdir or tmp_path, base_config(**overrides), args or [])
+        started.append(daemon)
+        return daemon.wait_ready()
+
+    yield start
+    for daemon in started:
+        daemon.kill()
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads() -> Iterator[None]:
+    """A test that leaves threads running (a daemon not stopped) fails."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        leaked = [
+            t for t in threading.enumerate()
+            if t not in before and t.is_alive() and t.name.startswith("spoold")
+        ]  # fmt: skip
+        if not leaked:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"threads left running: {[t.name for t in leaked]}")
