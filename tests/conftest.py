@@ -1,4 +1,4 @@
-"""Shared test fixtures: a real spoold subprocess on a tmp_path spool, and waiting without sleeps."""
+"""Shared fixtures: a real spoold subprocess on a tmp_path spool; waiting without sleeps."""
 
 from __future__ import annotations
 
