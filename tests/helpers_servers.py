@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -284,7 +285,8 @@ class HttpServer:
             return self._answers.pop(0) if len(self._answers) > 1 else self._answers[0]
 
     def _serve(self) -> Iterator[HttpServer]:
-        thread = threading.Thread(target=self._server.serve_forever, name="test-http", daemon=True)
+        serve = partial(self._server.serve_forever, poll_interval=0.02)  # a quick shutdown()
+        thread = threading.Thread(target=serve, name="test-http", daemon=True)
         thread.start()
         try:
             yield self
