@@ -41,7 +41,7 @@ def _checked(name: str, target: str, builtins: set[str]) -> Callable[[dict[str, 
         raise ValueError(f"{name!r} is a built-in job type; choose another name")
     function = load_target(target)
     if not callable(function):
-        raise ValueError(f"{target!r} is a {type(function).__name__}, not a function")
+        raise ValueError(f"{target!r} is not a function (its type is {type(function).__name__})")
     return function
 
 
