@@ -96,7 +96,7 @@ class Job:
 def decode_object(raw: bytes) -> dict[str, Any]:
     """Bytes → the job's JSON object, or InvalidJob saying what is wrong and where."""
     try:
-        data = json.loads(raw)
+        data = json.loads(raw.decode("utf-8-sig"))
     except UnicodeDecodeError as e:
         raise InvalidJob(f"not UTF-8 text (byte {e.start}): save the file as UTF-8") from e
     except json.JSONDecodeError as e:

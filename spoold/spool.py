@@ -106,8 +106,7 @@ class Spool:
         self.node = node or "local"
         self.owner = f"{self.node}+{uuid.uuid4().hex[:8]}"
         self.durable = durable
-        self.dirs = {name: self.root / name for name in FOLDERS}
-        self.dirs[""] = self.root
+        self.dirs = {"": self.root} | {name: self.root / name for name in FOLDERS}
         self._tmp_counter = itertools.count()
         self._clock_lock = threading.Lock()
         self._last_ns = 0

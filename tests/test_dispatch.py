@@ -1,0 +1,81 @@
+"""Dispatch order and backoff: pure policy with an injected clock."""
+
+import threading
+
+from spoold.dispatch import Dispatcher, backoff_seconds
+
+
+class Clock:
+    def __init__(self, now=1000.0):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+def drain(d):
+    out = []
+    while (item := d.take(timeout=0)) is not None:
+        out.append(item[0])
+    return out
+
+
+def test_priority_then_fifo():
+    d = Dispatcher(Clock())
+    for stem, priority in [("2-b", "normal"), ("3-a", "low"), ("2-a", "normal"),
+                           ("0-z", "critical"), ("1-q", "high")]:  # fmt: skip
+        d.add(stem, priority)
+    assert drain(d) == ["0-z", "1-q", "2-a", "2-b", "3-a"]
+
+
+def test_a_job_not_due_waits_for_its_time():
+    clock = Clock()
+    d = Dispatcher(clock)
+    d.add("0-later", "critical", due=1010.0)
+    d.add("3-now", "low")
+    assert drain(d) == ["3-now"]
+    assert d.counts()["total"] == 1 and d.counts()["critical"] == 1
+    clock.now = 1010.0
+    assert drain(d) == ["0-later"]
+
+
+def test_take_wakes_when_a_job_arrives():
+    d = Dispatcher()
+    got = []
+    t = threading.Thread(target=lambda: got.append(d.take(timeout=5)))
+    t.start()
+    d.add("2-x", "normal")
+    t.join(5)
+    assert got == [("2-x", "normal")]
+
+
+def test_close_wakes_takers_with_none():
+    d = Dispatcher()
+    got = []
+    t = threading.Thread(target=lambda: got.append(d.take()))
+    t.start()
+    d.close()
+    t.join(5)
+    assert got == [None]
+
+
+def test_discard_and_duplicates():
+    d = Dispatcher(Clock())
+    d.add("2-x", "normal")
+    d.add("2-x", "normal")
+    d.add("2-y", "normal")
+    d.discard("2-y")
+    assert drain(d) == ["2-x"]
+
+
+def test_bulk_add_counts():
+    d = Dispatcher(Clock())
+    d.add_many((f"2-{i:05d}", "normal") for i in range(1000))
+    assert d.counts() == {"total": 1000, "critical": 0, "high": 0, "normal": 1000, "low": 0}
+    assert drain(d)[:2] == ["2-00000", "2-00001"]
+
+
+def test_backoff_doubles_and_is_capped():
+    assert [backoff_seconds(a, 3600, False, lambda: 0.5) for a in (1, 2, 3, 10)] == [2, 4, 8, 1024]
+    assert backoff_seconds(20, 3600, False, lambda: 0.5) == 3600
+    assert backoff_seconds(3, 3600, True, lambda: 0.5) == 4

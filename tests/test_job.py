@@ -1,0 +1,108 @@
+"""Judging a job: every bad field gives a message a person can act on."""
+
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from spoold.config import Config
+from spoold.errors import InvalidJob
+from spoold.job import decode_object, from_record, new_job, priority_from_name
+from spoold.jobs import build_registry
+
+REGISTRY = build_registry(Config(), dict)
+UTC = ZoneInfo("UTC")
+
+
+def judge(data, name_priority=None, tz=UTC):
+    return new_job(data, REGISTRY, tz, 1000.0, name_priority)
+
+
+def test_defaults_come_from_the_type():
+    job = judge({"type": "webhook", "url": "http://127.0.0.1/x"})
+    assert (job.priority, job.max_attempts) == ("high", 5)
+    assert len(job.id) == 36 and job.attempts == 0 and job.status == "pending"
+
+
+def test_fields_override_type_defaults():
+    job = judge({"type": "noop", "id": "a.b_c-1", "priority": "low", "maxAttempts": 4})
+    assert (job.id, job.priority, job.max_attempts) == ("a.b_c-1", "low", 4)
+
+
+def test_name_priority_wins_and_the_record_says_so():
+    job = judge({"type": "noop", "priority": "low"}, name_priority="critical")
+    assert job.to_record()["priority"] == "critical"
+
+
+@pytest.mark.parametrize(
+    ("name", "priority"),
+    [("high-invoice-42.json", "high"), ("low_x.json", "low"), ("critical.a.json", "critical"),
+     ("normal-1.json", "normal"), ("highest.json", None), ("High-x.json", None), ("x.json", None)],
+)  # fmt: skip
+def test_priority_from_name(name, priority):
+    assert priority_from_name(name) == priority
+
+
+@pytest.mark.parametrize(
+    ("raw", "words"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b"[1, 2]", "must be a JSON object"),
+        (b'"text"', "must be a JSON object"),
+        (b"\xff\xfe", "not UTF-8"),
+    ],
+)
+def test_undecodable_files(raw, words):
+    with pytest.raises(InvalidJob, match=words):
+        decode_object(raw)
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        ({}, "no 'type' field"),
+        ({"type": "teleport"}, "unknown job type 'teleport'"),
+        ({"type": 5}, "unknown job type 5"),
+        ({"type": "noop", "id": "../x"}, "field 'id' must be 1-128"),
+        ({"type": "noop", "id": ".hidden"}, "field 'id'"),
+        ({"type": "noop", "id": "x" * 129}, "field 'id'"),
+        ({"type": "noop", "id": 7}, "field 'id'"),
+        ({"type": "noop", "priority": "urgent"}, "field 'priority' must be one of"),
+        ({"type": "noop", "maxAttempts": 0}, "field 'maxAttempts'"),
+        ({"type": "noop", "maxAttempts": "3"}, "field 'maxAttempts'"),
+        ({"type": "noop", "timeout": -1}, "field 'timeout'"),
+        ({"type": "noop", "runAt": "tomorrow"}, "field 'runAt' must be an ISO 8601 time"),
+        ({"type": "noop", "runAt": 5}, "field 'runAt'"),
+        ({"type": "noop", "attempts": 3}, "field 'attempts' is set by spoold"),
+        ({"type": "send_email", "to": 42}, "to"),
+        ({"type": "webhook", "url": "ftp://x/y"}, "url"),
+        ({"type": "cleanup", "directory": "/tmp"}, "maxAgeDays"),
+    ],
+)
+def test_bad_jobs_are_explained(data, words):
+    with pytest.raises(InvalidJob) as info:
+        judge(data)
+    assert words in str(info.value)
+
+
+def test_unknown_type_lists_the_known_ones():
+    with pytest.raises(InvalidJob) as info:
+        judge({"type": "nope"})
+    assert "noop" in str(info.value) and "send_email" in str(info.value)
+
+
+def test_run_at_without_offset_is_read_in_the_zone():
+    berlin = judge({"type": "noop", "runAt": "2026-07-01T12:00:00"}, tz=ZoneInfo("Europe/Berlin"))
+    utc = judge({"type": "noop", "runAt": "2026-07-01T10:00:00Z"})
+    assert berlin.run_at == utc.run_at == berlin.due
+
+
+def test_record_has_every_state_field_and_round_trips():
+    job = judge({"type": "noop", "id": "j1", "extra": [1, 2]})
+    record = job.to_record()
+    for key in ("id", "type", "priority", "status", "attempts", "maxAttempts", "createdAt",
+                "startedAt", "completedAt", "error", "durationMs", "extra"):  # fmt: skip
+        assert key in record
+    job.attempts, job.error, job.next_attempt_at = 2, "boom", 2000.0
+    again = from_record(job.to_record(), "j1", "normal", 1000.0, UTC, REGISTRY)
+    assert (again.attempts, again.error, again.next_attempt_at) == (2, "boom", 2000.0)
+    assert again.data["extra"] == [1, 2] and again.due == 2000.0

@@ -1,0 +1,136 @@
+"""The spool protocol on real folders: names, atomic moves, lost races, rejects."""
+
+import os
+import threading
+
+import pytest
+
+from spoold.spool import Rejected, Spool, make_stem, parse_stem, running_stem
+
+
+@pytest.fixture
+def spool(tmp_path):
+    s = Spool(tmp_path / "spool", "n1", durable=True)
+    s.ensure()
+    return s
+
+
+def test_ensure_creates_every_folder(spool):
+    assert sorted(os.listdir(spool.root)) == sorted(
+        ["incoming", "pending", "running", "completed", "failed", "tmp"]
+    )
+
+
+def test_a_file_where_the_spool_should_be_is_unusable(tmp_path):
+    from spoold.errors import SpoolUnusable
+
+    (tmp_path / "spool").write_text("oops")
+    with pytest.raises(SpoolUnusable, match="is not a folder"):
+        Spool(tmp_path / "spool").ensure()
+
+
+def test_stems_sort_in_dispatch_order_and_round_trip():
+    names = [
+        make_stem("low", 1, "a"),
+        make_stem("normal", 3, "b"),
+        make_stem("normal", 2, "c"),
+        make_stem("critical", 9, "d"),
+        make_stem("high", 5, "e-f.g"),
+    ]
+    assert [parse_stem(n).id for n in sorted(names)] == ["d", "e-f.g", "c", "b", "a"]
+    stem = parse_stem(make_stem("high", 1_764_000_000_123_456_789, "x"))
+    assert stem.priority == "high" and stem.accepted == pytest.approx(1_764_000_000.123456789)
+    assert parse_stem("not-a-stem") is None
+
+
+def test_accept_keeps_the_producers_bytes(spool):
+    raw = b'{"type": "noop",   "note": "spacing kept"}'
+    (spool.dirs["incoming"] / "a.json").write_bytes(raw)
+    incoming = spool.read_incoming("a.json", 1000)
+    assert incoming.raw == raw
+    stem = make_stem("normal", spool.accept_ns(), "id1")
+    assert spool.accept("a.json", stem)
+    assert (spool.dirs["pending"] / f"{stem}.json").read_bytes() == raw
+    assert not spool.accept("a.json", stem)
+
+
+def test_claim_is_won_once(spool):
+    stem = make_stem("normal", spool.accept_ns(), "j")
+    spool.enqueue(stem, b"{}")
+    other = Spool(spool.root, "n2")
+    results = []
+    barrier = threading.Barrier(2)
+
+    def claim(s):
+        barrier.wait()
+        results.append(s.claim(stem))
+
+    threads = [threading.Thread(target=claim, args=(s,)) for s in (spool, other)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winners = [r for r in results if r]
+    assert len(winners) == 1
+    assert os.listdir(spool.dirs["running"]) == winners
+    assert running_stem(winners[0])[0] == stem
+
+
+def test_finish_writes_the_record_then_drops_the_running_file(spool):
+    stem = make_stem("normal", spool.accept_ns(), "j")
+    spool.enqueue(stem, b"{}")
+    running = spool.claim(stem)
+    spool.finish(running, stem, "completed", b'{"status": "completed"}')
+    assert os.listdir(spool.dirs["running"]) == []
+    assert (spool.dirs["completed"] / f"{stem}.json").read_bytes() == b'{"status": "completed"}'
+    assert spool.has_record(stem)
+    assert os.listdir(spool.dirs["tmp"]) == []
+
+
+def test_exclusive_enqueue_refuses_a_taken_name(spool):
+    assert spool.enqueue("s", b"1", exclusive=True)
+    assert not spool.enqueue("s", b"2", exclusive=True)
+    assert (spool.dirs["pending"] / "s.json").read_bytes() == b"1"
+    assert os.listdir(spool.dirs["tmp"]) == []
+
+
+def test_reject_moves_unread_and_explains(spool):
+    (spool.dirs["incoming"] / "bad.json").write_bytes(b"\x00garbage")
+    assert spool.reject("bad.json", "not valid JSON") == "bad.json"
+    (spool.dirs["incoming"] / "bad.json").write_bytes(b"second")
+    assert spool.reject("bad.json", "again") == "bad.1.json"
+    failed = spool.dirs["failed"]
+    assert (failed / "bad.json").read_bytes() == b"\x00garbage"
+    assert (failed / "bad.1.json").read_bytes() == b"second"
+    assert b"not valid JSON" in (failed / "bad.json.error.json").read_bytes()
+
+
+@pytest.mark.parametrize("kind", ["symlink", "folder", "fifo", "big"])
+def test_files_that_must_not_be_read(spool, tmp_path, kind):
+    path = spool.dirs["incoming"] / "x.json"
+    target = tmp_path / "secret.json"
+    target.write_text('{"type": "noop"}')
+    if kind == "symlink":
+        path.symlink_to(target)
+    elif kind == "folder":
+        path.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.write_bytes(b" " * 101)
+    with pytest.raises(Rejected) as info:
+        spool.read_incoming("x.json", 100)
+    words = {"symlink": "a symlink", "folder": "a folder", "fifo": "a FIFO", "big": "maxJobBytes"}
+    assert words[kind] in str(info.value)
+    spool.reject("x.json", str(info.value))
+    assert os.path.lexists(spool.dirs["failed"] / "x.json")
+    assert target.read_text() == '{"type": "noop"}'
+
+
+def test_stale_running_files(spool):
+    for owner in ("n1+old", "n2+alive", "n3+dead"):
+        (spool.dirs["running"] / f"s-{owner[:2]}@{owner}.json").write_bytes(b"{}")
+    os.utime(spool.dirs["running"] / "s-n3@n3+dead.json", (0, 0))
+    at_start = sorted(spool.stale_running(10**10 / 10, 30, own_node_too=True))
+    assert at_start == ["s-n1@n1+old.json", "s-n3@n3+dead.json"]
+    assert spool.stale_running(10**10 / 10, 30, own_node_too=False) == ["s-n3@n3+dead.json"]

@@ -1,0 +1,116 @@
+"""The worker stepped by hand on a real spool: outcomes, retries, recovery."""
+
+import json
+import os
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from spoold.dispatch import Dispatcher
+from spoold.errors import PermanentJobError
+from spoold.intake import Intake
+from spoold.jobs import JobType
+from spoold.spool import Spool, make_stem
+from spoold.worker import Policy, WorkerPool, recover_running
+
+UTC = ZoneInfo("UTC")
+
+
+class Flaky:
+    """Fails `failures` times, then succeeds; remembers what it was given."""
+
+    def __init__(self, failures=0, error=None):
+        self.failures = failures
+        self.error = error or RuntimeError("boom")
+        self.calls = []
+
+    def __call__(self, job):
+        self.calls.append(job)
+        if len(self.calls) <= self.failures:
+            raise self.error
+
+
+@pytest.fixture
+def world(tmp_path):
+    spool = Spool(tmp_path / "spool", durable=False)
+    spool.ensure()
+    dispatcher = Dispatcher()
+    flaky = Flaky()
+    registry = {"flaky": JobType("flaky", flaky, "normal", 3)}
+    intake = Intake(spool, dispatcher, lambda: registry, lambda: UTC, 10_000, 0.0)
+    finished = []
+    pool = WorkerPool(spool, dispatcher, lambda: registry, lambda: UTC,
+                      lambda: Policy(timeout=5, max_backoff=60), 1,
+                      on_finish=lambda job, folder: finished.append((job.id, folder)))  # fmt: skip
+    return spool, intake, pool, flaky, finished
+
+
+def folder_json(spool, folder):
+    return [
+        json.loads((spool.dirs[folder] / n).read_bytes()) for n in os.listdir(spool.dirs[folder])
+    ]
+
+
+def test_success_writes_a_full_record(world):
+    spool, intake, pool, flaky, finished = world
+    intake.submit({"type": "flaky", "id": "j1", "x": 1}, now=100.0)
+    job = pool.run_once(now=200.0)
+    assert job.status == "completed"
+    [record] = folder_json(spool, "completed")
+    assert record["id"] == "j1" and record["attempts"] == 1 and record["x"] == 1
+    assert record["error"] is None and isinstance(record["durationMs"], int)
+    assert flaky.calls[0]["attempts"] == 1 and flaky.calls[0]["timeout"] == 5
+    assert finished == [("j1", "completed")]
+    assert os.listdir(spool.dirs["running"]) == []
+
+
+def test_failure_backs_off_in_pending_then_fails_for_good(world):
+    spool, intake, pool, flaky, _ = world
+    flaky.failures = 10
+    intake.submit({"type": "flaky", "id": "j2"}, now=100.0)
+    pool.run_once(now=200.0)
+    [retry] = folder_json(spool, "pending")
+    assert retry["attempts"] == 1 and retry["status"] == "pending"
+    assert "RuntimeError: boom" in retry["error"] and "nextAttemptAt" in retry
+    assert pool.run_once() is None
+    intake.dispatcher.add_many([])
+    for _ in range(2):
+        stem = os.listdir(spool.dirs["pending"])[0][:-5]
+        pool.run_job(stem, "normal", now=10**10)
+    [failed] = folder_json(spool, "failed")
+    assert failed["attempts"] == 3 and failed["status"] == "failed"
+    assert os.listdir(spool.dirs["pending"]) == []
+
+
+def test_permanent_error_fails_at_once(world):
+    spool, intake, pool, flaky, _ = world
+    flaky.failures, flaky.error = 1, PermanentJobError("HTTP 400 from hook")
+    intake.submit({"type": "flaky", "id": "j3"}, now=100.0)
+    pool.run_once(now=200.0)
+    [failed] = folder_json(spool, "failed")
+    assert failed["attempts"] == 1 and failed["error"] == "HTTP 400 from hook"
+
+
+def test_interrupted_job_is_recovered_with_the_attempt_counted(world):
+    spool, intake, pool, _, _ = world
+    intake.submit({"type": "flaky", "id": "j4"}, now=100.0)
+    stem = os.listdir(spool.dirs["pending"])[0][:-5]
+    crashed = Spool(spool.root, durable=False)
+    running = crashed.claim(stem)
+    assert recover_running(spool, running, intake.dispatcher, (UTC, pool.registry())) == "pending"
+    [record] = folder_json(spool, "pending")
+    assert record["attempts"] == 1 and "interrupted" in record["error"]
+    pool.run_once()
+    [done] = folder_json(spool, "completed")
+    assert done["attempts"] == 2
+
+
+def test_a_crash_after_the_record_does_not_run_the_job_twice(world):
+    spool, intake, pool, flaky, _ = world
+    stem = make_stem("normal", spool.accept_ns(), "j5")
+    spool.enqueue(stem, b'{"type": "flaky"}')
+    running = Spool(spool.root, durable=False).claim(stem)
+    spool.write("completed", f"{stem}.json", b'{"status": "completed"}')
+    assert recover_running(spool, running, intake.dispatcher, (UTC, pool.registry())) is None
+    assert os.listdir(spool.dirs["running"]) == [] and os.listdir(spool.dirs["pending"]) == []
+    assert flaky.calls == []
