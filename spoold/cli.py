@@ -39,13 +39,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handler(args)
     except ConfigError as e:
-        print(f"spoold: bad config:\n{e}", file=sys.stderr)
+        print(f"spoold: bad config: {_one_line(e.problems)}", file=sys.stderr)
         return 2
     except SpoolError as e:
         print(f"spoold: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _one_line(problems: list[str]) -> str:
+    """The first problem, and how many more there are: a reason that fits one line."""
+    more = len(problems) - 1
+    return problems[0] + (f" (and {more} more: spoold check-config lists them)" if more else "")
 
 
 def build_parser() -> argparse.ArgumentParser:

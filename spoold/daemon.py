@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from typing import Any
@@ -186,7 +187,7 @@ class Daemon:
     def snapshot(self) -> dict[str, Any]:
         config_path = self.config.path
         return {
-            "node": self.config.node or self.spool.node,
+            "node": self.config.node or f"{socket.gethostname()}-{os.getpid()}",
             "pid": os.getpid(),
             "startedAt": iso(self.started_at),
             "updatedAt": iso(time.time()),
