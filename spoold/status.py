@@ -7,6 +7,7 @@ cost more as the spool grows.
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import threading
@@ -17,6 +18,22 @@ from typing import Any
 from spoold.job import Job
 
 logger = logging.getLogger(__name__)
+
+# Upper bounds (seconds) of the job duration histogram's buckets; +Inf is implied.
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
+
+
+class Durations:
+    """Attempt durations per job type: bucket counts (not cumulative), sum, count."""
+
+    def __init__(self) -> None:
+        self.buckets: dict[str, list[int]] = {}
+        self.sums: Counter[str] = Counter()
+
+    def observe(self, job_type: str, seconds: float) -> None:
+        counts = self.buckets.setdefault(job_type, [0] * (len(DURATION_BUCKETS) + 1))
+        counts[bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1
+        self.sums[job_type] += seconds
 
 
 class Stats:
@@ -29,6 +46,7 @@ class Stats:
         self.processed = 0
         self.retries = 0
         self.outcomes: Counter[tuple[str, str]] = Counter()
+        self.durations = Durations()
         self.version = 0
 
     def finished(self, job: Job, folder: str) -> None:
@@ -36,6 +54,7 @@ class Stats:
         with self._lock:
             self.processed += 1
             self.outcomes[(job.type, folder)] += 1
+            self.durations.observe(job.type, (job.duration_ms or 0) / 1000)
             if folder == "completed":
                 self.completed += 1
             elif folder == "failed":
@@ -43,6 +62,12 @@ class Stats:
             else:
                 self.retries += 1
             self.version += 1
+
+    def duration_histograms(self) -> dict[str, tuple[list[int], float]]:
+        """Per job type: bucket counts (DURATION_BUCKETS, then +Inf) and the sum of seconds."""
+        with self._lock:
+            d = self.durations
+            return {t: (list(counts), d.sums[t]) for t, counts in d.buckets.items()}
 
     def changed(self, completed: int = 0, failed: int = 0) -> None:
         """Something else moved: files rejected, records pruned, jobs accepted."""
