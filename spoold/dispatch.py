@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 
 from spoold.jobs import PRIORITIES
+from spoold.spool import parse_stem
 
 
 def backoff_seconds(attempts: int, cap: float, jitter: bool, rand: Callable[[], float]) -> float:
@@ -132,6 +133,26 @@ class Dispatcher:
         """Due time of the earliest delayed entry (for metrics); None if none."""
         with self._cond:
             return self._delayed[0][0] if self._delayed else None
+
+    def due_since(self) -> float | None:
+        """When the longest-waiting due job became due (a ready job: when it was accepted,
+        read from its name; a delayed one: its due time); None if no job is due (metrics)."""
+        with self._cond:
+            parsed = [parse_stem(head) for head in self._ready_heads()]
+            times = [stem.accepted for stem in parsed if stem]
+            if self._delayed and self._delayed[0][0] <= self._clock():
+                times.append(self._delayed[0][0])
+            return min(times, default=None)
+
+    def _ready_heads(self) -> list[str]:
+        """The first present stem of each ready heap; stale heads are dropped on the way."""
+        heads = []
+        for heap in self._ready.values():
+            while heap and heap[0] not in self._present:
+                heapq.heappop(heap)
+            if heap:
+                heads.append(heap[0])
+        return heads
 
     def stems(self) -> set[str]:
         with self._cond:
