@@ -13,6 +13,8 @@ Names carry the state a reader needs without opening files:
     completed/ <pending stem>.json                              (the final record)
     failed/    <pending stem>.json, or a rejected file under its own name
                beside <that name>.error.json
+    schedule/  the scheduler's own files: <job id>.fire (who decided a run),
+               <task>.last (a task's latest run), state[-<node>].json
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from spoold.times import iso
 
 logger = logging.getLogger(__name__)
 
-FOLDERS = ("incoming", "pending", "running", "completed", "failed", "tmp")
+FOLDERS = ("incoming", "pending", "running", "completed", "failed", "tmp", "schedule")
 RANKS = {"critical": 0, "high": 1, "normal": 2, "low": 3}
 STEM_RE = re.compile(
     r"^(?P<rank>[0-3])-(?P<priority>critical|high|normal|low)-"
@@ -312,6 +314,24 @@ class Spool:
         """Whether a job already has a final record or a queued retry (crash dedup)."""
         name = stem + ".json"
         return any(os.path.exists(self.dirs[f] / name) for f in ("completed", "failed", "pending"))
+
+    def job_folder(self, stem: str) -> str | None:
+        """Which folder holds the job `stem` now: pending, running, completed or failed;
+        None if it is in none (never written, cancelled by hand, or pruned).
+
+        Looked at in the order a job moves, twice, so a job moving while we look is
+        still found; running/ is listed (it holds at most the workers' jobs).
+        """
+        name = stem + ".json"
+        for _ in range(2):
+            if os.path.exists(self.dirs["pending"] / name):
+                return "pending"
+            if any(n.startswith(stem + "@") for n in self.names("running")):
+                return "running"
+            for folder in ("completed", "failed"):
+                if os.path.exists(self.dirs[folder] / name):
+                    return folder
+        return None
 
     def stale_running(self, now: float, lease: float, own_node_too: bool) -> list[str]:
         """Running files whose holder stopped: any of our node's earlier lives (at start),
