@@ -39,7 +39,9 @@ from spoold.times import iso
 
 logger = logging.getLogger(__name__)
 
-FOLDERS = ("incoming", "pending", "running", "completed", "failed", "tmp", "schedule")
+FOLDERS = ("incoming", "pending", "running", "completed", "failed", "tmp")
+# Made by the scheduler when it starts (spool.ensure_extra), not by ensure().
+EXTRA_FOLDERS = ("schedule",)
 RANKS = {"critical": 0, "high": 1, "normal": 2, "low": 3}
 STEM_RE = re.compile(
     r"^(?P<rank>[0-3])-(?P<priority>critical|high|normal|low)-"
@@ -108,7 +110,8 @@ class Spool:
         self.node = node or "local"
         self.owner = f"{self.node}+{uuid.uuid4().hex[:8]}"
         self.durable = durable
-        self.dirs = {"": self.root} | {name: self.root / name for name in FOLDERS}
+        names = FOLDERS + EXTRA_FOLDERS
+        self.dirs = {"": self.root} | {name: self.root / name for name in names}
         self._tmp_counter = itertools.count()
         self._clock_lock = threading.Lock()
         self._last_ns = 0
@@ -117,19 +120,27 @@ class Spool:
 
     def ensure(self) -> None:
         """Create missing folders and prove the spool is writable, or raise SpoolUnusable."""
-        for folder in self.dirs.values():
-            if folder.exists() and not folder.is_dir():
-                raise SpoolUnusable(f"{folder} is not a folder: move it away or set 'spool'")
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise SpoolUnusable(f"cannot create {folder}: {e.strerror}") from e
+        for folder in ("", *FOLDERS):
+            self._make(self.dirs[folder])
         probe = self.dirs["tmp"] / f".probe-{self.owner}"
         try:
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as e:
             raise SpoolUnusable(f"{self.dirs['tmp']} is not writable: {e.strerror}") from e
+
+    def ensure_extra(self, folder: str) -> None:
+        """Create one of EXTRA_FOLDERS (e.g. schedule/) if missing, else SpoolUnusable."""
+        self._make(self.dirs[folder])
+
+    @staticmethod
+    def _make(folder: Path) -> None:
+        if folder.exists() and not folder.is_dir():
+            raise SpoolUnusable(f"{folder} is not a folder: move it away or set 'spool'")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise SpoolUnusable(f"cannot create {folder}: {e.strerror}") from e
 
     def path(self, folder: str, name: str) -> Path:
         return self.dirs[folder] / name
