@@ -115,6 +115,8 @@ class Spool:
         self._tmp_counter = itertools.count()
         self._clock_lock = threading.Lock()
         self._last_ns = 0
+        self._held: set[str] = set()  # running names a worker of this daemon holds
+        self._held_lock = threading.Lock()
 
     # ----- set-up -------------------------------------------------------------------------
 
@@ -254,6 +256,8 @@ class Spool:
     def reject(self, name: str, reason: str, folder: str = "incoming") -> str | None:
         """Move a bad file to failed/ under its own name (made unique if taken), unread,
         and write <name>.error.json beside it. Returns the name in failed/, or None if gone."""
+        if folder == "running":
+            self._let_go(name)
         for candidate in _unique_names(name):
             target = self.dirs["failed"] / candidate
             if os.path.lexists(target) or os.path.lexists(str(target) + ERROR_SUFFIX):
@@ -276,14 +280,24 @@ class Spool:
         """pending → running under a name only this daemon uses; None if another took it.
 
         The unique target is what makes a claim safe on a network file system, where
-        an error code alone cannot be trusted: the claim is ours if our name exists.
+        an error code alone cannot be trusted: the claim is ours if our name exists and
+        no other worker of ours holds it (the index may offer one stem twice).
         """
         name = f"{stem}@{self.owner}.json"
-        moved = self._move("pending", stem + ".json", "running", name)
-        if not moved and not os.path.exists(self.dirs["running"] / name):
-            return None
+        with self._held_lock:
+            if name in self._held:
+                return None
+            moved = self._move("pending", stem + ".json", "running", name)
+            if not moved and not os.path.exists(self.dirs["running"] / name):
+                return None
+            self._held.add(name)
         self.renew([name])
         return name
+
+    def _let_go(self, running: str) -> None:
+        """The running file is no longer held by a worker of ours."""
+        with self._held_lock:
+            self._held.discard(running)
 
     def read(self, folder: str, name: str) -> bytes | None:
         try:
@@ -308,6 +322,7 @@ class Spool:
             os.unlink(self.dirs["running"] / running)
         except FileNotFoundError:
             logger.warning("running/%s was already gone when the job finished", running)
+        self._let_go(running)
 
     def cancel(self, stem: str, data: bytes) -> bool:
         """Take a pending job from the workers (by claiming it) and fail it with data."""
@@ -319,7 +334,9 @@ class Spool:
 
     def unclaim(self, running: str, stem: str) -> bool:
         """running → pending unchanged (a job claimed before its time)."""
-        return self._move("running", running, "pending", stem + ".json")
+        moved = self._move("running", running, "pending", stem + ".json")
+        self._let_go(running)
+        return moved
 
     def has_record(self, stem: str) -> bool:
         """Whether a job already has a final record or a queued retry (crash dedup)."""
@@ -365,6 +382,7 @@ class Spool:
 
     def drop_running(self, running: str) -> None:
         (self.dirs["running"] / running).unlink(missing_ok=True)
+        self._let_go(running)
 
     # ----- records ----------------------------------------------------------------------------
 
