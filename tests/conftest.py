@@ -167,6 +167,106 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
         daemon.kill()
 
 
+def spoold_cli(
+    *args: str, cwd: Path, input: str | None = None, timeout: float = 30.0
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -m spoold ARGS` in cwd (as a user would), capturing its output."""
+    command = [sys.executable, "-m", "spoold", *args]
+    return subprocess.run(
+        command, cwd=cwd, input=input, capture_output=True, text=True, env=_env(), timeout=timeout
+    )
+
+
+# Plug-in job types for end-to-end tests, written beside the daemon's config. Each call is
+# noted in calls/<id>.log (one JSON line: attempts, time, pid) and calls/order.log.
+PLUGIN_SOURCE = '''
+import json, os, time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def _note(job):
+    calls = HERE / "calls"
+    calls.mkdir(exist_ok=True)
+    note = {"attempts": job["attempts"], "at": time.time(), "pid": os.getpid()}
+    with open(calls / (job["id"] + ".log"), "a") as f:
+        f.write(json.dumps(note) + "\\n")
+    with open(calls / "order.log", "a") as f:
+        f.write(job["id"] + "\\n")
+    return len((calls / (job["id"] + ".log")).read_text().splitlines())
+
+
+def block(job):
+    """Runs until release/<id> or release/all exists, or for job['seconds']."""
+    _note(job)
+    deadline = time.monotonic() + job.get("seconds", 3600)
+    while time.monotonic() < deadline:
+        if (HERE / "release" / job["id"]).exists() or (HERE / "release" / "all").exists():
+            return
+        time.sleep(0.01)
+
+
+def flaky(job):
+    """Fails its first job['failTimes'] calls, then succeeds."""
+    n = _note(job)
+    if n <= job["failTimes"]:
+        raise RuntimeError(f"flaky failure {n} of {job['failTimes']}")
+
+
+def fail(job):
+    _note(job)
+    raise ValueError(job.get("message", "the ledger is locked"))
+
+
+def trace(job):
+    _note(job)
+    time.sleep(0.003)  # so that consecutive jobs get distinct startedAt milliseconds
+'''
+
+
+class Plugins:
+    """The e2e plug-in types in a daemon's working folder, and what their calls left."""
+
+    types = {
+        "slow": "e2e_plugins:block",
+        "flaky": "e2e_plugins:flaky",
+        "fail": "e2e_plugins:fail",
+        "trace": "e2e_plugins:trace",
+    }
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        (workdir / "e2e_plugins.py").write_text(PLUGIN_SOURCE)
+
+    def calls(self, job_id: str) -> list[dict[str, Any]]:
+        """One entry per call of the job: its attempts, time and the daemon's pid."""
+        try:
+            lines = (self.workdir / "calls" / f"{job_id}.log").read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        return [json.loads(line) for line in lines]
+
+    def order(self) -> list[str]:
+        """Job ids in the order the plug-ins were called."""
+        try:
+            return (self.workdir / "calls" / "order.log").read_text().split()
+        except FileNotFoundError:
+            return []
+
+    def release(self, job_id: str = "all") -> None:
+        """Let a blocking job (or every one) return."""
+        (self.workdir / "release").mkdir(exist_ok=True)
+        (self.workdir / "release" / job_id).touch()
+
+
+@pytest.fixture
+def plugins(tmp_path: Path) -> Plugins:
+    """Plug-in types for start_daemon(jobTypes=plugins.types); python -m puts the daemon's
+    working folder (tmp_path) on sys.path, so no PYTHONPATH is needed."""
+    return Plugins(tmp_path)
+
+
 @pytest.fixture(autouse=True)
 def no_leaked_threads() -> Iterator[None]:
     """A test that leaves threads running (a daemon not stopped) fails."""
