@@ -99,7 +99,9 @@ class WorkerPool:
         self._stopping.set()
         self.dispatcher.close()
         deadline = time.monotonic() + grace
-        for thread in list(self._threads):
+        with self._lock:  # a timed-out attempt's thread is abandoned: nothing to wait for
+            threads = [t for t in self._threads if t.ident not in self._abandoned]
+        for thread in threads:
             thread.join(max(deadline - time.monotonic(), 0))
         with self._lock:
             leftovers = list(self.active.values())
