@@ -11,14 +11,20 @@ import signal
 import socket
 import threading
 import time
+from dataclasses import replace
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from spoold.config import Config
+from spoold.api import ApiServer
+from spoold.config import Config, load_config
 from spoold.dispatch import Dispatcher
+from spoold.errors import ConfigError
 from spoold.intake import Intake
+from spoold.job import Job
 from spoold.jobs import JobType, build_registry
+from spoold.reload import ConfigWatcher
 from spoold.retention import prune
+from spoold.scheduler import Scheduler, check_tasks
 from spoold.spool import ERROR_SUFFIX, Spool, parse_stem
 from spoold.status import Stats, StatusWriter
 from spoold.times import iso
@@ -28,19 +34,23 @@ from spoold.worker import Policy, WorkerPool, recover_running
 logger = logging.getLogger(__name__)
 
 RETENTION_EVERY = 600.0
+# Config keys a running daemon cannot change; an edit of one is logged and waits for a restart.
+RESTART_KEYS = ("spool", "node", "workers", "http")
 
 
 class Daemon:
     """One spoold process on one spool."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, node_override: str | None = None) -> None:
         self.config = config
+        self.node_override = node_override
         self.config_error: str | None = None
         self.config_loaded_at = time.time()
         self.started_at = time.time()
         self.spool = Spool(config.spool, config.node, durable=config.fsync)
         self.dispatcher = Dispatcher()
         self.registry: dict[str, JobType] = build_registry(config, self.queue_stats)
+        check_tasks(config, self.registry)
         self.stats = Stats()
         self.intake = Intake(
             self.spool, self.dispatcher, lambda: self.registry, self.tz,
@@ -48,16 +58,22 @@ class Daemon:
         )  # fmt: skip
         self.pool = WorkerPool(
             self.spool, self.dispatcher, lambda: self.registry, self.tz, self.policy,
-            config.workers, on_finish=self.stats.finished,
+            config.workers, on_finish=self._finished,
         )  # fmt: skip
         self.watcher = Watcher(
             str(self.spool.dirs["incoming"]), self._accept_file, self.spool.incoming_names,
             config.rescan_seconds,
         )  # fmt: skip
+        state_file = f"state-{config.node}.json" if config.node else "state.json"
+        self.scheduler = Scheduler(
+            self.spool, self.intake, config.schedule, config.timezone, state_file
+        )
+        self.reloader = ConfigWatcher(config.path, self.reload_config) if config.path else None
         self.status = StatusWriter(self._write_status, self.snapshot)
         self._stop = threading.Event()
         self._housekeeper = threading.Thread(target=self._housekeeping, name="spoold-house")
         self._housekeeper.daemon = True
+        self.api = ApiServer(self) if config.http else None
 
     # ----- what the parts read from the config -------------------------------------------
 
@@ -73,21 +89,33 @@ class Daemon:
     def start(self) -> None:
         """Scan the spool once, recover what a crash left, then start every part."""
         self.spool.ensure()
+        if self.api:
+            self.api.bind()
         self.intake.ids.load(self.spool)
         self._index_pending()
         self.stats.completed = self._count_records("completed")
         self.stats.failed = self._count_records("failed")
         self._recover(own_node_too=True)
         self.pool.start()
+        self.scheduler.start()
         self.watcher.start()
         self.status.start()
         self._housekeeper.start()
+        if self.reloader:
+            self.reloader.start()
+        if self.api:
+            self.api.serve()
         logger.info("spoold %s serving %s with %d worker(s)", self.spool.owner,
                     self.spool.root, self.config.workers)  # fmt: skip
 
     def stop(self, graceful: bool = True) -> None:
         """Stop claiming, let running jobs finish (up to shutdownGrace), write status last."""
         self._stop.set()
+        if self.reloader:
+            self.reloader.stop()
+        self.scheduler.stop()
+        if self.api:
+            self.api.stop()
         self.watcher.stop()
         self.pool.stop(self.config.shutdown_grace if graceful else 0.0)
         self._housekeeper.join(5)
@@ -152,6 +180,43 @@ class Daemon:
                     self.intake.ids.release(stem.id)
             self.stats.changed(**{folder: -len(removed)})
 
+    def _finished(self, job: Job, folder: str) -> None:
+        """A worker recorded an attempt's outcome: count it, and show it over HTTP."""
+        self.stats.finished(job, folder)
+        if self.api:
+            self.api.finished(job, folder)
+
+    # ----- hot reload -------------------------------------------------------------------------
+
+    def reload_config(self) -> None:
+        """Read the config file again (the file watcher calls this after an edit). A config
+        that does not load keeps the last good one and is shown in status until fixed."""
+        try:
+            self.apply_config(load_config(self.config.path, self.node_override))
+        except ConfigError as e:
+            self.config_error = str(e)
+            logger.error("config not applied, the last good one stays in use:\n%s", e)
+
+    def apply_config(self, new: Config) -> None:
+        """Swap in what can change live: schedule, job types, job policy, time zone,
+        retention, smtp/webhook/cleanup and the intake limits. ConfigError (nothing
+        changed) if the job types or a task's job do not load."""
+        registry = build_registry(new, self.queue_stats)
+        check_tasks(new, registry)
+        old = self.config
+        waiting = [key for key in RESTART_KEYS if getattr(new, key) != getattr(old, key)]
+        if waiting:
+            logger.warning("config: %s changed; restart spoold to apply (kept as before)",
+                           ", ".join(waiting))  # fmt: skip
+        new = replace(new, spool=old.spool, node=old.node, workers=old.workers, http=old.http)
+        self.registry, self.config = registry, new
+        self.spool.durable = new.fsync
+        self.intake.max_bytes, self.intake.settle_seconds = new.max_job_bytes, new.settle_seconds
+        self.watcher.rescan_seconds = new.rescan_seconds
+        self.scheduler.configure(new.schedule, new.timezone)
+        self.config_error, self.config_loaded_at = None, time.time()
+        logger.info("config %s applied: %d task(s)", new.path, len(new.schedule))
+
     # ----- the door for files ---------------------------------------------------------------
 
     def _accept_file(self, name: str, now: float) -> float | None:
@@ -182,7 +247,7 @@ class Daemon:
         }
 
     def scheduler_stats(self) -> dict[str, Any]:
-        return {"isRunning": False, "taskCount": 0, "tasks": []}
+        return self.scheduler.snapshot()
 
     def snapshot(self) -> dict[str, Any]:
         config_path = self.config.path

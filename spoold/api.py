@@ -1,0 +1,335 @@
+"""The HTTP API (SPEC section 6) on the standard library's ThreadingHTTPServer.
+
+This module owns the protocol and its safety rules: routing, the bearer token
+(compared in constant time), CORS, body limits, socket timeouts, JSON errors
+and access logs. What each endpoint does is in routes.py.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+import socket
+import sys
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from spoold.config import HttpConfig
+from spoold.errors import SpoolError
+from spoold.job import Job
+from spoold.routes import JSON, Answer, ApiError, Endpoints, Request
+
+if TYPE_CHECKING:
+    from spoold.daemon import Daemon
+
+logger = logging.getLogger(__name__)
+
+SOCKET_TIMEOUT = 10.0  # seconds a client may be silent mid-request (or idle between requests)
+LENGTH_RE = re.compile(r"^[0-9]{1,18}$")
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type",
+    "Access-Control-Max-Age": "600",
+}
+ID, NAME = "{id}", "{name}"
+# path pattern → method → (endpoint, takes a JSON body). Fixed names before placeholders.
+ROUTES: dict[tuple[str, ...], dict[str, tuple[str, bool]]] = {
+    (): {"GET": ("page", False)},
+    ("healthz",): {"GET": ("healthz", False)},
+    ("metrics",): {"GET": ("metrics_text", False)},
+    ("openapi.json",): {"GET": ("openapi", False)},
+    ("types",): {"GET": ("types", False)},
+    ("jobs",): {"POST": ("submit", True)},
+    ("jobs", "batch"): {"POST": ("batch", True)},
+    ("jobs", "stats"): {"GET": ("stats", False)},
+    ("jobs", "completed"): {"GET": ("completed", False)},
+    ("jobs", "failed"): {"GET": ("failed", False)},
+    ("jobs", ID): {"GET": ("job", False), "DELETE": ("cancel", False)},
+    ("jobs", ID, "retry"): {"POST": ("retry", False)},
+    ("scheduler",): {"GET": ("scheduler", False)},
+    ("scheduler", NAME, "run"): {"POST": ("run_task", False)},
+}
+
+
+def route(method: str, parts: list[str]) -> tuple[tuple[str, bool] | None, dict[str, str], set]:
+    """(endpoint, path parameters, methods the path allows) for a request."""
+    allowed: set[str] = set()
+    for pattern, methods in ROUTES.items():
+        params = _bind(pattern, parts)
+        if params is None:
+            continue
+        if method in methods:
+            return methods[method], params, allowed | set(methods)
+        allowed |= set(methods)
+    return None, {}, allowed
+
+
+def _bind(pattern: tuple[str, ...], parts: list[str]) -> dict[str, str] | None:
+    if len(pattern) != len(parts):
+        return None
+    params = {}
+    for expected, part in zip(pattern, parts, strict=True):
+        if expected in (ID, NAME):
+            params[expected[1:-1]] = part
+        elif expected != part:
+            return None
+    return params
+
+
+def segments(path: str) -> list[str]:
+    """'/jobs/a%2Fb' → ['jobs', 'a/b']: split first, then decode, so an encoded slash
+    stays inside its segment (where the id rule refuses it)."""
+    if path == "/":
+        return []
+    if not path.startswith("/"):
+        return ["", path]  # matches no route
+    return [unquote(part, errors="strict") for part in path.split("/")[1:]]
+
+
+def _allow(methods: set[str]) -> str:
+    extra = {"OPTIONS"} | ({"HEAD"} if "GET" in methods else set())
+    return ", ".join(sorted(methods | extra))
+
+
+class Handler(BaseHTTPRequestHandler):
+    """One connection; keep-alive, every request answered (and logged) here."""
+
+    server: Server
+    protocol_version = "HTTP/1.1"
+    server_version = "spoold"
+    timeout = SOCKET_TIMEOUT
+
+    def version_string(self) -> str:
+        return self.server_version
+
+    def do_GET(self) -> None:
+        self._body_read = False
+        try:
+            answer = self._answer()
+        except ApiError as e:
+            answer = e.answer()
+        except (TimeoutError, ConnectionError, UnicodeDecodeError) as e:
+            logger.debug("dropping a client: %s", e)
+            self.close_connection = True
+            return
+        except Exception:
+            logger.exception("internal error answering %s %s", self.command, self.path)
+            answer = ApiError(500, "internal error: see the daemon's log").answer()
+        self._send(answer)
+
+    do_POST = do_DELETE = do_PUT = do_PATCH = do_HEAD = do_OPTIONS = do_GET
+    do_TRACE = do_CONNECT = do_GET
+
+    def _answer(self) -> Answer:
+        method = "GET" if self.command == "HEAD" else self.command
+        url = urlsplit(self.path)
+        try:
+            parts = segments(url.path)
+        except UnicodeDecodeError as e:
+            raise ApiError(400, "the path is not UTF-8 once %-decoded") from e
+        if method == "OPTIONS":
+            return Answer(204, b"", "")
+        if not (method == "GET" and parts == ["healthz"]):
+            self._authorize()
+        endpoint, params, allowed = route(method, parts)
+        if endpoint is None:
+            raise _not_found(method, url.path, allowed)
+        name, takes_body = endpoint
+        body = self._body() if takes_body else self._skip_body()
+        request = Request(method, params, parse_qs(url.query, keep_blank_values=True), body)
+        return getattr(self.server.api.endpoints, name)(request)
+
+    # ----- safety ------------------------------------------------------------------------
+
+    def _authorize(self) -> None:
+        token = self.server.api.token()
+        if token is None:
+            return
+        scheme, _, given = self.headers.get("Authorization", "").partition(" ")
+        good = hmac.compare_digest(given.strip().encode(), token.encode())
+        if not (good and scheme.lower() == "bearer"):
+            error = ApiError(401, "this API needs its token: send Authorization: Bearer <token>")
+            error.headers["WWW-Authenticate"] = 'Bearer realm="spoold"'
+            raise error
+
+    def _length(self) -> int | None:
+        """The declared body length; None when not declared; ApiError when unusable."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            raise ApiError(411, "chunked bodies are not accepted: send a Content-Length")
+        values = set(self.headers.get_all("Content-Length") or [])
+        if not values:
+            return None
+        text = values.pop().strip()
+        if values or not LENGTH_RE.match(text):
+            raise ApiError(400, "Content-Length must be one whole number of bytes")
+        length = int(text)
+        limit = self.server.api.max_body()
+        if length > limit:
+            raise ApiError(413, f"the body is {length} bytes; the limit is {limit}"
+                                " (http.maxBodyBytes)")  # fmt: skip
+        return length
+
+    def _body(self) -> bytes:
+        length = self._length()
+        if length is None:
+            raise ApiError(411, "send the body with a Content-Length header")
+        media = self.headers.get("Content-Type", JSON).split(";")[0].strip().lower()
+        if media != JSON and not media.endswith("+json"):
+            raise ApiError(415, f"send JSON with Content-Type: {JSON} (got {media[:60]!r})")
+        return self._read(length)
+
+    def _skip_body(self) -> bytes:
+        """Read and drop a body an endpoint does not use, keeping the connection in step."""
+        length = self._length()
+        return self._read(length) if length else b""
+
+    def _read(self, length: int) -> bytes:
+        body = self.rfile.read(length)
+        self._body_read = True
+        if len(body) < length:
+            self.close_connection = True
+            raise ApiError(400, f"the body ended after {len(body)} of {length} bytes")
+        return body
+
+    def _declares_body(self) -> bool:
+        headers = getattr(self, "headers", None)
+        if headers is None:
+            return False
+        chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
+        return chunked or headers.get("Content-Length", "0").strip() not in ("", "0")
+
+    # ----- answers and logs ------------------------------------------------------------------
+
+    def _send(self, answer: Answer) -> None:
+        if not self._body_read and self._declares_body():
+            self.close_connection = True  # an unread body would be taken for the next request
+        self.send_response(answer.status)
+        headers = {**CORS_HEADERS, "Cache-Control": "no-store", **answer.headers}
+        if answer.status != HTTPStatus.NO_CONTENT:
+            headers |= {"Content-Type": answer.content_type, "X-Content-Type-Options": "nosniff",
+                        "Content-Length": str(len(answer.body))}  # fmt: skip
+        if self.close_connection:
+            headers["Connection"] = "close"
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.end_headers()
+        if self.command != "HEAD" and answer.status != HTTPStatus.NO_CONTENT:
+            self.wfile.write(answer.body)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None):
+        """Errors http.server finds itself (a bad request line, an unknown method, headers
+        too long) as JSON like every other answer."""
+        self._body_read = False
+        self.close_connection = True
+        if code == HTTPStatus.NOT_IMPLEMENTED:
+            error = ApiError(405, f"method {self.command} is not allowed here")
+            error.headers["Allow"] = _allow(route("", _safe_segments(self.path))[2])
+        else:
+            error = ApiError(code, message or HTTPStatus(code).phrase)
+        self._send(error.answer())
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        logger.debug('%s "%s" %s', self.client_address[0], self.requestline, code)
+
+    def log_error(self, format: str, *args: object) -> None:
+        logger.warning("http %s: " + format, self.client_address[0], *args)
+
+    def log_message(self, format: str, *args: object) -> None:
+        logger.debug("http %s: " + format, self.client_address[0], *args)
+
+
+def _not_found(method: str, path: str, allowed: set[str]) -> ApiError:
+    if allowed:
+        error = ApiError(405, f"{method} is not allowed on {path[:200]}; use {_allow(allowed)}")
+        error.headers["Allow"] = _allow(allowed)
+        return error
+    return ApiError(404, f"no such endpoint: {method} {path[:200]} (see /openapi.json)")
+
+
+def _safe_segments(path: str | None) -> list[str]:
+    try:
+        return segments(urlsplit(path or "").path)
+    except UnicodeDecodeError:
+        return []
+
+
+class Server(ThreadingHTTPServer):
+    """A thread per connection; threads never keep the process alive."""
+
+    daemon_threads = True
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], api: ApiServer) -> None:
+        self.api = api
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, Handler)
+
+    def handle_error(self, request: object, client_address: tuple) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError | TimeoutError):
+            logger.debug("http %s: connection lost: %s", client_address[0], error)
+        else:
+            logger.warning("http %s: error serving", client_address[0], exc_info=True)
+
+
+class ApiServer:
+    """The daemon's HTTP API: bind() early in start (a busy port stops the start with a
+    reason), serve() once everything runs, stop() before the workers stop."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        assert daemon.config.http is not None
+        self._http: HttpConfig = daemon.config.http
+        self.endpoints = Endpoints(daemon, lambda: self.token() is not None)
+        self._server: Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def _config(self) -> HttpConfig:
+        """The http section in force (a reload may change token and body limit)."""
+        return self.daemon.config.http or self._http
+
+    def token(self) -> str | None:
+        return self._config().token
+
+    def max_body(self) -> int:
+        return self._config().max_body_bytes
+
+    def bind(self) -> None:
+        host, port = self._http.host, self._http.port
+        try:
+            self._server = Server((host, port), self)
+        except OSError as e:
+            raise SpoolError(f"http: cannot listen on {host}:{port}: {e.strerror or e}") from e
+
+    def serve(self) -> None:
+        assert self._server is not None
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.2,), name="spoold-http", daemon=True
+        )
+        self._thread.start()
+        host, port = self.address
+        warning = "" if self.token() else " (no token: whoever can connect may use it)"
+        logger.info("HTTP API on http://%s:%d%s", host, port, warning)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self._server is not None
+        return self._server.server_address[:2]  # type: ignore[return-value]
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join(5)
+        self._server.server_close()
+
+    def finished(self, job: Job, folder: str) -> None:
+        """The worker's on_finish hook."""
+        self.endpoints.finished(job, folder)
