@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_retry(commands)
     _add_check_config(commands)
     _add_next(commands)
+    _add_run_task(commands)
     return parser
 
 
@@ -121,7 +122,7 @@ def _add_run(commands: Any) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from spoold.daemon import Daemon
 
-    daemon = Daemon(_config(args))
+    daemon = Daemon(_config(args), node_override=args.node)
     return daemon.run()
 
 
@@ -331,8 +332,10 @@ def _add_check_config(commands: Any) -> None:
 def cmd_check_config(args: argparse.Namespace) -> int:
     path = args.path or args.config or "config/spoold.yaml"
     try:
+        from spoold.scheduler import check_tasks
+
         config = load_config(path, args.node)
-        build_registry(config, dict)
+        check_tasks(config, build_registry(config, dict))
     except ConfigError as e:
         print(e, file=sys.stderr)
         return 1
@@ -360,4 +363,64 @@ def cmd_next(args: argparse.Namespace) -> int:
     except CronError as e:
         print(f"spoold next: {e}", file=sys.stderr)
         return 2
+    return 0
+
+
+# ----- run-task ------------------------------------------------------------------------------
+
+
+def _add_run_task(commands: Any) -> None:
+    sub = _command(
+        commands,
+        "run-task",
+        "enqueue a run of a scheduled task now, as the HTTP API's POST /scheduler/NAME/run:"
+        " refused while the task's last run is pending or running; works with or without a"
+        " running daemon (it writes to the spool) and prints the job id",
+        cmd_run_task,
+    )
+    sub.add_argument("name", help="the task's name in the config's schedule")
+    sub.add_argument(
+        "--at",
+        metavar="TIME",
+        help="instead, decide the task's scheduled run at TIME (ISO 8601, e.g. one missed"
+        " while every daemon was down): fired once, however many daemons or people ask",
+    )
+
+
+def cmd_run_task(args: argparse.Namespace) -> int:
+    from spoold.errors import TaskBusy, UnknownTask
+    from spoold.scheduler import standalone
+
+    config = _config(args)
+    scheduler = standalone(config)
+    try:
+        if args.at:
+            return _fire_at(scheduler, args.name, args.at, _zone(config))
+        print(scheduler.run_now(args.name))
+    except (UnknownTask, TaskBusy, InvalidJob) as e:
+        print(f"spoold run-task: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _fire_at(scheduler: Any, name: str, text: str, tz: Any) -> int:
+    from datetime import UTC
+
+    from spoold.times import parse_time
+
+    try:
+        instant = datetime.fromtimestamp(parse_time(text, tz), UTC)
+    except ValueError:
+        print(f"spoold run-task: --at {text!r} is not an ISO 8601 time", file=sys.stderr)
+        return 2
+    if not scheduler.is_fire_time(name, instant):
+        when = instant.isoformat()
+        print(f"spoold run-task: task {name!r} has no scheduled run at {when}", file=sys.stderr)
+        return 2
+    decision = scheduler.fire(name, instant)
+    if decision.outcome != "fired":
+        print(f"spoold run-task: run {decision.job_id} {decision.outcome}: {decision.detail}",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    print(decision.job_id)
     return 0

@@ -1,0 +1,142 @@
+"""What the scheduler remembers about a task, and the names it gives runs and markers.
+
+Kept apart from the scheduler's logic so both stay small: values, their JSON
+form (the state file survives restarts) and pure naming rules.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+MARKER = ".fire"  # schedule/<job id>.fire: who decided a scheduled run, and what
+POINTER = ".last"  # schedule/<task>.last: the task's latest run, whoever enqueued it
+# Job ids are at most 128 characters; the longest suffix is '.run-20261129T173105Z'.
+_MAX_BASE = 128 - len(".run-20261129T173105Z")
+
+
+@dataclass
+class Run:
+    """One job enqueued for a task: its id, its pending name, and when it was enqueued."""
+
+    job_id: str
+    stem: str
+    at: float
+    folder: str = "pending"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"jobId": self.job_id, "stem": self.stem, "at": self.at}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Run | None:
+        """A run from a marker, a pointer or the state file; None if it does not read as one."""
+        try:
+            return cls(str(data["jobId"]), str(data["stem"]), float(data["at"]))
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+@dataclass
+class TaskState:
+    """A task's counters and open runs; `checked` is the end of the last window looked at."""
+
+    run_count: int = 0
+    error_count: int = 0
+    skipped_count: int = 0
+    last_run: float | None = None
+    last_error: str | None = None
+    checked: float | None = None
+    latest: float = 0.0
+    open: list[Run] = field(default_factory=list)
+
+    def track(self, run: Run) -> bool:
+        """Follow a newly seen run; False if it is not newer than the newest one known."""
+        if run.at <= self.latest or any(r.job_id == run.job_id for r in self.open):
+            return False
+        self.open.append(run)
+        self.latest = run.at
+        self.last_run = run.at
+        return True
+
+    def finished(self, folder: str, error: str | None) -> None:
+        """A run's job reached completed/ or failed/: its outcome is the task's."""
+        self.run_count += 1
+        if folder == "failed":
+            self.error_count += 1
+            self.last_error = error or "failed"
+
+    def refused(self, error: str) -> None:
+        """A run that could not even be enqueued counts as a run that failed."""
+        self.finished("failed", error)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["open"] = [run.to_json() for run in self.open]
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any) -> TaskState:
+        """Tolerant: a field that does not read keeps its default."""
+        state = cls()
+        if not isinstance(data, dict):
+            return state
+        for name, kind in (("run_count", int), ("error_count", int), ("skipped_count", int),
+                           ("latest", float)):  # fmt: skip
+            if isinstance(data.get(name), int | float):
+                setattr(state, name, kind(data[name]))
+        for name in ("last_run", "checked"):
+            if isinstance(data.get(name), int | float):
+                setattr(state, name, float(data[name]))
+        if isinstance(data.get("last_error"), str):
+            state.last_error = data["last_error"]
+        runs = (Run.from_json(item) for item in data.get("open") or [])
+        state.open = [run for run in runs if run is not None]
+        return state
+
+
+def dump_states(states: dict[str, TaskState]) -> bytes:
+    tasks = {name: state.to_json() for name, state in states.items()}
+    return json.dumps({"version": 1, "tasks": tasks}, indent=1).encode() + b"\n"
+
+
+def load_states(raw: bytes | None, source: str) -> dict[str, TaskState]:
+    """The state file's tasks; an unreadable file is logged and read as empty."""
+    if raw is None:
+        return {}
+    try:
+        tasks = json.loads(raw)["tasks"]
+        return {str(name): TaskState.from_json(value) for name, value in tasks.items()}
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        logger.warning("ignoring unreadable scheduler state %s (%s): counts start at 0", source, e)
+        return {}
+
+
+def fire_id(task: str, instant: datetime) -> str:
+    """The job id of a scheduled run: the task and its UTC minute, 'health_log.20261129T1731Z'."""
+    return f"{_base(task)}.{instant.astimezone(UTC):%Y%m%dT%H%MZ}"
+
+
+def run_now_id(task: str, moment: datetime) -> str:
+    """The job id of a run asked for by hand, to the second: 'health_log.run-20261129T173105Z'."""
+    return f"{_base(task)}.run-{moment.astimezone(UTC):%Y%m%dT%H%M%SZ}"
+
+
+def _base(task: str) -> str:
+    """The task name, or for a very long one a prefix and a hash, so ids stay <= 128."""
+    if len(task) <= _MAX_BASE:
+        return task
+    digest = hashlib.sha1(task.encode()).hexdigest()[:8]
+    return f"{task[: _MAX_BASE - 9]}-{digest}"
+
+
+def local_iso(ts: float | None, zone: Any) -> str | None:
+    """An epoch time as ISO 8601 in the task's zone, with its offset, to the second."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, zone).isoformat(timespec="seconds")
