@@ -52,6 +52,7 @@ logger = logging.getLogger(__name__)
 
 LATE_GRACE = 60.0  # a run this late still counts as on time (a restart, a stalled tick)
 RECENT = timedelta(days=2)  # how far back the latest fire time is looked for first
+GONE_AFTER = 10.0  # a run found in no folder this long after it was decided is dropped
 MARKER_KEEP = 2 * 86400.0  # markers older than this are pruned, checked hourly
 PRUNE_EVERY = 3600.0
 
@@ -163,7 +164,7 @@ class Scheduler:
 
     def _tick_task(self, name: str, now: datetime) -> None:
         state = self._state(name)
-        self._observe(name)
+        self._observe(name, now)
         after, state.checked = state.checked, now.timestamp()
         if after is None:
             return
@@ -188,7 +189,7 @@ class Scheduler:
         with self._lock:
             self._ready()
             self._task(name)
-            self._observe(name)
+            self._observe(name, now)
             job_id = fire_id(name, instant)
             busy = self._busy(name)
             if busy:
@@ -258,13 +259,13 @@ class Scheduler:
         TaskBusy while its previous run is pending or running (HTTP 409, CLI non-zero)."""
         with self._lock:
             self._ready()
+            now = self.clock()
             self._task(name)
-            self._observe(name)
+            self._observe(name, now)
             busy = self._busy(name)
             if busy:
                 raise TaskBusy(f"task {name!r} is busy: its job {busy.job_id} is still "
                                f"{busy.folder}; try again when it has finished")  # fmt: skip
-            now = self.clock()
             job_id = run_now_id(name, now)
             run = Run(job_id, self._stem(name, job_id, now), now.timestamp())
             if not self._mark(job_id, {"decision": "fire", **run.to_json()}, now):
@@ -295,14 +296,20 @@ class Scheduler:
         self._dirty = True
         self.spool.write("schedule", name + POINTER, _dump(run.to_json()))
 
-    def _observe(self, name: str) -> None:
-        """Follow the task's latest run (whoever enqueued it) and count the finished ones."""
+    def _observe(self, name: str, now: datetime) -> None:
+        """Follow the task's latest run (whoever enqueued it) and count the finished ones.
+
+        A run in no folder may be one another daemon has decided but not yet written:
+        it is dropped only GONE_AFTER seconds after it was decided.
+        """
         state = self._state(name)
         pointed = Run.from_json(_load(self.spool.read("schedule", name + POINTER)))
         if pointed is not None:
             self._dirty |= state.track(pointed)
         for run in list(state.open):
             run.folder = self.spool.job_folder(run.stem) or "gone"
+            if run.folder == "gone" and now.timestamp() - run.at < GONE_AFTER:
+                run.folder = "pending"
             if run.folder in ("pending", "running"):
                 continue
             state.open.remove(run)
@@ -362,6 +369,7 @@ class Scheduler:
         """The `scheduler` part of status.json (and of GET /scheduler)."""
         now = now or self.clock()
         with self._lock:
+            self._ready()
             tasks = [self._task_snapshot(name, now) for name in self._tasks]
         return {"isRunning": self.is_running, "taskCount": len(tasks), "tasks": tasks}
 
