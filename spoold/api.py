@@ -13,6 +13,7 @@ import re
 import socket
 import sys
 import threading
+import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SOCKET_TIMEOUT = 10.0  # seconds a client may be silent mid-request (or idle between requests)
+LINGER_SECONDS = 1.0  # after answering, how long unread input is drained so the answer arrives
+LINGER_BYTES = 4 << 20
 LENGTH_RE = re.compile(r"^[0-9]{1,18}$")
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
@@ -226,6 +229,8 @@ class Handler(BaseHTTPRequestHandler):
         too long) as JSON like every other answer."""
         self._body_read = False
         self.close_connection = True
+        if self.request_version == "HTTP/0.9":
+            self.request_version = "HTTP/1.0"  # so that the error has a status line and headers
         if code == HTTPStatus.NOT_IMPLEMENTED:
             error = ApiError(405, f"method {self.command} is not allowed here")
             error.headers["Allow"] = _allow(route("", _safe_segments(self.path))[2])
@@ -269,6 +274,23 @@ class Server(ThreadingHTTPServer):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, Handler)
+
+    def shutdown_request(self, request: socket.socket) -> None:  # type: ignore[override]
+        """Close a connection without a reset: drain what the client still sends (a body
+        refused unread, say) for a moment, so that it reads our answer rather than ECONNRESET."""
+        try:
+            request.shutdown(socket.SHUT_WR)
+            request.settimeout(LINGER_SECONDS)
+            deadline = time.monotonic() + LINGER_SECONDS
+            drained = 0
+            while drained < LINGER_BYTES and time.monotonic() < deadline:
+                chunk = request.recv(65536)
+                if not chunk:
+                    break
+                drained += len(chunk)
+        except OSError:
+            pass
+        self.close_request(request)
 
     def handle_error(self, request: object, client_address: tuple) -> None:
         error = sys.exc_info()[1]

@@ -1,0 +1,510 @@
+"""The HTTP API (SPEC 6) through real sockets against spoold running as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from conftest import DaemonProcess, base_config, free_port, records, wait_until
+from helpers_api import Client, folder_of, ids_in_spool, raw, raw_json, raw_status
+from helpers_servers import http_server
+from prometheus_client.parser import text_string_to_metric_families
+
+TOKEN = "s3cret-token"
+LATER = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+
+
+def http_config(**overrides: object) -> dict[str, object]:
+    return {"host": "127.0.0.1", "port": free_port(), **overrides}
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
+    """One daemon for the tests that do not need a config of their own."""
+    config = base_config(http=http_config(maxBodyBytes=4096), workers=3)
+    daemon = DaemonProcess(tmp_path_factory.mktemp("served"), config, []).wait_ready()
+    yield daemon
+    assert daemon.stop() == 0, daemon.log()
+    assert "Traceback" not in daemon.log() and "internal error" not in daemon.log()
+
+
+@pytest.fixture
+def client(served: DaemonProcess) -> Iterator[Client]:
+    with Client(served.config["http"]["port"]) as c:
+        yield c
+
+
+def still_serving(client: Client) -> None:
+    with Client(client.port, client.token) as fresh:
+        assert fresh.get("/healthz").json == {"status": "ok"}
+
+
+# ----- the original endpoints -------------------------------------------------------------
+
+
+def test_post_job_is_in_the_spool_when_the_answer_comes(client, served):
+    reply = client.post("/jobs", {"type": "noop", "id": "posted-1", "priority": "high"})
+    assert reply.status == 200
+    assert reply.json == {"success": True, "jobId": "posted-1", "type": "noop", "priority": "high"}
+    assert folder_of(served.spool, "posted-1") in ("pending", "running", "completed")
+    wait_until(lambda: folder_of(served.spool, "posted-1") == "completed")
+
+
+def test_post_job_without_id_gets_one_and_type_defaults(client, served):
+    reply = client.post("/jobs", {"type": "log", "message": "hello over HTTP"})
+    assert reply.status == 200
+    body = reply.json
+    assert body["type"] == "log" and body["priority"] == "low" and body["success"] is True
+    assert folder_of(served.spool, body["jobId"]) is not None
+
+
+def test_missing_or_unknown_type_lists_the_registered_types(client):
+    for job in ({"message": "no type"}, {"type": "nope"}, {"type": 5}):
+        reply = client.post("/jobs", job)
+        assert reply.status == 400
+        assert "type" in reply.error
+        assert "noop" in reply.json["registeredTypes"]
+
+
+def test_other_bad_fields_are_400_without_the_type_list(client):
+    cases = [
+        ({"type": "noop", "priority": "urgent"}, "priority"),
+        ({"type": "noop", "maxAttempts": 0}, "maxAttempts"),
+        ({"type": "noop", "runAt": "tomorrow"}, "runAt"),
+        ({"type": "noop", "status": "completed"}, "status"),
+        ({"type": "noop", "id": "../../etc/passwd"}, "id"),
+        ({"type": "log"}, "message"),
+    ]
+    for job, word in cases:
+        reply = client.post("/jobs", job)
+        assert reply.status == 400, job
+        assert word in reply.error
+        assert "registeredTypes" not in reply.json
+
+
+def test_a_taken_id_is_refused(client):
+    assert client.post("/jobs", {"type": "noop", "id": "twice"}).status == 200
+    reply = client.post("/jobs", {"type": "noop", "id": "twice"})
+    assert reply.status == 400
+    assert "already in the spool" in reply.error
+
+
+def test_batch_is_judged_item_by_item(client, served):
+    jobs = [{"type": "noop", "id": "b-1"}, {"type": "nope"}, 7, {"type": "noop", "id": "b-1"}]
+    reply = client.post("/jobs/batch", jobs)
+    assert reply.status == 200
+    first, unknown, number, duplicate = reply.json["jobs"]
+    assert first == {"jobId": "b-1", "status": "enqueued"}
+    assert unknown["status"] == "failed" and "unknown job type" in unknown["error"]
+    assert number["status"] == "failed" and "object" in number["error"]
+    assert duplicate["status"] == "failed" and "already" in duplicate["error"]
+    assert folder_of(served.spool, "b-1") is not None
+    wrapped = client.post("/jobs/batch", {"jobs": [{"type": "noop", "id": "b-2"}]})
+    assert wrapped.json == {"jobs": [{"jobId": "b-2", "status": "enqueued"}]}
+    assert client.post("/jobs/batch", []).json == {"jobs": []}
+    assert client.post("/jobs/batch", {"type": "noop"}).status == 400
+
+
+def test_stats_types_and_scheduler_shapes(client):
+    stats = client.get("/jobs/stats").json
+    assert set(stats) == {"queue", "worker"}
+    assert set(stats["queue"]) == {"pending", "running", "completed", "failed"}
+    assert set(stats["queue"]["pending"]) == {"total", "critical", "high", "normal", "low"}
+    assert set(stats["worker"]) == {
+        "workerId", "isRunning", "activeJobs", "processedJobs", "concurrency"
+    }  # fmt: skip
+    assert stats["worker"]["concurrency"] == 3
+    types = client.get("/types").json["types"]
+    assert {"send_email", "webhook", "cleanup", "log", "queue_stats", "noop"} <= set(types)
+    scheduler = client.get("/scheduler").json
+    assert {"isRunning", "taskCount", "tasks"} <= set(scheduler)
+    assert scheduler["taskCount"] == len(scheduler["tasks"])
+
+
+def test_completed_newest_first_with_a_limit(client, served):
+    for n in range(3):
+        assert client.post("/jobs", {"type": "noop", "id": f"order-{n}"}).status == 200
+        wait_until(lambda n=n: folder_of(served.spool, f"order-{n}") == "completed")
+    assert len(client.get("/jobs/completed?limit=2").json["jobs"]) == 2
+    newest = client.get("/jobs/completed").json["jobs"]
+    assert len(newest) <= 10
+    assert [j["id"] for j in newest if j["id"].startswith("order-")] == [
+        "order-2", "order-1", "order-0"
+    ]  # fmt: skip
+    assert newest[0]["status"] == "completed" and newest[0]["attempts"] == 1
+
+
+def test_failed_newest_first(client):
+    for n in range(3):
+        client.post("/jobs", {"type": "noop", "id": f"doomed-{n}", "runAt": LATER})
+        assert client.delete(f"/jobs/doomed-{n}").status == 200
+    failed = client.get("/jobs/failed?limit=3").json["jobs"]
+    assert [j["id"] for j in failed] == ["doomed-2", "doomed-1", "doomed-0"]
+    assert all(j["error"] == "cancelled" and j["status"] == "failed" for j in failed)
+
+
+@pytest.mark.parametrize("limit", ["0", "-1", "abc", "1.5", "1001", "99999999999999999999", ""])
+def test_a_bad_limit_is_400(client, limit):
+    for folder in ("completed", "failed"):
+        reply = client.get(f"/jobs/{folder}?limit={limit}")
+        assert reply.status == 400
+        assert "limit" in reply.error
+
+
+# ----- beyond the original ----------------------------------------------------------------
+
+
+def test_get_job_names_its_folder_and_record(client):
+    client.post("/jobs", {"type": "noop", "id": "later-1", "runAt": LATER, "note": "x"})
+    reply = client.get("/jobs/later-1")
+    assert reply.status == 200
+    assert reply.json["id"] == "later-1" and reply.json["folder"] == "pending"
+    assert reply.json["record"]["note"] == "x"
+    missing = client.get("/jobs/no-such-job")
+    assert missing.status == 404 and "no-such-job" in missing.error
+
+
+def test_cancel_a_pending_job_then_retry_it(client, served):
+    client.post("/jobs", {"type": "noop", "id": "cancel-me", "runAt": LATER})
+    reply = client.delete("/jobs/cancel-me")
+    assert reply.json == {"success": True, "jobId": "cancel-me", "status": "failed",
+                          "error": "cancelled"}  # fmt: skip
+    [record] = [r for r in records(served.spool, "failed") if r["id"] == "cancel-me"]
+    assert record["error"] == "cancelled"
+    assert client.get("/jobs/cancel-me").json["folder"] == "failed"
+    assert client.delete("/jobs/cancel-me").status == 409
+    assert client.delete("/jobs/never-was").status == 404
+
+    retried = client.post("/jobs/cancel-me/retry")
+    assert retried.json == {"success": True, "jobId": "cancel-me", "folder": "pending"}
+    again = client.get("/jobs/cancel-me").json
+    assert again["folder"] == "pending"
+    assert again["record"]["attempts"] == 0 and again["record"]["previousErrors"] == ["cancelled"]
+    assert "cancel-me" not in [j["id"] for j in client.get("/jobs/failed").json["jobs"]]
+    assert client.post("/jobs/cancel-me/retry").status == 409
+    assert client.post("/jobs/never-was/retry").status == 404
+
+
+def test_a_failed_job_retried_over_http_runs_again(client, served):
+    with http_server(404, 200) as web:
+        job = {"type": "webhook", "id": "second-life", "url": web.url + "/hook", "payload": {}}
+        assert client.post("/jobs", job).status == 200
+        wait_until(lambda: folder_of(served.spool, "second-life") == "failed")
+        failed = client.get("/jobs/second-life").json["record"]
+        assert "404" in failed["error"]
+        assert client.post("/jobs/second-life/retry").status == 200
+        wait_until(lambda: folder_of(served.spool, "second-life") == "completed")
+        web.wait_for(2)
+    record = client.get("/jobs/second-life").json["record"]
+    assert record["status"] == "completed" and "404" in record["previousErrors"][0]
+
+
+def test_run_now_of_an_unknown_task_is_404(client):
+    reply = client.post("/scheduler/no-such-task/run")
+    assert reply.status == 404
+    assert "no-such-task" in reply.error
+
+
+def test_healthz_head_and_the_status_page(client):
+    head = client.request("HEAD", "/healthz")
+    assert head.status == 200 and head.body == b""
+    page = client.get("/")
+    assert page.status == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert b"<h1>spoold on" in page.body and b"<script" not in page.body
+
+
+def test_metrics_in_the_prometheus_text_format(client, served):
+    client.post("/jobs", {"type": "noop", "id": "counted"})
+    wait_until(lambda: folder_of(served.spool, "counted") == "completed")
+    client.post("/jobs", {"type": "noop", "id": "waiting", "runAt": LATER, "priority": "low"})
+    reply = client.get("/metrics")
+    assert reply.status == 200
+    assert reply.headers["content-type"].startswith("text/plain")
+    families = {f.name: f for f in text_string_to_metric_families(reply.body.decode())}
+    expected = {
+        "spoold_jobs", "spoold_job_retries", "spoold_queue_depth", "spoold_jobs_running",
+        "spoold_oldest_due_job_age_seconds", "spoold_job_duration_seconds",
+        "spoold_scheduler_fires", "spoold_scheduler_skips", "spoold_config_last_reload_success",
+    }  # fmt: skip
+    assert expected <= set(families)
+    done = {s.labels["type"]: s.value for s in families["spoold_jobs"].samples
+            if s.labels.get("outcome") == "completed" and s.name.endswith("_total")}  # fmt: skip
+    assert done["noop"] >= 1
+    depth = {s.labels["priority"]: s.value for s in families["spoold_queue_depth"].samples}
+    assert depth["low"] >= 1
+    counts = [s for s in families["spoold_job_duration_seconds"].samples
+              if s.name.endswith("_count") and s.labels["type"] == "noop"]  # fmt: skip
+    assert counts and counts[0].value >= 1
+    assert families["spoold_config_last_reload_success"].samples[0].value == 1
+
+
+def test_openapi_document_covers_every_endpoint(client):
+    doc = client.get("/openapi.json").json
+    assert doc["openapi"].startswith("3.")
+    expected = {
+        "/", "/healthz", "/metrics", "/openapi.json", "/types", "/jobs", "/jobs/batch",
+        "/jobs/stats", "/jobs/completed", "/jobs/failed", "/jobs/{id}", "/jobs/{id}/retry",
+        "/scheduler", "/scheduler/{name}/run",
+    }  # fmt: skip
+    assert set(doc["paths"]) == expected
+    job_types = doc["components"]["schemas"]["Job"]["properties"]["type"]["enum"]
+    assert "noop" in job_types
+
+
+# ----- CORS -----------------------------------------------------------------------------------
+
+
+def test_cors_preflight_as_a_browser_sends_it(client):
+    reply = client.request("OPTIONS", "/jobs", auth=False, headers={
+        "Origin": "http://localhost:3000",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type",
+    })  # fmt: skip
+    assert reply.status in (200, 204)
+    assert reply.headers["access-control-allow-origin"] in ("*", "http://localhost:3000")
+    assert "POST" in reply.headers["access-control-allow-methods"]
+    allowed = reply.headers["access-control-allow-headers"].lower()
+    assert "authorization" in allowed and "content-type" in allowed
+
+
+def test_cors_headers_on_every_answer(client):
+    answers = [client.get("/types"), client.get("/nowhere"), client.post("/jobs", {"no": 1}),
+               client.request("PUT", "/jobs"), client.get("/metrics")]  # fmt: skip
+    for reply in answers:
+        assert reply.headers["access-control-allow-origin"] == "*", reply.status
+
+
+# ----- bad requests -------------------------------------------------------------------------
+
+
+def test_malformed_json_and_wrong_shapes_are_400(client):
+    bodies = [b"{", b'{"type": "noop"', b"null", b"[1, 2]", b'"text"', b"\xff\xfe", b""]
+    for body in bodies:
+        reply = client.post("/jobs", body, headers={"Content-Type": "application/json"})
+        assert reply.status == 400, body
+        assert reply.error
+    assert (
+        client.post("/jobs/batch", b"{", headers={"Content-Type": "application/json"}).status == 400
+    )
+    still_serving(client)
+
+
+def test_wrong_content_type_is_415(client):
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data"):
+        reply = client.post("/jobs", b'{"type": "noop"}', headers={"Content-Type": content_type})
+        assert reply.status == 415
+        assert "application/json" in reply.error
+    ok = client.post("/jobs", b'{"type":"noop"}',
+                     headers={"Content-Type": "application/json; charset=utf-8"})  # fmt: skip
+    assert ok.status == 200
+
+
+def test_unknown_paths_and_methods(client):
+    assert client.get("/nowhere").status == 404
+    assert client.get("/jobs/stats/more").status == 404
+    wrong = client.request("PUT", "/jobs")
+    assert wrong.status == 405 and "POST" in wrong.headers["allow"]
+    patch = client.request("PATCH", "/jobs/some-id")
+    assert patch.status == 405 and "DELETE" in patch.headers["allow"]
+    assert client.get("/jobs").status == 405
+    for method in ("FOO", "TRACE", "PROPFIND"):
+        reply = client.request(method, "/types")
+        assert reply.status == 405, method
+        assert reply.error
+    still_serving(client)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/jobs/..",
+        "/jobs/../status.json",
+        "/jobs/../../etc/passwd",
+        "/jobs/%2E%2E",
+        "/jobs/..%2Fstatus.json",
+        "/jobs/%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+        "/jobs/%2Fetc%2Fpasswd",
+        "/jobs//etc/passwd",
+        "/jobs/.hidden",
+        "/jobs/a%00b",
+        "/jobs/%ff",
+        "/jobs/" + "a" * 129,
+    ],
+)
+def test_ids_that_could_name_a_path_are_refused(client, served, path):
+    canaries = [served.workdir / "status.json", served.spool / "canary.json"]
+    for canary in canaries:
+        canary.write_text('{"type": "noop", "status": "failed"}')
+    for method, suffix in (("GET", ""), ("DELETE", ""), ("POST", "/retry")):
+        reply = client.request(method, path + suffix)
+        assert reply.status in (400, 404), (method, path, reply.status)
+        assert reply.error
+    for canary in canaries:
+        assert canary.read_text() == '{"type": "noop", "status": "failed"}'
+
+
+def test_an_absolute_form_request_target(served):
+    port = served.config["http"]["port"]
+    answer = raw(port, f"GET http://127.0.0.1:{port}/healthz HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    assert raw_status(answer) == 200
+
+
+def test_missing_or_bad_content_length(served):
+    port = served.config["http"]["port"]
+    no_length = raw(port, b"POST /jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                          b"Connection: close\r\n\r\n")  # fmt: skip
+    assert raw_status(no_length) == 411
+    chunked = raw(port, b"POST /jobs HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                        b"5\r\n{}{}{\r\n0\r\n\r\n")  # fmt: skip
+    assert raw_status(chunked) == 411
+    for bad in (b"abc", b"-5", b"1e3", b"\xc2\xb2"):
+        request = b"POST /jobs HTTP/1.1\r\nHost: x\r\nContent-Length: " + bad + b"\r\n\r\n"
+        answer = raw(port, request)
+        assert raw_status(answer) == 400, bad
+        assert "Content-Length" in raw_json(answer)["error"]
+
+
+def test_a_body_over_the_limit_is_413_before_it_is_sent(served):
+    port = served.config["http"]["port"]
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST /jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 5000\r\n\r\n")  # fmt: skip
+        answer = sock.makefile("rb").read()  # the server answers and closes, unread body and all
+    assert raw_status(answer) == 413
+    assert "4096" in raw_json(answer)["error"]
+    big = {"type": "noop", "pad": "x" * 5000}
+    with Client(port) as client:
+        assert client.post("/jobs", big).status == 413
+        assert client.post("/jobs/batch", [big]).status == 413
+        assert client.post("/jobs", {"type": "noop", "pad": "x" * 3000}).status == 200
+        still_serving(client)
+
+
+def test_a_short_body_is_400_not_a_hang(served):
+    port = served.config["http"]["port"]
+    answer = raw(port, b"POST /jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                       b"Content-Length: 100\r\n\r\n{\"type\": ")  # fmt: skip
+    assert raw_status(answer) == 400
+
+
+def test_garbage_request_lines_get_json_errors(served):
+    port = served.config["http"]["port"]
+    too_long = (b"GET /" + b"a" * 70000)[:65537]  # exactly what the server reads, nothing left
+    for junk in (b"HELLO\r\n\r\n", b"GET / HTTP/9.9\r\n\r\n", b"\x16\x03\x01\x00\xa5\x01\r\n\r\n",
+                 too_long):  # fmt: skip
+        answer = raw(port, junk)
+        assert 400 <= raw_status(answer) < 600
+        assert "error" in raw_json(answer)
+    with Client(port) as client:
+        still_serving(client)
+
+
+def test_keep_alive_serves_many_requests_on_one_connection(client):
+    for _ in range(20):
+        assert client.get("/healthz").status == 200
+    assert client._conn is not None
+
+
+# ----- slow clients ---------------------------------------------------------------------------
+
+
+def test_a_stalled_client_does_not_stall_the_others(served):
+    port = served.config["http"]["port"]
+    stalled = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(5)]
+    try:
+        stalled[0].sendall(b"POST /jobs HTTP/1.1\r\nContent-Length: 100\r\n\r\n{")
+        stalled[1].sendall(b"GET /heal")
+        started = time.monotonic()
+        with Client(port) as client:
+            for _ in range(10):
+                assert client.get("/healthz").status == 200
+        assert time.monotonic() - started < 5
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
+# ----- many clients ---------------------------------------------------------------------------
+
+
+def test_fifty_clients_posting_twenty_jobs_each_are_all_accepted_once(start_daemon):
+    daemon = start_daemon(http=http_config(), workers=4)
+    port = daemon.config["http"]["port"]
+    answers: list[tuple[str, int, str]] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(50)
+
+    def producer(n: int) -> None:
+        with Client(port, timeout=30) as client:
+            barrier.wait()
+            for i in range(20):
+                job_id = f"c{n}-{i}"
+                reply = client.post("/jobs", {"type": "noop", "id": job_id})
+                with lock:
+                    answers.append((job_id, reply.status, reply.json.get("jobId")))
+
+    threads = [threading.Thread(target=producer, args=(n,)) for n in range(50)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(answers) == 1000
+    assert all(status == 200 and job_id == echoed for job_id, status, echoed in answers)
+    wait_until(lambda: len(records(daemon.spool, "completed")) == 1000, timeout=60)
+    counts = Counter(ids_in_spool(daemon.spool))
+    assert len(counts) == 1000 and set(counts.values()) == {1}
+    assert counts.keys() == {job_id for job_id, _, _ in answers}
+    assert daemon.stop() == 0
+
+
+# ----- the token --------------------------------------------------------------------------------
+
+
+def test_the_token_guards_everything_but_healthz_and_options(start_daemon):
+    daemon = start_daemon(http=http_config(token=TOKEN))
+    port = daemon.config["http"]["port"]
+    with Client(port) as anonymous, Client(port, "wrong-token") as wrong, \
+            Client(port, TOKEN) as good:  # fmt: skip
+        for path in ("/types", "/jobs/stats", "/metrics", "/", "/openapi.json", "/nowhere"):
+            reply = anonymous.get(path)
+            assert reply.status == 401, path
+            assert reply.headers["www-authenticate"].startswith("Bearer")
+            assert reply.headers["access-control-allow-origin"] == "*"
+            assert wrong.get(path).status == 401
+        assert anonymous.post("/jobs", {"type": "noop", "id": "sneaky"}).status == 401
+        assert good.get("/types").status == 200
+        assert good.post("/jobs", {"type": "noop", "id": "allowed"}).status == 200
+        basic = anonymous.get("/types", headers={"Authorization": f"Basic {TOKEN}"})
+        assert basic.status == 401
+        assert anonymous.get("/healthz").status == 200
+        assert anonymous.request("OPTIONS", "/jobs").status in (200, 204)
+    assert "sneaky" not in ids_in_spool(daemon.spool)
+    assert "allowed" in ids_in_spool(daemon.spool)
+    status = json.loads((daemon.spool / "status.json").read_bytes())
+    assert status["worker"]["isRunning"] is True
+    assert daemon.stop() == 0
+
+
+def test_http_null_serves_nothing(start_daemon):
+    daemon = start_daemon()  # base_config has http: null
+    assert "HTTP API" not in daemon.log()
+    assert daemon.stop() == 0
+
+
+def test_a_busy_port_stops_the_start_with_a_reason(tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        config = base_config(http={"host": "127.0.0.1", "port": port})
+        daemon = DaemonProcess(tmp_path, config, [])
+        assert daemon.proc.wait(30) != 0
+        daemon.kill()
+        assert f"cannot listen on 127.0.0.1:{port}" in daemon.log()
