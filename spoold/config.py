@@ -400,15 +400,18 @@ def _timezone(r: _Reader, data: dict, path: tuple[str, ...], default: str | None
 def _schedule(r: _Reader, top: dict) -> tuple[TaskConfig, ...]:
     entries = r.get(top, ("schedule",), list, [])
     tasks: list[TaskConfig] = []
-    seen: set[str] = set()
+    seen: dict[str, int] = {}
     for index, entry in enumerate(entries):
         task = _task(r, entry, ("schedule", str(index)))
-        if task is None:
-            continue
-        if task.name in seen:
-            r.problem(("schedule", str(index), "name"), f"task name {task.name!r} is used twice")
-        seen.add(task.name)
-        tasks.append(task)
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if isinstance(name, str) and name in seen:
+            first = r.lines.get(("schedule", str(seen[name]), "name"))
+            where = f" (first on line {first})" if first else ""
+            r.problem(("schedule", str(index), "name"), f"task name {name!r} is used twice{where}")
+        elif isinstance(name, str):
+            seen[name] = index
+        if task is not None:
+            tasks.append(task)
     return tuple(tasks)
 
 
