@@ -95,12 +95,19 @@ class DaemonProcess:
         return self.log_path.read_text(errors="replace")
 
     def wait_ready(self, timeout: float = 15.0) -> DaemonProcess:
-        """Until the daemon has written its status file (its start-up scan is done)."""
-        status = self.spool / self.status_name
-        wait_until(lambda: status.exists() or self.proc.poll() is not None, timeout)
+        """Until the daemon has written its status file (its start-up scan is done); on a
+        restart, until the file is this process's, not the one a previous daemon left."""
+        wait_until(lambda: self._status_pid() == self.proc.pid or self.proc.poll() is not None,
+                   timeout)  # fmt: skip
         if self.proc.poll() is not None:
             raise AssertionError(f"daemon exited {self.proc.returncode}:\n{self.log()}")
         return self
+
+    def _status_pid(self) -> int | None:
+        try:
+            return json.loads((self.spool / self.status_name).read_bytes()).get("pid")
+        except (OSError, ValueError):
+            return None
 
     @property
     def status_name(self) -> str:
