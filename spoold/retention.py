@@ -11,12 +11,15 @@ logger = logging.getLogger(__name__)
 
 def prune(spool: Spool, folder: str, max_age: float, now: float) -> list[str]:
     """Remove records (and rejected files with their .error.json) in folder whose last
-    change is older than max_age seconds. Returns the names removed (not .error.json)."""
+    change is older than max_age seconds. Returns the names removed (not .error.json).
+
+    A rejected file is as old as its .error.json: the file keeps the mtime its producer
+    gave it (rename does not change it), which can be long before it was rejected."""
     removed = []
     for name in spool.names(folder):
         if name.endswith(ERROR_SUFFIX):
             continue
-        mtime = spool.mtime(folder, name)
+        mtime = spool.mtime(folder, name + ERROR_SUFFIX) or spool.mtime(folder, name)
         if mtime is None or now - mtime <= max_age:
             continue
         if spool.remove(folder, name):
