@@ -57,6 +57,7 @@ ROUTES: dict[tuple[str, ...], dict[str, tuple[str, bool]]] = {
     ("scheduler",): {"GET": ("scheduler", False)},
     ("scheduler", NAME, "run"): {"POST": ("run_task", False)},
 }
+QUERY_NAMES = {"completed": {"limit"}, "failed": {"limit"}}  # endpoint → query names it takes
 
 
 def route(method: str, parts: list[str]) -> tuple[tuple[str, bool] | None, dict[str, str], set]:
@@ -143,8 +144,9 @@ class Handler(BaseHTTPRequestHandler):
         if endpoint is None:
             raise _not_found(method, url.path, allowed)
         name, takes_body = endpoint
+        query = _query(url.query, QUERY_NAMES.get(name, set()))
         body = self._body() if takes_body else self._skip_body()
-        request = Request(method, params, parse_qs(url.query, keep_blank_values=True), body)
+        request = Request(method, params, query, body)
         return getattr(self.server.api.endpoints, name)(request)
 
     # ----- safety ------------------------------------------------------------------------
@@ -254,6 +256,16 @@ def _not_found(method: str, path: str, allowed: set[str]) -> ApiError:
         error.headers["Allow"] = _allow(allowed)
         return error
     return ApiError(404, f"no such endpoint: {method} {path[:200]} (see /openapi.json)")
+
+
+def _query(text: str, allowed: set[str]) -> dict[str, list[str]]:
+    """The query string, refusing names the endpoint does not take (a typo gets told)."""
+    query = parse_qs(text, keep_blank_values=True)
+    unknown = sorted(set(query) - allowed)
+    if unknown:
+        takes = f"it takes {', '.join(sorted(allowed))}" if allowed else "it takes none"
+        raise ApiError(400, f"unknown query parameter {unknown[0][:60]!r}: {takes}")
+    return query
 
 
 def _safe_segments(path: str | None) -> list[str]:

@@ -155,8 +155,9 @@ class Endpoints:
         try:
             return self.daemon.intake.submit(data, time.time())
         except InvalidJob as e:
-            known = self.daemon.registry
-            extra = {} if data.get("type") in known else {"registeredTypes": sorted(known)}
+            known, named = self.daemon.registry, data.get("type")
+            extra = {} if isinstance(named, str) and named in known else {
+                "registeredTypes": sorted(known)}  # fmt: skip
             raise ApiError(400, str(e), **extra) from e
         except OSError as e:
             logger.warning("could not write a job posted over HTTP into the spool: %s", e)

@@ -65,7 +65,7 @@ def test_post_job_without_id_gets_one_and_type_defaults(client, served):
 
 
 def test_missing_or_unknown_type_lists_the_registered_types(client):
-    for job in ({"message": "no type"}, {"type": "nope"}, {"type": 5}):
+    for job in ({"message": "no type"}, {"type": "nope"}, {"type": 5}, {"type": {}}):
         reply = client.post("/jobs", job)
         assert reply.status == 400
         assert "type" in reply.error
@@ -155,6 +155,13 @@ def test_a_bad_limit_is_400(client, limit):
         reply = client.get(f"/jobs/{folder}?limit={limit}")
         assert reply.status == 400
         assert "limit" in reply.error
+
+
+def test_unknown_query_parameters_are_400(client):
+    assert "limit" in client.get("/jobs/completed?limt=5").error
+    assert client.get("/jobs/failed?limit=5&=x").status == 400
+    assert client.get("/types?verbose=1").status == 400
+    assert client.get("/jobs/completed?limit=5").status == 200
 
 
 # ----- beyond the original ----------------------------------------------------------------
