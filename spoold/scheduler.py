@@ -157,8 +157,8 @@ class Scheduler:
             for name in list(self._tasks):
                 try:
                     self._tick_task(name, now)
-                except (OSError, ValueError) as e:
-                    logger.error("task %s: %s; trying again at the next tick", name, e)
+                except Exception:
+                    logger.exception("task %s: tick failed; trying again at the next", name)
             self._prune(now.timestamp())
             self._save()
 
