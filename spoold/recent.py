@@ -67,15 +67,19 @@ class Recent:
         with self._lock:
             entries = list(self._entries[folder])
         answer: list[dict[str, Any]] = []
+        seen: set[str] = set()  # a job failed, retried by the CLI and failed again is listed twice
         names: dict[str, str] | None = None
         for entry in entries:
             if len(answer) >= limit:
                 break
+            if entry.id in seen:
+                continue
             if entry.record is None and entry.name is None and names is None:
                 names = self._names_by_id(folder)
             record = self._load(folder, entry, names or {})
             if record is not None:
                 answer.append(record)
+                seen.add(entry.id)
         return answer
 
     def _load(self, folder: str, entry: Entry, names: dict[str, str]) -> dict[str, Any] | None:

@@ -1,0 +1,258 @@
+"""The API's parts in this process: routing, the recent lists, metrics, the page; and a
+daemon started in-process where a test needs to look inside it (dispatcher, scheduler)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import wait_until
+from helpers_api import Client
+from prometheus_client.parser import text_string_to_metric_families
+
+from spoold.api import route, segments
+from spoold.config import load_config
+from spoold.daemon import Daemon
+from spoold.page import status_page
+from spoold.recent import MAX_RECORD_BYTES, Recent
+from spoold.spool import Spool, make_stem
+
+# ----- routing ------------------------------------------------------------------------------
+
+
+def test_segments_decode_after_splitting():
+    assert segments("/") == []
+    assert segments("/jobs/a%2Fb") == ["jobs", "a/b"]
+    assert segments("/jobs/../x") == ["jobs", "..", "x"]
+    assert segments("jobs") == ["", "jobs"]  # not absolute: matches nothing
+    with pytest.raises(UnicodeDecodeError):
+        segments("/jobs/%ff")
+
+
+def test_routes_prefer_fixed_names_and_report_allowed_methods():
+    assert route("GET", ["jobs", "stats"])[0] == ("stats", False)
+    assert route("DELETE", ["jobs", "stats"])[:2] == (("cancel", False), {"id": "stats"})
+    assert route("GET", ["jobs", "batch"])[:2] == (("job", False), {"id": "batch"})
+    assert route("POST", ["jobs"])[0] == ("submit", True)
+    endpoint, _, allowed = route("PUT", ["jobs", "x"])
+    assert endpoint is None and allowed == {"GET", "DELETE"}
+    assert route("GET", ["nowhere"]) == (None, {}, set())
+
+
+# ----- the recent lists ------------------------------------------------------------------------
+
+
+def finished_record(job_id: str, status: str = "completed", **extra: Any) -> dict[str, Any]:
+    return {"type": "noop", "id": job_id, "status": status, "attempts": 1, **extra}
+
+
+def put_records(spool: Spool, folder: str, ids: list[str]) -> None:
+    """Records in folder, each a second newer than the one before."""
+    base = time.time() - 1000
+    for n, job_id in enumerate(ids):
+        stem = make_stem("normal", time.time_ns() + n, job_id)
+        spool.write(folder, stem + ".json", json.dumps(finished_record(job_id)).encode())
+        os.utime(spool.path(folder, stem + ".json"), (base + n, base + n))
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Spool:
+    spool = Spool(tmp_path / "spool", durable=False)
+    spool.ensure()
+    return spool
+
+
+def counting_reads(spool: Spool) -> list[str]:
+    reads: list[str] = []
+    original = spool.read
+
+    def read(folder: str, name: str) -> bytes | None:
+        reads.append(name)
+        return original(folder, name)
+
+    spool.read = read  # type: ignore[method-assign]
+    return reads
+
+
+def test_records_on_disk_at_start_are_answered_newest_first_reading_only_those(spool):
+    put_records(spool, "completed", [f"old-{n}" for n in range(200)])
+    reads = counting_reads(spool)
+    recent = Recent(spool, alive=lambda job_id: True)
+    newest = recent.newest("completed", 10)
+    assert [r["id"] for r in newest] == [f"old-{n}" for n in range(199, 189, -1)]
+    assert len(reads) == 10
+
+
+def test_finished_jobs_come_before_older_records_and_are_not_read_back(spool):
+    put_records(spool, "completed", ["old-1", "old-2"])
+    recent = Recent(spool, alive=lambda job_id: True)
+    recent.add("completed", finished_record("new-1"))
+    recent.add("completed", finished_record("new-2"))
+    reads = counting_reads(spool)
+    assert [r["id"] for r in recent.newest("completed", 3)] == ["new-2", "new-1", "old-2"]
+    assert len(reads) == 1
+    assert [r["id"] for r in recent.newest("completed", 2)] == ["new-2", "new-1"]
+    assert len(reads) == 1
+
+
+def test_pruned_retried_and_vanished_records_are_left_out(spool):
+    put_records(spool, "failed", ["gone-from-disk", "pruned", "kept"])
+    alive = {"gone-from-disk", "kept", "fresh", "retried"}
+    recent = Recent(spool, alive=alive.__contains__)
+    recent.add("failed", finished_record("retried", "failed"))
+    recent.add("failed", finished_record("fresh", "failed"))
+    recent.forget("retried")
+    for name in spool.names("failed"):
+        if name.endswith("-gone-from-disk.json"):
+            spool.remove("failed", name)
+    assert [r["id"] for r in recent.newest("failed", 10)] == ["fresh", "kept"]
+
+
+def test_a_large_record_is_read_back_from_its_file(spool):
+    recent = Recent(spool, alive=lambda job_id: True)
+    assert recent.newest("completed", 1) == []  # nothing on disk at start
+    big = finished_record("big", payload="x" * (MAX_RECORD_BYTES + 1))
+    stem = make_stem("normal", time.time_ns(), "big")
+    spool.write("completed", stem + ".json", json.dumps(big).encode())  # the worker's record
+    recent.add("completed", big)  # and its hook
+    assert recent.newest("completed", 5) == [big]
+
+
+def test_a_job_listed_twice_is_answered_once(spool):
+    recent = Recent(spool, alive=lambda job_id: True)
+    recent.add("failed", finished_record("again", "failed", error="first"))
+    recent.add("failed", finished_record("again", "failed", error="second"))
+    assert [r["error"] for r in recent.newest("failed", 5)] == ["second"]
+
+
+def test_the_recent_list_is_bounded(spool):
+    recent = Recent(spool, alive=lambda job_id: True, keep=5)
+    for n in range(20):
+        recent.add("completed", finished_record(f"j{n}"))
+    assert [r["id"] for r in recent.newest("completed", 100)] == [
+        f"j{n}" for n in range(19, 14, -1)
+    ]
+
+
+# ----- the page --------------------------------------------------------------------------------
+
+
+def test_the_status_page_escapes_everything():
+    evil = "<script>alert(1)</script>"
+    snapshot = {
+        "node": evil, "pid": 1, "startedAt": evil, "updatedAt": "",
+        "queue": {"pending": {"total": 0, "critical": 0, "high": 0, "normal": 0, "low": 0},
+                  "running": 0, "completed": 0, "failed": 0},
+        "worker": {"workerId": evil, "isRunning": True, "activeJobs": 0, "processedJobs": 0,
+                   "concurrency": 1},
+        "scheduler": {"tasks": [{"name": evil, "lastError": evil}]},
+        "config": {"path": evil, "error": evil},
+    }  # fmt: skip
+    page = status_page(snapshot, {"failed": [{"id": evil, "error": "'\"&<>"}]})
+    assert "<script" not in page
+    assert "&lt;script&gt;" in page and "&#x27;&quot;&amp;&lt;&gt;" in page
+
+
+# ----- an in-process daemon ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def start_inprocess(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
+    """start(**config) → a started Daemon with the HTTP API on a free port; stopped after."""
+    started: list[Daemon] = []
+
+    def start(name: str = "a", **overrides: Any) -> Daemon:
+        config = {
+            "spool": str(tmp_path / name / "spool"),
+            "workers": 2,
+            "durability": "relaxed",
+            "rescanSeconds": 0.2,
+            "http": {"host": "127.0.0.1", "port": 0},
+            **overrides,
+        }
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        daemon = Daemon(load_config(path))
+        daemon.start()
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        daemon.stop(graceful=False)
+
+
+def client_of(daemon: Daemon) -> Client:
+    assert daemon.api is not None
+    return Client(daemon.api.address[1])
+
+
+def test_cancel_takes_the_job_out_of_the_dispatcher(start_inprocess):
+    daemon = start_inprocess()
+    with client_of(daemon) as client:
+        client.post("/jobs", {"type": "noop", "id": "held", "runAt": "2999-01-01T00:00:00Z"})
+        assert any(stem.endswith("-held") for stem in daemon.dispatcher.stems())
+        assert client.delete("/jobs/held").status == 200
+    assert not any(stem.endswith("-held") for stem in daemon.dispatcher.stems())
+    assert daemon.queue_stats()["pending"]["total"] == 0
+    assert daemon.queue_stats()["failed"] == 1
+
+
+def test_run_now_enqueues_and_a_busy_task_is_409(start_inprocess):
+    task = {"name": "later", "cron": "0 0 1 1 *",
+            "job": {"type": "noop", "runAt": "2999-01-01T00:00:00Z"}}  # fmt: skip
+    daemon = start_inprocess(schedule=[task])
+    with client_of(daemon) as client:
+        first = client.post("/scheduler/later/run")
+        assert first.status == 200
+        assert first.json["success"] is True and first.json["task"] == "later"
+        assert client.get(f"/jobs/{first.json['jobId']}").json["folder"] == "pending"
+        busy = client.post("/scheduler/later/run")
+        assert busy.status == 409 and "busy" in busy.error
+        assert client.post("/scheduler/other/run").status == 404
+        tasks = client.get("/scheduler").json["tasks"]
+        assert [t["name"] for t in tasks] == ["later"]
+
+
+def test_two_daemons_in_one_process_have_their_own_metrics(start_inprocess):
+    first, second = start_inprocess("a"), start_inprocess("b")
+    with client_of(first) as client:
+        for n in range(3):
+            client.post("/jobs", {"type": "noop", "id": f"m{n}"})
+        client.post("/jobs", {"type": "noop", "id": "due-later", "runAt": "2999-01-01T00:00:00Z"})
+    wait_until(lambda: first.stats.completed == 3)
+
+    def samples(daemon: Daemon) -> dict[str, float]:
+        with client_of(daemon) as client:
+            text = client.get("/metrics").body.decode()
+        found = {}
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                found[s.name + json.dumps(s.labels, sort_keys=True)] = s.value
+        return found
+
+    mine, theirs = samples(first), samples(second)
+    assert mine['spoold_jobs_total{"outcome": "completed", "type": "noop"}'] == 3
+    assert mine['spoold_job_duration_seconds_count{"type": "noop"}'] == 3
+    assert mine['spoold_job_duration_seconds_bucket{"le": "+Inf", "type": "noop"}'] == 3
+    assert mine['spoold_queue_depth{"priority": "normal"}'] == 1
+    assert mine["spoold_oldest_due_job_age_seconds{}"] == 0  # the pending job is not due
+    assert not any(key.startswith("spoold_jobs_total") for key in theirs)
+
+
+def test_the_oldest_due_job_age_grows_while_no_worker_is_free(start_inprocess):
+    daemon = start_inprocess()
+    daemon.pool.stop(0)  # nobody takes jobs any more: what is due stays due
+    with client_of(daemon) as client:
+        client.post("/jobs", {"type": "noop", "id": "stuck"})
+        wait_until(lambda: daemon.dispatcher.due_since() is not None)
+        text = client.get("/metrics").body.decode()
+    [age] = [s.value for f in text_string_to_metric_families(text) for s in f.samples
+             if s.name == "spoold_oldest_due_job_age_seconds"]  # fmt: skip
+    assert 0 < age < 60
