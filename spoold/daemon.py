@@ -192,7 +192,9 @@ class Daemon:
         """Read the config file again (the file watcher calls this after an edit). A config
         that does not load keeps the last good one and is shown in status until fixed."""
         try:
-            self.apply_config(load_config(self.config.path, self.node_override))
+            new = load_config(self.config.path, self.node_override)
+            if new != self.config or self.config_error:
+                self.apply_config(new)
         except ConfigError as e:
             self.config_error = str(e)
             logger.error("config not applied, the last good one stays in use:\n%s", e)

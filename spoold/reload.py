@@ -6,7 +6,9 @@ watch is on the file's folder and filters by name: a close after writing, a
 create, a rename onto it, a delete. A stat of the file every `poll_seconds`
 (inode, mtime, size) is the safety net for what events miss (network file
 systems, no inotify). A burst of events gives one reload, once the file has
-been quiet for `quiet_seconds`, and only if its bytes changed.
+been quiet for `quiet_seconds`, and only if its bytes changed. The first look
+is at start, so an edit made while the daemon was starting is not missed (the
+daemon ignores a reload that loads the config it already has).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 EVENTS = {"closed", "created", "moved", "deleted", "modified"}
 Signature = tuple[int, int, int] | None
+_UNSEEN = object()
 
 
 class _Handler(FileSystemEventHandler):
@@ -58,10 +61,10 @@ class ConfigWatcher:
         self._observer: Observer | None = None
         self._thread: threading.Thread | None = None
         self._signature: Signature = None
-        self._content: bytes | None = None
+        self._content: object = _UNSEEN
 
     def start(self) -> None:
-        self._signature, self._content = self._stat(), self._read()
+        self._poked.set()
         self._start_observer()
         self._thread = threading.Thread(target=self._loop, name="spoold-reload", daemon=True)
         self._thread.start()
