@@ -111,6 +111,7 @@ class Daemon:
     def stop(self, graceful: bool = True) -> None:
         """Stop claiming, let running jobs finish (up to shutdownGrace), write status last."""
         self._stop.set()
+        self.pool.stop_claiming()  # first: stopping the other parts takes a while
         if self.reloader:
             self.reloader.stop()
         self.scheduler.stop()

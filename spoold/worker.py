@@ -94,10 +94,14 @@ class WorkerPool:
             self._threads.append(thread)
         thread.start()
 
-    def stop(self, grace: float) -> None:
-        """Claim nothing more; give running jobs `grace` seconds, then put them back."""
+    def stop_claiming(self) -> None:
+        """Take no new job from now on (the first step of a stop)."""
         self._stopping.set()
         self.dispatcher.close()
+
+    def stop(self, grace: float) -> None:
+        """Claim nothing more; give running jobs `grace` seconds, then put them back."""
+        self.stop_claiming()
         deadline = time.monotonic() + grace
         with self._lock:  # a timed-out attempt's thread is abandoned: nothing to wait for
             threads = [t for t in self._threads if t.ident not in self._abandoned]
