@@ -1,0 +1,154 @@
+"""The bare-loop floor: the file operations spoold must do per job, and nothing more.
+
+Per job: rename incoming → pending, rename pending → running, read and
+`json.loads` the job, write the record in tmp/ and rename it into completed/,
+unlink the running file. One thread, woken by inotify (no polling), so its
+latency is the floor too. The producer's write+rename into incoming/ is done
+by the harness, exactly as for spoold.
+
+Modes:
+    none   no fsync at all (spoold's `durability: relaxed` must do as much)
+    fsync  fsync of the record and of completed/ before the job counts as done,
+           which is what spoold's `durability: fsync` promises, job by job
+    group  the same promise kept by group commit: a batch of records, then one
+           syncfs(2) for all of them (what spoold could do)
+
+Run as a subprocess by the harness: `python -m bench.floor DIR COUNT --mode M`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import time
+from collections import deque
+from pathlib import Path
+
+from bench.common import report_line, say_ready
+from bench.inotify import Inotify, Overflow, syncfs
+
+FOLDERS = ("incoming", "pending", "running", "completed", "tmp")
+BATCH = 64
+
+
+def make_folders(root: Path) -> None:
+    for name in FOLDERS:
+        (root / name).mkdir(parents=True, exist_ok=True)
+
+
+def is_job(name: str) -> bool:
+    return name.endswith(".json") and not name.startswith(".")
+
+
+class Floor:
+    """The loop, its folders' fds kept open so fsync of a folder costs one call."""
+
+    def __init__(self, root: Path, mode: str) -> None:
+        self.dirs = {name: str(root / name) for name in FOLDERS}
+        self.mode = mode
+        self.completed_fd = os.open(self.dirs["completed"], os.O_RDONLY | os.O_DIRECTORY)
+        self.queue: deque[str] = deque()
+        self.done = 0
+        self.first_claim: float | None = None
+        self.done_at: dict[str, float] = {}
+
+    def scan(self) -> None:
+        """List incoming/ (at start, and after an inotify overflow)."""
+        self.queue.extend(sorted(n for n in os.listdir(self.dirs["incoming"]) if is_job(n)))
+
+    def process(self, name: str) -> str | None:
+        """One job up to its record; the running file's name, or None if it was gone."""
+        d = self.dirs
+        try:
+            os.rename(f"{d['incoming']}/{name}", f"{d['pending']}/{name}")
+        except FileNotFoundError:
+            return None
+        os.rename(f"{d['pending']}/{name}", f"{d['running']}/{name}")
+        if self.first_claim is None:
+            self.first_claim = time.time()
+        with open(f"{d['running']}/{name}", "rb") as f:
+            job = json.loads(f.read())
+        job.update(status="completed", startedAt=time.time(), completedAt=time.time())
+        self.write_record(name, json.dumps(job).encode())
+        return name
+
+    def write_record(self, name: str, data: bytes) -> None:
+        tmp = f"{self.dirs['tmp']}/{name}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.write(fd, data)
+        if self.mode == "fsync":
+            os.fsync(fd)
+        os.close(fd)
+        os.rename(tmp, f"{self.dirs['completed']}/{name}")
+        if self.mode == "fsync":
+            os.fsync(self.completed_fd)
+
+    def settle(self, names: list[str]) -> None:
+        """Make a batch durable (group mode), then drop the running files and count."""
+        if self.mode == "group" and names:
+            syncfs(self.completed_fd)
+        now = time.time()
+        for name in names:
+            os.unlink(f"{self.dirs['running']}/{name}")
+            self.done_at[name[:-5]] = now
+        self.done += len(names)
+
+    def run_batch(self) -> None:
+        finished = []
+        while self.queue and len(finished) < BATCH:
+            name = self.process(self.queue.popleft())
+            if name:
+                finished.append(name)
+        self.settle(finished)
+
+
+def take_arrivals(watch: Inotify, floor: Floor, wait: float) -> bool:
+    """Queue the names inotify reports (waiting up to `wait`); False if none came."""
+    try:
+        names = watch.read(wait)
+    except Overflow:
+        floor.scan()
+        return True
+    floor.queue.extend(n for n in names if is_job(n))
+    return bool(names)
+
+
+def serve(root: Path, count: int, mode: str, report_each: bool) -> None:
+    """Process jobs until `count` are done, then report the window and the cost."""
+    make_folders(root)
+    floor = Floor(root, mode)
+    with Inotify(floor.dirs["incoming"]) as watch:
+        floor.scan()
+        say_ready()
+        while floor.done < count:
+            wait = 0 if floor.queue else 1.0
+            if not take_arrivals(watch, floor, wait) and not floor.queue and wait:
+                floor.scan()  # the safety net, as spoold's rescan
+            floor.run_batch()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    report_line(
+        {
+            "jobs": floor.done,
+            "first_claim": floor.first_claim,
+            "last_record": max(floor.done_at.values()),
+            "cpu_seconds": usage.ru_utime + usage.ru_stime,
+            "peak_rss_kb": usage.ru_maxrss,
+            "done_at": floor.done_at if report_each else {},
+        }
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("root", type=Path)
+    parser.add_argument("count", type=int)
+    parser.add_argument("--mode", choices=("none", "fsync", "group"), default="none")
+    parser.add_argument("--report-each", action="store_true")
+    args = parser.parse_args()
+    serve(args.root, args.count, args.mode, args.report_each)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""One run of the whole benchmark: every section, every system, one table, one JSON file.
+
+    python -m bench                 the full run (several minutes)
+    python -m bench --quick         a small run for CI's smoke test (under a minute)
+    python -m bench --only latency --systems spoold,floor
+
+Every system runs in its own process on its own fresh folder under --tmp.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import http_load, report, sections
+from bench.common import FULL, QUICK, Sizes, job_ids, scratch
+from bench.sections import Row
+from bench.spoold_proc import Spoold
+from bench.systems import Dirq, Floor, Huey, System
+
+SECTIONS = ("throughput", "latency", "backlog", "http")
+RESULTS = Path(__file__).resolve().parent / "results"
+
+Maker = Callable[[Path], System]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every job count")
+    parser.add_argument("--out", type=Path, help="JSON file (default bench/results/<time>.json)")
+    parser.add_argument("--only", default=",".join(SECTIONS), help="sections, comma-separated")
+    parser.add_argument("--systems", default="", help="only systems whose name starts so")
+    parser.add_argument("--tmp", default=None, help="folder for the scratch spools (same fs!)")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch folders")
+    return parser.parse_args(argv)
+
+
+class Runner:
+    """Runs measurements one by one, each on a fresh scratch folder, collecting rows.
+
+    A measurement that fails becomes a row saying so: one broken peer does not
+    cost the rest of a long run.
+    """
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.prefixes = [p for p in args.systems.split(",") if p]
+        self.rows: list[Row] = []
+
+    def wanted(self, name: str) -> bool:
+        return not self.prefixes or any(name.startswith(p) for p in self.prefixes)
+
+    def measure(self, label: str, maker: Maker, how: Callable[[System], Row]) -> None:
+        with scratch(self.args.tmp, label.split()[0], self.args.keep) as root:
+            system = maker(root)
+            if not self.wanted(system.name):
+                return
+            began = time.monotonic()
+            try:
+                row = how(system)
+            except Exception as e:
+                traceback.print_exc()
+                row = {
+                    "section": label.split()[0],
+                    "scenario": label,
+                    "system": system.name,
+                    "failed": f"failed: {type(e).__name__}: {e}",
+                }
+            finally:
+                getattr(system, "stop", lambda: None)()
+        self.rows.append(row)
+        _progress(label, system.name, row, time.monotonic() - began)
+
+
+def peer_makers() -> Iterator[Maker]:
+    """The floor's three modes and the peers, each as a maker of a fresh system."""
+    yield lambda root: Floor(root, "none")
+    yield lambda root: Floor(root, "fsync")
+    yield lambda root: Floor(root, "group")
+    yield lambda root: Huey(root, fsync=False)
+    yield lambda root: Huey(root, fsync=True)
+    yield lambda root: Dirq(root)
+
+
+def spoold_maker(workers: int, durability: str) -> Maker:
+    return lambda root: Spoold(root, workers, durability)
+
+
+def run_throughput(runner: Runner, sizes: Sizes) -> None:
+    ids = job_ids("t", sizes.throughput)
+    for scenario in ("preloaded", "live"):
+        makers = list(peer_makers())
+        makers += [spoold_maker(w, d) for d in ("relaxed", "fsync") for w in (1, 4)]
+        for maker in makers:
+            how = lambda s, sc=scenario: sections.throughput(s, ids, sc)  # noqa: E731
+            runner.measure(f"throughput {scenario}", maker, how)
+
+
+def run_latency(runner: Runner, sizes: Sizes) -> None:
+    ids = job_ids("l", sizes.latency)
+    makers = [m for m in peer_makers()]
+    makers += [spoold_maker(4, "relaxed"), spoold_maker(4, "fsync")]
+    for maker in makers:
+        runner.measure("latency", maker, lambda s: sections.latency(s, ids, sizes.latency_gap))
+
+
+def run_backlog(runner: Runner, sizes: Sizes) -> None:
+    for size, count in (("small", sizes.backlog_small), ("large", sizes.backlog_large)):
+        ids = job_ids("b", count)
+        for maker in (lambda root: Floor(root, "none"), spoold_maker(4, "relaxed")):
+            how = lambda s, i=ids, z=size: _backlog_row(s, i, z)  # noqa: E731
+            runner.measure("backlog", maker, how)
+
+
+def _backlog_row(system: System, ids: list[str], size: str) -> Row:
+    row = sections.throughput(system, ids, "preloaded", section="backlog")
+    return row | {"scenario": f"{len(ids):,} waiting", "size": size}
+
+
+def run_http(runner: Runner, sizes: Sizes) -> None:
+    if not runner.wanted("spoold"):
+        return
+    why = http_load.api_missing()
+    if why:
+        runner.rows.append(
+            {"section": "http", "scenario": "POST /jobs", "system": "spoold", "skipped": why}
+        )
+        print(f"http: {why}", file=sys.stderr)
+        return
+    with scratch(runner.args.tmp, "http", runner.args.keep) as root:
+        try:
+            row = http_load.post_rate(root, sizes.http)
+        except Exception as e:
+            traceback.print_exc()
+            row = {
+                "section": "http",
+                "scenario": "POST /jobs",
+                "system": "spoold",
+                "failed": f"failed: {type(e).__name__}: {e}",
+            }
+    runner.rows.append(row)
+    _progress("http", "spoold", row, 0.0)
+
+
+def _progress(label: str, name: str, row: Row, seconds: float) -> None:
+    what = row.get("failed") or row.get("skipped") or report._result(row)
+    extra = f" w{row['workers']} {row['durability']}" if "durability" in row else ""
+    print(f"{label:22} {name:12}{extra:12} {what}  ({seconds:.1f} s)", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    sizes = (QUICK if args.quick else FULL).scaled(args.scale)
+    only = set(args.only.split(","))
+    runner = Runner(args)
+    began, wall = datetime.now(UTC), time.monotonic()
+    steps = {
+        "throughput": run_throughput,
+        "latency": run_latency,
+        "backlog": run_backlog,
+        "http": run_http,
+    }
+    for name in SECTIONS:
+        if name in only:
+            steps[name](runner, sizes)
+    report.add_ratios(runner.rows)
+    goal_rows = report.goals(runner.rows)
+    out = args.out or RESULTS / f"bench-{began:%Y%m%dT%H%M%S}.json"
+    data: dict[str, Any] = {
+        "started": began.isoformat(timespec="seconds"),
+        "seconds": round(time.monotonic() - wall, 1),
+        "argv": sys.argv[1:] if argv is None else argv,
+        "sizes": vars(sizes),
+        "machine": report.machine(args.tmp or "/tmp"),
+        "rows": runner.rows,
+        "goals": goal_rows,
+    }
+    report.write_json(out, data)
+    print(report.table(runner.rows, goal_rows))
+    print(f"\nwritten to {out} in {data['seconds']} s", file=sys.stderr)
+    return 0
