@@ -89,6 +89,7 @@ class Daemon:
     def start(self) -> None:
         """Scan the spool once, recover what a crash left, then start every part."""
         self.spool.ensure()
+        self.spool.renew_lease()
         if self.api:
             self.api.bind()
         self.intake.ids.load(self.spool)
@@ -119,6 +120,7 @@ class Daemon:
             self.api.stop()
         self.watcher.stop()
         self.pool.stop(self.config.shutdown_grace if graceful else 0.0)
+        self.spool.end_lease()
         self._housekeeper.join(5)
         self.status.stop()
         logger.info("spoold stopped")

@@ -84,7 +84,8 @@ class Job:
         return record
 
     def to_json(self) -> bytes:
-        return json.dumps(self.to_record(), ensure_ascii=False, indent=1).encode() + b"\n"
+        # Compact: json's C encoder serves only indent=None, and this is per job.
+        return json.dumps(self.to_record(), ensure_ascii=False).encode() + b"\n"
 
     def run_args(self, default_timeout: float) -> dict[str, Any]:
         """The dict a job type's run() receives: the job's fields plus id, attempts, timeout."""

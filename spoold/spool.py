@@ -20,6 +20,7 @@ Names carry the state a reader needs without opening files:
 from __future__ import annotations
 
 import calendar
+import contextlib
 import itertools
 import json
 import logging
@@ -73,7 +74,8 @@ def parse_stem(stem: str) -> Stem | None:
     if not match:
         return None
     ts = match.group("ts")
-    accepted = calendar.timegm(time.strptime(ts[:15], "%Y%m%dT%H%M%S")) + int(ts[16:]) / 1e9
+    fields = (int(ts[0:4]), int(ts[4:6]), int(ts[6:8]), int(ts[9:11]), int(ts[11:13]))
+    accepted = calendar.timegm((*fields, int(ts[13:15]))) + int(ts[16:]) / 1e9
     return Stem(match.group("priority"), accepted, match.group("id"), stem)
 
 
@@ -112,6 +114,9 @@ class Spool:
         self.durable = durable
         names = FOLDERS + EXTRA_FOLDERS
         self.dirs = {"": self.root} | {name: self.root / name for name in names}
+        # Plain string prefixes for the per-job moves: pathlib costs more than the syscall.
+        self._p = {key: f"{path}{os.sep}" for key, path in self.dirs.items()}
+        self.lease_name = f".lease-{self.owner}"
         self._tmp_counter = itertools.count()
         self._clock_lock = threading.Lock()
         self._last_ns = 0
@@ -173,9 +178,9 @@ class Spool:
         finally:
             os.close(fd)
 
-    def _write_tmp(self, data: bytes) -> Path:
+    def _write_tmp(self, data: bytes) -> str:
         """Write data to a fresh file in tmp/, flushed (and fsynced when durable)."""
-        tmp = self.dirs["tmp"] / f"{self.owner}.{next(self._tmp_counter)}.tmp"
+        tmp = f"{self._p['tmp']}{self.owner}.{next(self._tmp_counter)}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             view = memoryview(data)
@@ -185,7 +190,7 @@ class Spool:
                 os.fsync(fd)
         except BaseException:
             os.close(fd)
-            tmp.unlink(missing_ok=True)
+            _unlink_quiet(tmp)
             raise
         os.close(fd)
         return tmp
@@ -194,7 +199,7 @@ class Spool:
         """Atomically put data at folder/name ('' = the spool's root); with exclusive,
         False if the name is taken."""
         tmp = self._write_tmp(data)
-        target = self.dirs[folder] / name
+        target = self._p[folder] + name
         try:
             if exclusive:
                 try:
@@ -202,11 +207,11 @@ class Spool:
                 except FileExistsError:
                     return False
                 finally:
-                    tmp.unlink(missing_ok=True)
+                    _unlink_quiet(tmp)
             else:
                 os.replace(tmp, target)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            _unlink_quiet(tmp)
             raise
         self._sync_dir(folder)
         return True
@@ -219,7 +224,7 @@ class Spool:
         (see write) must reach the disk before the change is reported.
         """
         try:
-            os.rename(self.dirs[src_folder] / src, self.dirs[dst_folder] / dst)
+            os.rename(self._p[src_folder] + src, self._p[dst_folder] + dst)
         except FileNotFoundError:
             return False
         return True
@@ -231,7 +236,7 @@ class Spool:
 
     def read_incoming(self, name: str, max_bytes: int) -> Incoming | None:
         """The bytes of incoming/name; None if gone; Rejected if it must not be read."""
-        path = self.dirs["incoming"] / name
+        path = self._p["incoming"] + name
         try:
             st = os.lstat(path)
             _check_regular(st, max_bytes)
@@ -288,10 +293,9 @@ class Spool:
             if name in self._held:
                 return None
             moved = self._move("pending", stem + ".json", "running", name)
-            if not moved and not os.path.exists(self.dirs["running"] / name):
+            if not moved and not os.path.exists(self._p["running"] + name):
                 return None
             self._held.add(name)
-        self.renew([name])
         return name
 
     def _let_go(self, running: str) -> None:
@@ -301,17 +305,23 @@ class Spool:
 
     def read(self, folder: str, name: str) -> bytes | None:
         try:
-            return (self.dirs[folder] / name).read_bytes()
+            with open(self._p[folder] + name, "rb") as file:
+                return file.read()
         except FileNotFoundError:
             return None
 
-    def renew(self, running: list[str]) -> None:
-        """Touch our running files: a fresh mtime is our lease on them."""
-        for name in running:
-            try:
-                os.utime(self.dirs["running"] / name)
-            except FileNotFoundError:
-                logger.warning("running/%s vanished while held", name)
+    def renew_lease(self) -> None:
+        """Touch running/.lease-<owner>: its fresh mtime is our lease on every running file
+        we hold (one touch per daemon, not one per job)."""
+        path = self._p["running"] + self.lease_name
+        try:
+            os.utime(path)
+        except FileNotFoundError:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o644))
+
+    def end_lease(self) -> None:
+        """A clean stop: our running files are all settled, the lease goes."""
+        _unlink_quiet(self._p["running"] + self.lease_name)
 
     def finish(self, running: str, stem: str, folder: str, data: bytes) -> None:
         """Write the final record (completed/ or failed/) or the retry (pending/), then drop
@@ -319,7 +329,7 @@ class Spool:
         and drops the running file, so no job appears twice."""
         self.write(folder, stem + ".json", data)
         try:
-            os.unlink(self.dirs["running"] / running)
+            os.unlink(self._p["running"] + running)
         except FileNotFoundError:
             logger.warning("running/%s was already gone when the job finished", running)
         self._let_go(running)
@@ -363,21 +373,22 @@ class Spool:
 
     def stale_running(self, now: float, lease: float, own_node_too: bool) -> list[str]:
         """Running files whose holder stopped: any of our node's earlier lives (at start),
-        and any whose lease (mtime) is older than `lease` seconds."""
+        and any whose holder's lease file is missing or older than `lease` seconds."""
         stale = []
+        alive: dict[str, bool] = {}
         for name in self.names("running"):
             parsed = running_stem(name)
             if parsed is None or parsed[1] == self.owner:
                 continue
-            holder = parsed[1].rsplit("+", 1)[0]
-            if own_node_too and holder == self.node:
+            holder = parsed[1]
+            if own_node_too and holder.rsplit("+", 1)[0] == self.node:
                 stale.append(name)
                 continue
-            try:
-                if now - os.stat(self.dirs["running"] / name).st_mtime > lease:
-                    stale.append(name)
-            except FileNotFoundError:
-                continue
+            if holder not in alive:
+                renewed = self.mtime("running", f".lease-{holder}")
+                alive[holder] = renewed is not None and now - renewed <= lease
+            if not alive[holder]:
+                stale.append(name)
         return stale
 
     def drop_running(self, running: str) -> None:
@@ -413,6 +424,11 @@ class Spool:
             self.remove("failed", name + ERROR_SUFFIX)
             return candidate
         return None
+
+
+def _unlink_quiet(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 def _check_regular(st: os.stat_result, max_bytes: int) -> None:

@@ -2,7 +2,7 @@
 
 Each attempt runs in a pool thread. A monitor thread enforces timeouts (Python
 cannot kill a thread, so a timed-out attempt is recorded as failed, its thread is
-abandoned and replaced) and renews the leases on our running files.
+abandoned and replaced) and renews this daemon's lease on its running files.
 """
 
 from __future__ import annotations
@@ -226,9 +226,7 @@ class WorkerPool:
             self._expire(time.monotonic())
             if time.monotonic() - last_renew >= self.policy().lease_seconds / 3:
                 last_renew = time.monotonic()
-                with self._lock:
-                    names = [a.running for a in self.active.values()]
-                self.spool.renew(names)
+                self.spool.renew_lease()
 
     def _expire(self, now: float) -> None:
         with self._lock:

@@ -128,9 +128,22 @@ def test_files_that_must_not_be_read(spool, tmp_path, kind):
 
 
 def test_stale_running_files(spool):
-    for owner in ("n1+old", "n2+alive", "n3+dead"):
-        (spool.dirs["running"] / f"s-{owner[:2]}@{owner}.json").write_bytes(b"{}")
-    os.utime(spool.dirs["running"] / "s-n3@n3+dead.json", (0, 0))
-    at_start = sorted(spool.stale_running(10**10 / 10, 30, own_node_too=True))
-    assert at_start == ["s-n1@n1+old.json", "s-n3@n3+dead.json"]
-    assert spool.stale_running(10**10 / 10, 30, own_node_too=False) == ["s-n3@n3+dead.json"]
+    """At start our node's earlier lives are stale; others only when their lease lapsed."""
+    running = spool.dirs["running"]
+    for owner in ("n1+old", "n2+alive", "n3+dead", "n4+nolease"):
+        (running / f"s-{owner[:2]}@{owner}.json").write_bytes(b"{}")
+    for owner in ("n2+alive", "n3+dead"):
+        (running / f".lease-{owner}").write_bytes(b"")
+    os.utime(running / ".lease-n3+dead", (0, 0))
+    now = os.stat(running / ".lease-n2+alive").st_mtime + 1
+    at_start = sorted(spool.stale_running(now, 30, own_node_too=True))
+    assert at_start == ["s-n1@n1+old.json", "s-n3@n3+dead.json", "s-n4@n4+nolease.json"]
+    later = sorted(spool.stale_running(now, 30, own_node_too=False))
+    assert later == ["s-n1@n1+old.json", "s-n3@n3+dead.json", "s-n4@n4+nolease.json"]
+
+
+def test_lease_is_one_file_per_daemon(spool):
+    spool.renew_lease()
+    assert os.listdir(spool.dirs["running"]) == [spool.lease_name]
+    spool.end_lease()
+    assert os.listdir(spool.dirs["running"]) == []
