@@ -491,6 +491,8 @@ def test_the_token_guards_everything_but_healthz_and_options(start_daemon):
         basic = anonymous.get("/types", headers={"Authorization": f"Basic {TOKEN}"})
         assert basic.status == 401
         assert anonymous.get("/healthz").status == 200
+        assert anonymous.request("HEAD", "/healthz").status == 200
+        assert anonymous.request("TRACE", "/healthz").status == 405
         assert anonymous.request("OPTIONS", "/jobs").status in (200, 204)
     assert "sneaky" not in ids_in_spool(daemon.spool)
     assert "allowed" in ids_in_spool(daemon.spool)
