@@ -50,12 +50,13 @@ def drop(folder: Path, name: str, job: dict | bytes | str) -> Path:
 
 
 def job_files(spool: Path, folder: str) -> list[str]:
-    """Names in a spool folder, without rejected files' .error.json companions."""
+    """Names in a spool folder, without rejected files' .error.json companions and the
+    daemon's own dot-files (running/.lease-<owner>): never a job's name."""
     try:
         names = os.listdir(spool / folder)
     except FileNotFoundError:
         return []
-    return sorted(n for n in names if not n.endswith(".error.json"))
+    return sorted(n for n in names if not n.endswith(".error.json") and not n.startswith("."))
 
 
 def records(spool: Path, folder: str) -> list[dict[str, Any]]:
