@@ -32,6 +32,11 @@ logger = logging.getLogger(__name__)
 SOCKET_TIMEOUT = 10.0  # seconds a client may be silent mid-request (or idle between requests)
 LINGER_SECONDS = 1.0  # after answering, how long unread input is drained so the answer arrives
 LINGER_BYTES = 4 << 20
+MAX_CONNECTIONS = 256  # open connections (one thread each); more are refused with a 503
+BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+        b"Access-Control-Allow-Origin: *\r\nRetry-After: 1\r\nConnection: close\r\n"
+        b"Content-Length: 54\r\n\r\n"
+        b'{"error": "too many open connections: try again soon"}')  # fmt: skip
 LENGTH_RE = re.compile(r"^[0-9]{1,18}$")
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
@@ -117,7 +122,7 @@ class Handler(BaseHTTPRequestHandler):
             answer = self._answer()
         except ApiError as e:
             answer = e.answer()
-        except (TimeoutError, ConnectionError, UnicodeDecodeError) as e:
+        except (TimeoutError, ConnectionError) as e:
             logger.debug("dropping a client: %s", e)
             self.close_connection = True
             return
@@ -283,9 +288,34 @@ class Server(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], api: ApiServer) -> None:
         self.api = api
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, Handler)
+
+    def process_request(self, request: socket.socket, client_address: tuple) -> None:  # type: ignore[override]
+        """A thread for the connection, unless MAX_CONNECTIONS are open: then a 503 at once."""
+        if not self._slots.acquire(blocking=False):
+            logger.warning("http %s: refused, %d connections open", client_address[0],
+                           MAX_CONNECTIONS)  # fmt: skip
+            try:
+                request.settimeout(1.0)
+                request.sendall(BUSY)
+            except OSError:
+                pass
+            self.close_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: socket.socket, client_address: tuple) -> None:  # type: ignore[override]
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     def shutdown_request(self, request: socket.socket) -> None:  # type: ignore[override]
         """Close a connection without a reset: drain what the client still sends (a body
