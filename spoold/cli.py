@@ -166,7 +166,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
     spool = Spool(config.spool, config.node, durable=True)
     spool.ensure()
     data = json.dumps(job, ensure_ascii=False, indent=1).encode() + b"\n"
-    spool.write("incoming", f"{job['id']}.json", data)
+    name = f"{job['id']}.json"
+    if not spool.write("incoming", name, data, exclusive=True):
+        taken = f"incoming/{name} is already waiting: a job with id {job['id']!r} was just"
+        print(f"spoold submit: {taken} submitted; give this one another id", file=sys.stderr)
+        return 1
     print(job["id"])
     return 0
 
