@@ -111,6 +111,21 @@ def test_submit_bad_json_on_stdin_is_refused(tmp_path):
     assert job_files(tmp_path / "spool", "incoming") == []
 
 
+def test_submit_never_replaces_a_job_still_waiting_in_incoming(tmp_path):
+    """Two submits with one explicit id before a daemon takes the first: the first job is
+    a producer's dropped job and must not be silently replaced."""
+    write_config(tmp_path)
+    first = cli(tmp_path, "submit", "noop", "id=twice", "note=first")
+    assert first.returncode == 0, first.stderr
+    second = cli(tmp_path, "submit", "noop", "id=twice", "note=second")
+    assert second.returncode != 0
+    assert "twice" in second.stderr and second.stdout == ""
+    [name] = job_files(tmp_path / "spool", "incoming")
+    kept = json.loads((tmp_path / "spool" / "incoming" / name).read_bytes())
+    assert kept["note"] == "first"
+    assert job_files(tmp_path / "spool", "tmp") == []
+
+
 # ----- status -------------------------------------------------------------------------------
 
 
