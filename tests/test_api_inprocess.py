@@ -4,6 +4,7 @@ daemon started in-process where a test needs to look inside it (dispatcher, sche
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -256,3 +257,22 @@ def test_the_oldest_due_job_age_grows_while_no_worker_is_free(start_inprocess):
     [age] = [s.value for f in text_string_to_metric_families(text) for s in f.samples
              if s.name == "spoold_oldest_due_job_age_seconds"]  # fmt: skip
     assert 0 < age < 60
+
+
+def test_the_token_can_come_from_spoold_token(start_inprocess, monkeypatch):
+    monkeypatch.setenv("SPOOLD_TOKEN", "from-the-environment")
+    daemon = start_inprocess()
+    port = daemon.api.address[1]
+    with Client(port) as anonymous, Client(port, "from-the-environment") as good:
+        assert anonymous.get("/types").status == 401
+        assert good.get("/types").status == 200
+
+
+def test_access_logs_at_debug_and_refusals_are_not_warnings(start_inprocess, caplog):
+    daemon = start_inprocess()
+    with caplog.at_level(logging.DEBUG, logger="spoold.api"), client_of(daemon) as client:
+        client.get("/healthz")
+        client.get("/nowhere")
+    access = [r for r in caplog.records if r.name == "spoold.api" and "GET /" in r.getMessage()]
+    assert [r.levelno for r in access] == [logging.DEBUG, logging.DEBUG]
+    assert '"GET /nowhere HTTP/1.1" 404' in access[1].getMessage()
