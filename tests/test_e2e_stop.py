@@ -160,3 +160,27 @@ def test_stopping_after_a_timed_out_attempt_does_not_wait_for_its_thread(start_d
     started = time.monotonic()
     assert daemon.stop() == 0
     assert time.monotonic() - started < 10
+
+
+def test_a_crash_after_the_record_but_before_the_running_file_went_runs_nothing_twice(
+    start_daemon, plugins
+):
+    """The state a kill -9 leaves between finish()'s two steps: a final record in completed/
+    and the job still in running/. The restart must drop the running file, not re-run it."""
+    daemon = start_daemon(jobTypes=plugins.types)
+    daemon.drop("done.json", {"type": "trace", "id": "done-once"})
+    wait_until(lambda: records(daemon.spool, "completed"))
+    assert daemon.stop() == 0
+    [name] = job_files(daemon.spool, "completed")
+    stem = name[:-5]
+    leftover = daemon.spool / "running" / f"{stem}@local+0dead0ff.json"
+    leftover.write_text(json.dumps({"type": "trace", "id": "done-once"}))
+    again = start_daemon(jobTypes=plugins.types)
+    wait_until(lambda: not leftover.exists())
+    again.drop("probe.json", {"type": "noop", "id": "probe"})
+    wait_until(lambda: len(records(again.spool, "completed")) == 2)
+    assert len(plugins.calls("done-once")) == 1
+    assert job_files(again.spool, "pending") == [] and job_files(again.spool, "failed") == []
+    assert record_of(again, "completed", "done-once")["attempts"] == 1
+    wait_until(lambda: again.status()["queue"]["completed"] == 2)
+    assert again.stop() == 0
