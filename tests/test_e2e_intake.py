@@ -8,6 +8,7 @@ import os
 import subprocess
 import threading
 import time
+from datetime import datetime
 
 from conftest import DaemonProcess, job_files, records, wait_until
 
@@ -39,6 +40,24 @@ def test_a_job_renamed_into_incoming_completes(start_daemon):
     assert job_files(daemon.spool, "incoming") == []
     assert job_files(daemon.spool, "pending") == []
     assert job_files(daemon.spool, "running") == []
+
+
+def test_the_record_is_the_job_plus_every_state_field(start_daemon):
+    daemon = start_daemon(durability="fsync")  # the default durability, end to end
+    job = {"type": "noop", "id": "fields-1", "maxAttempts": 2, "timeout": 9, "mine": {"a": [1]}}
+    daemon.drop("fields.json", job)
+    wait_until(lambda: "fields-1" in completed_ids(daemon))
+    [record] = records(daemon.spool, "completed")
+    state = {"id", "type", "priority", "status", "attempts", "maxAttempts", "createdAt"}
+    state |= {"startedAt", "completedAt", "error", "durationMs"}
+    assert set(record) == state | {"timeout", "mine"}
+    assert record["mine"] == {"a": [1]} and record["timeout"] == 9
+    assert (record["priority"], record["maxAttempts"], record["attempts"]) == ("normal", 2, 1)
+    times = [datetime.fromisoformat(record[k]) for k in ("createdAt", "startedAt", "completedAt")]
+    assert all(t.utcoffset() is not None for t in times)
+    assert times == sorted(times)
+    assert isinstance(record["durationMs"], int) and record["durationMs"] >= 0
+    assert daemon.stop() == 0
 
 
 def test_a_job_copied_in_with_cp_completes(start_daemon, tmp_path):
