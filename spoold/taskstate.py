@@ -17,6 +17,7 @@ logger = logging.getLogger(__name__)
 
 MARKER = ".fire"  # schedule/<job id>.fire: who decided a scheduled run, and what
 POINTER = ".last"  # schedule/<task>.last: the task's latest run, whoever enqueued it
+RECENT_IDS = 8  # ids of a task's latest runs remembered, so a run is followed only once
 # Job ids are at most 128 characters; the longest suffix is '.run-20261129T173105Z'.
 _MAX_BASE = 128 - len(".run-20261129T173105Z")
 
@@ -44,7 +45,8 @@ class Run:
 
 @dataclass
 class TaskState:
-    """A task's counters and open runs; `checked` is the end of the last window looked at."""
+    """A task's counters and open runs; `checked` is the end of the last window looked at,
+    `latest` the newest run's time, `seen` the ids of the latest runs followed."""
 
     run_count: int = 0
     error_count: int = 0
@@ -54,13 +56,16 @@ class TaskState:
     checked: float | None = None
     latest: float = 0.0
     open: list[Run] = field(default_factory=list)
+    seen: list[str] = field(default_factory=list)
 
     def track(self, run: Run) -> bool:
-        """Follow a newly seen run; False if it is not newer than the newest one known."""
-        if run.at <= self.latest or any(r.job_id == run.job_id for r in self.open):
+        """Follow a run not seen before; False if it was. By id, not by time: daemons'
+        clocks may disagree by a little."""
+        if run.job_id in self.seen:
             return False
+        self.seen = [*self.seen, run.job_id][-RECENT_IDS:]
         self.open.append(run)
-        self.latest = run.at
+        self.latest = max(self.latest, run.at)
         self.last_run = run.at
         return True
 
@@ -97,6 +102,8 @@ class TaskState:
             state.last_error = data["last_error"]
         runs = (Run.from_json(item) for item in data.get("open") or [])
         state.open = [run for run in runs if run is not None]
+        if isinstance(data.get("seen"), list):
+            state.seen = [str(i) for i in data["seen"]][-RECENT_IDS:]
         return state
 
 

@@ -345,3 +345,21 @@ def test_check_tasks_names_file_line_and_key_of_a_job_that_would_always_fail():
     with pytest.raises(ConfigError) as e:
         check_tasks(config, build_registry(config, dict))
     assert str(e.value) == ("spoold.yaml:2: schedule.0.job: field 'message' is required: a string")
+
+
+def test_a_run_is_followed_once_by_id_whatever_the_clocks_say(tmp_path):
+    """Another daemon's clock may be behind ours: its later run still counts."""
+    world = World(tmp_path, [task("t", "0 0 1 1 *")])
+    world.scheduler.run_now("t")
+    world.run_jobs()
+    behind = world.new_scheduler()
+    behind.state_file = None
+    behind.clock = lambda: T0 - timedelta(seconds=5)
+    world.scheduler.tick(T0 + timedelta(seconds=1))
+    behind.run_now("t")
+    world.scheduler.tick(T0 + timedelta(seconds=2))
+    assert world.task("t")["isRunning"]
+    world.run_jobs()
+    world.scheduler.tick(T0 + timedelta(seconds=3))
+    world.scheduler.tick(T0 + timedelta(seconds=4))
+    assert world.task("t")["runCount"] == 2
