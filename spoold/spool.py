@@ -49,6 +49,7 @@ STEM_RE = re.compile(
     r"(?P<ts>\d{8}T\d{6}\.\d{9})Z-(?P<id>[A-Za-z0-9_\-][A-Za-z0-9._\-]{0,127})$"
 )
 ERROR_SUFFIX = ".error.json"
+MAX_SPARES = 64
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,7 @@ class Spool:
         self._last_ns = 0
         self._held: set[str] = set()  # running names a worker of this daemon holds
         self._held_lock = threading.Lock()
+        self._spares: list[str] = []  # finished running files, kept in tmp/ to be rewritten
 
     # ----- set-up -------------------------------------------------------------------------
 
@@ -178,10 +180,25 @@ class Spool:
         finally:
             os.close(fd)
 
+    def _tmp_name(self) -> str:
+        return f"{self._p['tmp']}{self.owner}.{next(self._tmp_counter)}.tmp"
+
+    def _open_tmp(self) -> tuple[str, int]:
+        """A file in tmp/ to write: a spare (a finished job's file, rewritten in place) when
+        there is one, since allocating and freeing an inode per job costs more than the
+        renames; else a new file."""
+        while self._spares:
+            try:
+                tmp = self._spares.pop()
+                return tmp, os.open(tmp, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW)
+            except (IndexError, FileNotFoundError):
+                continue
+        tmp = self._tmp_name()
+        return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+
     def _write_tmp(self, data: bytes) -> str:
-        """Write data to a fresh file in tmp/, flushed (and fsynced when durable)."""
-        tmp = f"{self._p['tmp']}{self.owner}.{next(self._tmp_counter)}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        """Write data to a file in tmp/, flushed (and fsynced when durable)."""
+        tmp, fd = self._open_tmp()
         try:
             view = memoryview(data)
             while view:
@@ -320,8 +337,10 @@ class Spool:
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o644))
 
     def end_lease(self) -> None:
-        """A clean stop: our running files are all settled, the lease goes."""
+        """A clean stop: our running files are all settled, the lease and spares go."""
         _unlink_quiet(self._p["running"] + self.lease_name)
+        while self._spares:
+            _unlink_quiet(self._spares.pop())
 
     def finish(self, running: str, stem: str, folder: str, data: bytes) -> None:
         """Write the final record (completed/ or failed/) or the retry (pending/), then drop
@@ -329,10 +348,26 @@ class Spool:
         and drops the running file, so no job appears twice."""
         self.write(folder, stem + ".json", data)
         try:
-            os.unlink(self._p["running"] + running)
+            self._retire(self._p["running"] + running)
         except FileNotFoundError:
             logger.warning("running/%s was already gone when the job finished", running)
         self._let_go(running)
+
+    def _retire(self, path: str) -> None:
+        """Drop a finished running file: kept in tmp/ as a spare to rewrite, or deleted."""
+        if len(self._spares) >= MAX_SPARES:
+            os.unlink(path)
+            return
+        spare = self._tmp_name()
+        os.rename(path, spare)
+        self._spares.append(spare)
+
+    def clean_tmp(self) -> None:
+        """Remove what earlier lives of this node left in tmp/ (spares, interrupted writes)."""
+        mine = f"{self.node}+"
+        for name in self.names("tmp"):
+            if name.startswith(mine) and not name.startswith(self.owner):
+                _unlink_quiet(self._p["tmp"] + name)
 
     def cancel(self, stem: str, data: bytes) -> bool:
         """Take a pending job from the workers (by claiming it) and fail it with data."""

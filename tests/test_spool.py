@@ -84,7 +84,35 @@ def test_finish_writes_the_record_then_drops_the_running_file(spool):
     assert os.listdir(spool.dirs["running"]) == []
     assert (spool.dirs["completed"] / f"{stem}.json").read_bytes() == b'{"status": "completed"}'
     assert spool.has_record(stem)
+    [spare] = os.listdir(spool.dirs["tmp"])
+    assert (spool.dirs["tmp"] / spare).read_bytes() == b"{}"
+    spool.end_lease()
     assert os.listdir(spool.dirs["tmp"]) == []
+
+
+def test_finished_files_are_rewritten_not_reallocated(spool):
+    """The running file of one job becomes the record of the next (same inode)."""
+    inodes = []
+    for n in range(3):
+        stem = make_stem("normal", spool.accept_ns(), f"j{n}")
+        spool.enqueue(stem, b"{}")
+        running = spool.claim(stem)
+        spool.finish(running, stem, "completed", f'{{"n": {n}}}'.encode())
+        inodes.append(os.stat(spool.dirs["completed"] / f"{stem}.json").st_ino)
+        assert len(os.listdir(spool.dirs["tmp"])) == 1
+    assert len(set(inodes[1:])) == 2 and inodes[1] != inodes[0]
+    records = sorted(
+        (spool.dirs["completed"] / n).read_bytes() for n in os.listdir(spool.dirs["completed"])
+    )
+    assert records == [b'{"n": 0}', b'{"n": 1}', b'{"n": 2}']
+
+
+def test_clean_tmp_removes_only_earlier_lives_of_this_node(spool):
+    tmp = spool.dirs["tmp"]
+    for name in ("n1+dead.0.tmp", "n2+other.0.tmp", f"{spool.owner}.9.tmp"):
+        (tmp / name).write_bytes(b"x")
+    spool.clean_tmp()
+    assert sorted(os.listdir(tmp)) == sorted(["n2+other.0.tmp", f"{spool.owner}.9.tmp"])
 
 
 def test_exclusive_enqueue_refuses_a_taken_name(spool):
