@@ -423,8 +423,7 @@ def _fire_at(scheduler: Any, name: str, text: str, tz: Any) -> int:
         return 2
     decision = scheduler.fire(name, instant)
     if decision.outcome != "fired":
-        print(f"spoold run-task: run {decision.job_id} {decision.outcome}: {decision.detail}",
-              file=sys.stderr)  # fmt: skip
+        print(f"spoold run-task: {decision.job_id}: {decision.detail}", file=sys.stderr)
         return 1
     print(decision.job_id)
     return 0

@@ -203,13 +203,13 @@ class Scheduler:
         return latest_fire(task.cron, minute_before, instant, self._zones[name]) == instant
 
     def _decide_skip(self, name: str, job_id: str, busy: Run, now: datetime) -> Decision:
-        marker = {"decision": "skip", "busyWith": busy.job_id, "by": self.spool.owner}
+        marker = {"decision": "skip", "busyWith": busy.job_id}
         if not self._mark(job_id, marker, now):
             return self._adopt(name, job_id)
         self._state(name).skipped_count += 1
         self._dirty = True
-        detail = f"job {busy.job_id} is still {busy.folder}"
-        logger.info("task %s: run %s skipped: %s", name, job_id, detail)
+        detail = f"skipped: job {busy.job_id} is still {busy.folder}"
+        logger.info("task %s: run %s %s", name, job_id, detail)
         return Decision("skipped", job_id, detail)
 
     def _decide_fire(self, name: str, job_id: str, now: datetime) -> Decision:
@@ -232,11 +232,11 @@ class Scheduler:
         self._state(name).refused(error)
         self._dirty = True
         logger.error("task %s: could not enqueue job %s: %s", name, job_id, error)
-        return Decision("refused", job_id, error)
+        return Decision("refused", job_id, f"refused: {error}")
 
     def _mark(self, job_id: str, marker: dict[str, Any], now: datetime) -> bool:
         """The exclusive create that decides a run; False if another got there first."""
-        marker = {**marker, "decidedAt": now.isoformat()}
+        marker = {**marker, "by": self.spool.owner, "decidedAt": now.isoformat()}
         return self.spool.write("schedule", job_id + MARKER, _dump(marker), exclusive=True)
 
     def _adopt(self, name: str, job_id: str) -> Decision:
@@ -250,7 +250,8 @@ class Scheduler:
         if run is not None:
             self._dirty |= self._state(name).track(run)
         logger.debug("task %s: run %s was decided elsewhere (%s)", name, job_id, by)
-        return Decision("taken", job_id, f"already decided ({marker.get('decision')})")
+        decided = f"{marker.get('decision', '?')} by {by} at {marker.get('decidedAt', '?')}"
+        return Decision("taken", job_id, f"already decided: {decided}")
 
     # ----- run now ----------------------------------------------------------------------------
 
