@@ -277,10 +277,14 @@ def _task_lines(scheduler: dict[str, Any]) -> list[str]:
     tasks = scheduler.get("tasks") or []
     lines = [f"  tasks     {len(tasks)}"] if tasks else []
     for task in tasks:
+        busy = " (a run is pending or running)" if task.get("isRunning") else ""
         lines.append(
             f"    {task.get('name')}: '{task.get('schedule')}' next {task.get('nextRun')},"
-            f" runs {task.get('runCount', 0)}, errors {task.get('errorCount', 0)}"
+            f" runs {task.get('runCount', 0)}, errors {task.get('errorCount', 0)},"
+            f" skipped {task.get('skippedCount', 0)}{busy}"
         )
+        if task.get("lastError"):
+            lines.append(f"      last error: {task['lastError']}")
     return lines
 
 

@@ -64,6 +64,9 @@ def test_run_task_against_a_daemon_is_busy_while_the_job_runs_and_counted_after(
     wait_until(lambda: task_status(daemon)["runCount"] == 1)
     status = task_status(daemon)
     assert not status["isRunning"] and status["lastRun"] is not None
+    summary = spoold_cli("status", "--config", str(daemon.config_path), cwd=daemon.workdir)
+    assert "    t: '0 0 1 1 *' next " in summary.stdout
+    assert "runs 1, errors 0, skipped 0" in summary.stdout
     assert daemon.stop() == 0
 
 
