@@ -51,11 +51,13 @@ class ConfigWatcher:
         changed: Callable[[], None],
         poll_seconds: float = 0.5,
         quiet_seconds: float = 0.1,
+        events: bool = True,
     ) -> None:
         self.path = Path(path).absolute()
         self.changed = changed
         self.poll_seconds = poll_seconds
         self.quiet_seconds = quiet_seconds
+        self.events = events
         self._poked = threading.Event()
         self._stop = threading.Event()
         self._observer: Observer | None = None
@@ -65,7 +67,8 @@ class ConfigWatcher:
 
     def start(self) -> None:
         self._poked.set()
-        self._start_observer()
+        if self.events:
+            self._start_observer()
         self._thread = threading.Thread(target=self._loop, name="spoold-reload", daemon=True)
         self._thread.start()
 
