@@ -158,12 +158,8 @@ class WorkerPool:
         parsed = parse_stem(stem)
         if raw is None or parsed is None:
             return None
-        try:
-            record = json.loads(raw)
-            if not isinstance(record, dict):
-                raise ValueError("not a JSON object")
-        except ValueError as e:
-            self.spool.reject(running, f"the job file was changed in the spool: {e}", "running")
+        record = _record_or_reject(self.spool, running, raw, "the job file was changed")
+        if record is None:
             return None
         return from_record(record, parsed.id, priority, parsed.accepted, self.tz(), self.registry())
 
@@ -251,6 +247,19 @@ class WorkerPool:
         return len(self.active)
 
 
+def _record_or_reject(spool: Spool, running: str, raw: bytes, why: str) -> dict | None:
+    """The JSON object in a running file, or None after moving the file to failed/: only
+    spoold writes there, so anything else means someone edited the spool by hand."""
+    try:
+        record = json.loads(raw)
+        if not isinstance(record, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as e:
+        spool.reject(running, f"{why}: {e}", "running")
+        return None
+    return record
+
+
 def _settle(attempt: Attempt) -> bool:
     """True for the one caller that gets to record this attempt's outcome."""
     with attempt.lock:
@@ -279,12 +288,8 @@ def recover_running(
     raw = spool.read("running", running)
     if raw is None:
         return None
-    try:
-        record = json.loads(raw)
-        if not isinstance(record, dict):
-            raise ValueError("not a JSON object")
-    except ValueError as e:
-        spool.reject(running, f"unreadable job left in running/: {e}", "running")
+    record = _record_or_reject(spool, running, raw, "unreadable job left in running/")
+    if record is None:
         return "failed"
     tz, registry = context
     job = from_record(record, stem.id, stem.priority, stem.accepted, tz, registry)
