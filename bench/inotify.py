@@ -78,9 +78,3 @@ def _parse(buffer: bytes) -> list[str]:
         if raw:
             names.append(os.fsdecode(raw))
     return names
-
-
-def syncfs(fd: int) -> None:
-    """Flush the whole file system holding fd: one journal commit for many files."""
-    if _libc.syncfs(fd) != 0:
-        raise OSError(ctypes.get_errno(), "syncfs failed")

@@ -39,6 +39,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--systems", default="", help="only systems whose name starts so")
     parser.add_argument("--tmp", default=None, help="folder for the scratch spools (same fs!)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folders")
+    parser.add_argument("--profile", type=Path, help="py-spy every spoold daemon into this folder")
     return parser.parse_args(argv)
 
 
@@ -89,15 +90,16 @@ def peer_makers() -> Iterator[Maker]:
     yield lambda root: Dirq(root)
 
 
-def spoold_maker(workers: int, durability: str) -> Maker:
-    return lambda root: Spoold(root, workers, durability)
+def spoold_maker(workers: int, durability: str, profile: Path | None = None) -> Maker:
+    return lambda root: Spoold(root, workers, durability, profile=profile)
 
 
 def run_throughput(runner: Runner, sizes: Sizes) -> None:
     ids = job_ids("t", sizes.throughput)
+    spy = runner.args.profile
     for scenario in ("preloaded", "live"):
         makers = list(peer_makers())
-        makers += [spoold_maker(w, d) for d in ("relaxed", "fsync") for w in (1, 4)]
+        makers += [spoold_maker(w, d, spy) for d in ("relaxed", "fsync") for w in (1, 4)]
         for maker in makers:
             how = lambda s, sc=scenario: sections.throughput(s, ids, sc)  # noqa: E731
             runner.measure(f"throughput {scenario}", maker, how)
@@ -106,7 +108,8 @@ def run_throughput(runner: Runner, sizes: Sizes) -> None:
 def run_latency(runner: Runner, sizes: Sizes) -> None:
     ids = job_ids("l", sizes.latency)
     makers = [m for m in peer_makers()]
-    makers += [spoold_maker(4, "relaxed"), spoold_maker(4, "fsync")]
+    spy = runner.args.profile
+    makers += [spoold_maker(4, "relaxed", spy), spoold_maker(4, "fsync", spy)]
     for maker in makers:
         runner.measure("latency", maker, lambda s: sections.latency(s, ids, sizes.latency_gap))
 
@@ -114,7 +117,8 @@ def run_latency(runner: Runner, sizes: Sizes) -> None:
 def run_backlog(runner: Runner, sizes: Sizes) -> None:
     for size, count in (("small", sizes.backlog_small), ("large", sizes.backlog_large)):
         ids = job_ids("b", count)
-        for maker in (lambda root: Floor(root, "none"), spoold_maker(4, "relaxed")):
+        spoold = spoold_maker(4, "relaxed", runner.args.profile)
+        for maker in (lambda root: Floor(root, "none"), spoold):
             how = lambda s, i=ids, z=size: _backlog_row(s, i, z)  # noqa: E731
             runner.measure("backlog", maker, how)
 

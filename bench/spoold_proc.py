@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from bench.common import RunResult, drop, proc_stats, python_env, wait_for
+from bench.profile import attach
 
 
 def spoold_config(spool: Path, workers: int, durability: str, http_port: int | None) -> dict:
@@ -40,9 +41,15 @@ class Spoold:
     """One daemon on a fresh spool in `root`."""
 
     def __init__(
-        self, root: Path, workers: int, durability: str, http_port: int | None = None
+        self,
+        root: Path,
+        workers: int,
+        durability: str,
+        http_port: int | None = None,
+        profile: Path | None = None,
     ) -> None:
         self.root = root
+        self.profile = profile
         self.name = "spoold"
         self.workers = workers
         self.durability = durability
@@ -55,6 +62,7 @@ class Spoold:
         config = spoold_config(self.spool, workers, durability, http_port)
         self.config_path.write_text(yaml.safe_dump(config))
         self.proc: subprocess.Popen[bytes] | None = None
+        self.spy: subprocess.Popen[bytes] | None = None
         self.started = 0.0
         self.count = 0
 
@@ -76,6 +84,9 @@ class Spoold:
             self.proc = subprocess.Popen(
                 command, cwd=self.root, stdout=log, stderr=subprocess.STDOUT, env=python_env()
             )
+        if self.profile:
+            out = self.profile / f"{self.root.name}-w{self.workers}-{self.durability}.txt"
+            self.spy = attach(self.proc.pid, out)
         status = self.spool / "status.json"
         wait_for(lambda: status.exists() or self.proc.poll() is not None, 60, 0.01, "status.json")
         self._check_alive()
@@ -100,6 +111,8 @@ class Spoold:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.spy:
+            self.spy.wait(30)
 
     def status(self) -> dict[str, Any]:
         try:
