@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable
 from spoold.jobs import PRIORITIES
 from spoold.spool import parse_stem
 
+MAX_PAYLOADS = 10_000  # bytes kept for at most this many jobs (~10 MB for 1 KiB jobs)
+
 
 def backoff_seconds(attempts: int, cap: float, jitter: bool, rand: Callable[[], float]) -> float:
     """2^attempts seconds, capped; with jitter, a uniform share of it ("full jitter")."""
@@ -39,14 +41,18 @@ class Dispatcher:
         self._ready: dict[str, list[str]] = {p: [] for p in PRIORITIES}
         self._delayed: list[tuple[float, str, str]] = []
         self._present: dict[str, str] = {}
+        self._payloads: dict[str, bytes] = {}
         self._closed = False
 
-    def add(self, stem: str, priority: str, due: float = 0.0) -> None:
-        """A job is in pending/ (new, retried, or found by a scan)."""
+    def add(self, stem: str, priority: str, due: float = 0.0, payload: bytes | None = None) -> None:
+        """A job is in pending/ (new, retried, or found by a scan). `payload`, the file's
+        bytes when the caller just read them, spares the worker reading them again."""
         with self._cond:
             if stem in self._present:
                 return
             self._present[stem] = priority
+            if payload is not None and len(self._payloads) < MAX_PAYLOADS:
+                self._payloads[stem] = payload
             self._push(stem, priority, due)
             self._cond.notify()
 
@@ -71,6 +77,7 @@ class Dispatcher:
         """Put back a job that was taken before its time."""
         with self._cond:
             self._present[stem] = priority
+            self._payloads.pop(stem, None)
             self._push(stem, priority, due)
             self._cond.notify()
 
@@ -78,6 +85,11 @@ class Dispatcher:
         """The job left pending/ by another way (cancelled, claimed elsewhere)."""
         with self._cond:
             self._present.pop(stem, None)
+            self._payloads.pop(stem, None)
+
+    def payload(self, stem: str) -> bytes | None:
+        """The bytes given with add() for a taken stem, once; None if not kept."""
+        return self._payloads.pop(stem, None)
 
     def take(self, timeout: float | None = None) -> tuple[str, str] | None:
         """The next due (stem, priority), removed from the index; None on timeout or close."""

@@ -112,7 +112,8 @@ class Intake:
             self.ids.release(job.id)
             return None
         self.accepted += 1
-        self.dispatcher.add(stem, job.priority, job.due)
+        payload = None if self.spool.shared else incoming.raw
+        self.dispatcher.add(stem, job.priority, job.due, payload)
         logger.debug("accepted %s as %s", name, stem)
         return None
 

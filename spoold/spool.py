@@ -111,6 +111,7 @@ class Spool:
     def __init__(self, root: Path, node: str | None = None, durable: bool = True) -> None:
         self.root = Path(root)
         self.node = node or "local"
+        self.shared = node is not None  # several daemons may share this spool
         self.owner = f"{self.node}+{uuid.uuid4().hex[:8]}"
         self.durable = durable
         names = FOLDERS + EXTRA_FOLDERS

@@ -4,6 +4,12 @@ Events make a dropped file start within a millisecond; the rescan is the safety
 net for what events miss (inotify overflow, watch limits, network file systems
 where another host's writes raise no event). Every path leads to one queue, so
 a file is judged by one thread at a time.
+
+On Linux the events come straight from watchdog's shared inotify reader, asking
+only for names moved in, created, or closed after writing. watchdog's Observer
+pairs every move-out with a move-in and holds each event up to 0.5 s behind the
+daemon's own moves out of incoming/, which would make every pickup that late;
+it remains the fallback where raw inotify is not available.
 """
 
 from __future__ import annotations
@@ -23,6 +29,11 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 from watchdog.observers import Observer
+
+try:
+    from watchdog.observers.inotify_c import InotifyConstants, InotifyEvent, InotifyFD
+except ImportError:  # not Linux, or a watchdog without the shared reader
+    InotifyFD = None
 
 from spoold.spool import is_job_name
 
@@ -47,6 +58,51 @@ class _Handler(FileSystemEventHandler):
         self.offer(os.path.basename(os.fsdecode(path)))
 
 
+class _InotifyCallback:
+    """What watchdog's shared inotify reader calls for events in incoming/."""
+
+    def __init__(self, offer: Callable[[str], None], overflow: Callable[[], None]) -> None:
+        self.offer = offer
+        self.overflow = overflow
+
+    def on_event(self, event: InotifyEvent) -> None:
+        self.offer(os.fsdecode(event.name))
+
+    def on_watch_deleted(self, wd: int) -> None:
+        logger.warning("incoming/ was removed or replaced: finding files by rescan only")
+
+    def on_queue_overflow(self) -> None:
+        logger.warning("file events were lost (inotify queue overflow): rescanning incoming/")
+        self.overflow()
+
+
+def _watch_raw(folder: str, offer: Callable[[str], None], overflow: Callable[[], None]):
+    """Watch folder with watchdog's shared inotify reader; returns the stop function."""
+    mask = (
+        InotifyConstants.IN_MOVED_TO
+        | InotifyConstants.IN_CLOSE_WRITE
+        | InotifyConstants.IN_CREATE
+        | InotifyConstants.IN_ONLYDIR
+    )
+    reader = InotifyFD.get_instance()
+    callback = _InotifyCallback(offer, overflow)
+    wd = reader.add_callback(os.fsencode(folder), mask, callback, id(callback))
+    return lambda: reader.remove_callbacks([(wd, id(callback))])
+
+
+def _watch_observer(folder: str, offer: Callable[[str], None]):
+    """Watch folder with a watchdog Observer (any platform); returns the stop function."""
+    observer = Observer()
+    observer.schedule(_Handler(offer), folder, recursive=False)
+    observer.start()
+
+    def stop() -> None:
+        observer.stop()
+        observer.join(5)
+
+    return stop
+
+
 class Watcher:
     """Feeds names from incoming/ to `accept`; re-offers settling files when due."""
 
@@ -66,7 +122,8 @@ class Watcher:
         self._timers: list[tuple[float, str]] = []
         self._cond = threading.Condition()
         self._stop = threading.Event()
-        self._observer: Observer | None = None
+        self._rescan_soon = threading.Event()  # set by an overflow, or to stop
+        self._stop_events: Callable[[], None] | None = None
         self._threads: list[threading.Thread] = []
 
     def offer(self, name: str) -> None:
@@ -80,28 +137,31 @@ class Watcher:
                 self._cond.notify()
 
     def start(self) -> None:
-        self._start_observer()
+        self._start_events()
         for target, name in ((self._judge_loop, "intake"), (self._rescan_loop, "rescan")):
             thread = threading.Thread(target=target, name=f"spoold-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
 
-    def _start_observer(self) -> None:
+    def _start_events(self) -> None:
         try:
-            observer = Observer()
-            observer.schedule(_Handler(self.offer), self.folder, recursive=False)
-            observer.start()
-            self._observer = observer
+            if InotifyFD is not None:
+                self._stop_events = _watch_raw(self.folder, self.offer, self._overflowed)
+            else:
+                self._stop_events = _watch_observer(self.folder, self.offer)
         except OSError as e:
             logger.warning("no file events for %s (%s): finding files by rescan", self.folder, e)
 
+    def _overflowed(self) -> None:
+        self._rescan_soon.set()
+
     def stop(self) -> None:
         self._stop.set()
+        self._rescan_soon.set()
         with self._cond:
             self._cond.notify_all()
-        if self._observer:
-            self._observer.stop()
-            self._observer.join(5)
+        if self._stop_events:
+            self._stop_events()
         for thread in self._threads:
             thread.join(5)
 
@@ -112,7 +172,11 @@ class Watcher:
 
     def _rescan_loop(self) -> None:
         self.rescan()
-        while not self._stop.wait(self.rescan_seconds):
+        while True:
+            self._rescan_soon.wait(self.rescan_seconds)
+            self._rescan_soon.clear()
+            if self._stop.is_set():
+                return
             try:
                 self.rescan()
             except OSError as e:

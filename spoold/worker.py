@@ -154,7 +154,7 @@ class WorkerPool:
         return self._attempt(job, stem, running, now)
 
     def _load(self, running: str, stem: str, priority: str) -> Job | None:
-        raw = self.spool.read("running", running)
+        raw = self.dispatcher.payload(stem) or self.spool.read("running", running)
         parsed = parse_stem(stem)
         if raw is None or parsed is None:
             return None
