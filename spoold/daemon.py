@@ -160,6 +160,7 @@ class Daemon:
             folder = recover_running(self.spool, name, self.dispatcher, context)
             if folder == "failed":
                 self.stats.changed(failed=1)
+        self.spool.drop_dead_leases(time.time(), self.config.lease_seconds * 4)
 
     def _housekeeping(self) -> None:
         """Rescan pending/ for jobs put there by others, recover expired leases, prune."""

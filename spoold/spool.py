@@ -427,6 +427,15 @@ class Spool:
                 stale.append(name)
         return stale
 
+    def drop_dead_leases(self, now: float, age: float) -> None:
+        """Remove lease files of daemons that stopped without a clean stop (kill -9) once
+        they are `age` seconds old; their running files were recovered by then."""
+        for name in self.names("running"):
+            if name.startswith(".lease-") and name != self.lease_name:
+                renewed = self.mtime("running", name)
+                if renewed is not None and now - renewed > age:
+                    _unlink_quiet(self._p["running"] + name)
+
     def drop_running(self, running: str) -> None:
         (self.dirs["running"] / running).unlink(missing_ok=True)
         self._let_go(running)

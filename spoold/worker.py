@@ -157,6 +157,7 @@ class WorkerPool:
         raw = self.dispatcher.payload(stem) or self.spool.read("running", running)
         parsed = parse_stem(stem)
         if raw is None or parsed is None:
+            self.spool.drop_running(running)  # gone under us: no longer ours to hold
             return None
         record = _record_or_reject(self.spool, running, raw, "the job file was changed")
         if record is None:

@@ -175,3 +175,13 @@ def test_lease_is_one_file_per_daemon(spool):
     assert os.listdir(spool.dirs["running"]) == [spool.lease_name]
     spool.end_lease()
     assert os.listdir(spool.dirs["running"]) == []
+
+
+def test_dead_leases_are_dropped_once_old(spool):
+    running = spool.dirs["running"]
+    spool.renew_lease()
+    (running / ".lease-n9+gone").write_bytes(b"")
+    (running / ".lease-n8+recent").write_bytes(b"")
+    os.utime(running / ".lease-n9+gone", (0, 0))
+    spool.drop_dead_leases(os.stat(running / ".lease-n8+recent").st_mtime, 120)
+    assert sorted(os.listdir(running)) == sorted([".lease-n8+recent", spool.lease_name])
