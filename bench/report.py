@@ -229,6 +229,9 @@ def _version(package: str) -> str | None:
 
 
 def _commit() -> str | None:
+    """The commit measured: from .git, or BENCH_COMMIT when run from an exported tree."""
+    if os.environ.get("BENCH_COMMIT"):
+        return os.environ["BENCH_COMMIT"][:12]
     head = REPO / ".git" / "HEAD"
     try:
         ref = head.read_text().strip()
