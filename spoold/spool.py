@@ -124,6 +124,7 @@ class Spool:
         self._last_ns = 0
         self._held: set[str] = set()  # running names a worker of this daemon holds
         self._held_lock = threading.Lock()
+        self._dir_syncs = {key: GroupSync(path) for key, path in self._p.items()}
         self._spares: list[str] = []  # finished running files, kept in tmp/ to be rewritten
 
     # ----- set-up -------------------------------------------------------------------------
@@ -173,13 +174,8 @@ class Spool:
     # ----- low-level writes ----------------------------------------------------------------
 
     def _sync_dir(self, folder: str) -> None:
-        if not self.durable:
-            return
-        fd = os.open(self.dirs[folder], os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        if self.durable:
+            self._dir_syncs[folder].sync()
 
     def _tmp_name(self) -> str:
         return f"{self._p['tmp']}{self.owner}.{next(self._tmp_counter)}.tmp"
@@ -205,7 +201,7 @@ class Spool:
             while view:
                 view = view[os.write(fd, view) :]
             if self.durable:
-                os.fsync(fd)
+                os.fdatasync(fd)
         except BaseException:
             os.close(fd)
             _unlink_quiet(tmp)
@@ -469,6 +465,48 @@ class Spool:
             self.remove("failed", name + ERROR_SUFFIX)
             return candidate
         return None
+
+
+class GroupSync:
+    """fsync of one folder shared by every thread that needs it: a caller waits for a
+    sync that started after it arrived, and one sync serves all who waited (group
+    commit), so N workers finishing together cost one folder flush, not N."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._cond = threading.Condition()
+        self._started = 0
+        self._done = 0
+        self._busy = False
+
+    def sync(self) -> None:
+        with self._cond:
+            ticket = self._started + 1
+            while self._done < ticket:
+                if self._busy:
+                    self._cond.wait()
+                    continue
+                self._busy = True
+                self._started += 1
+                round_ = self._started
+                try:
+                    self._cond.release()
+                    try:
+                        _fsync_path(self.path)
+                    finally:
+                        self._cond.acquire()
+                finally:
+                    self._busy = False
+                    self._cond.notify_all()
+                self._done = round_
+
+
+def _fsync_path(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _unlink_quiet(path: str) -> None:

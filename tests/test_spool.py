@@ -185,3 +185,24 @@ def test_dead_leases_are_dropped_once_old(spool):
     os.utime(running / ".lease-n9+gone", (0, 0))
     spool.drop_dead_leases(os.stat(running / ".lease-n8+recent").st_mtime, 120)
     assert sorted(os.listdir(running)) == sorted([".lease-n8+recent", spool.lease_name])
+
+
+def test_folder_syncs_are_shared_between_threads(tmp_path):
+    """Group commit: many threads asking at once are served by fewer real fsyncs."""
+    from spoold.spool import GroupSync
+
+    group = GroupSync(str(tmp_path))
+    barrier = threading.Barrier(8)
+
+    def ask():
+        barrier.wait()
+        for _ in range(20):
+            group.sync()
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not any(t.is_alive() for t in threads)
+    assert 20 <= group._started < 160
