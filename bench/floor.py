@@ -12,7 +12,9 @@ Modes:
            which is what spoold's `durability: fsync` promises, job by job
     group  the same promise kept by group commit: write a batch of records, then
            fsync them and completed/ once; the first fsync commits the journal
-           for the whole batch, so the rest cost little (what spoold could do)
+           for the whole batch, but each fsync still flushes the device's cache
+    syncfs group commit with one flush: write a batch, then one syncfs(2) of the
+           file system (Linux; it also flushes whatever else is dirty there)
 
 Run as a subprocess by the harness: `python -m bench.floor DIR COUNT --mode M`.
 """
@@ -20,6 +22,7 @@ Run as a subprocess by the harness: `python -m bench.floor DIR COUNT --mode M`.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import resource
@@ -31,7 +34,15 @@ from bench.common import report_line, say_ready
 from bench.inotify import Inotify, Overflow
 
 FOLDERS = ("incoming", "pending", "running", "completed", "tmp")
+MODES = ("none", "fsync", "group", "syncfs")
 BATCH = 64
+
+
+def syncfs(fd: int) -> None:
+    """Flush the whole file system holding fd: one journal commit and one device flush."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syncfs(fd) != 0:
+        raise OSError(ctypes.get_errno(), "syncfs failed")
 
 
 def make_folders(root: Path) -> None:
@@ -51,7 +62,7 @@ class Floor:
         self.mode = mode
         self.completed_fd = os.open(self.dirs["completed"], os.O_RDONLY | os.O_DIRECTORY)
         self.queue: deque[str] = deque()
-        self.unsynced: list[int] = []  # group mode: records written, not yet fsynced
+        self.unsynced: list[int] = []  # group modes: records written, not yet flushed
         self.done = 0
         self.first_claim: float | None = None
         self.done_at: dict[str, float] = {}
@@ -91,11 +102,13 @@ class Floor:
             os.fsync(self.completed_fd)
 
     def settle(self, names: list[str]) -> None:
-        """Make a batch durable (group mode), then drop the running files and count."""
-        for fd in self.unsynced:
-            os.fsync(fd)
-            os.close(fd)
-        if self.unsynced:
+        """Make a batch durable (group modes), then drop the running files and count."""
+        if self.mode == "syncfs" and names:
+            syncfs(self.completed_fd)
+        elif self.unsynced:
+            for fd in self.unsynced:
+                os.fsync(fd)
+                os.close(fd)
             os.fsync(self.completed_fd)
         self.unsynced.clear()
         now = time.time()
@@ -153,7 +166,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path)
     parser.add_argument("count", type=int)
-    parser.add_argument("--mode", choices=("none", "fsync", "group"), default="none")
+    parser.add_argument("--mode", choices=MODES, default="none")
     parser.add_argument("--report-each", action="store_true")
     args = parser.parse_args()
     serve(args.root, args.count, args.mode, args.report_each)

@@ -95,10 +95,11 @@ class Runner:
 
 
 def peer_makers() -> Iterator[Maker]:
-    """The floor's three modes and the peers, each as a maker of a fresh system."""
+    """The floor's four modes and the peers, each as a maker of a fresh system."""
     yield lambda root: Floor(root, "none")
     yield lambda root: Floor(root, "fsync")
     yield lambda root: Floor(root, "group")
+    yield lambda root: Floor(root, "syncfs")
     yield lambda root: Huey(root, fsync=False)
     yield lambda root: Huey(root, fsync=True)
     yield lambda root: Dirq(root)

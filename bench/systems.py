@@ -73,7 +73,7 @@ class Floor:
     def __init__(self, root: Path, mode: str) -> None:
         self.root = root
         self.mode = mode
-        self.name = {"none": "floor", "fsync": "floor-fsync", "group": "floor-group"}[mode]
+        self.name = "floor" if mode == "none" else f"floor-{mode}"
         self.durability = "relaxed" if mode == "none" else "fsync"
         self.completed_dir = root / "completed"
         self.incoming = root / "incoming"

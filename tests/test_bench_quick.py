@@ -16,7 +16,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SECTIONS = {"throughput", "latency", "backlog", "http"}
-SYSTEMS = {"spoold", "floor", "floor-fsync", "floor-group", "huey", "huey-fsync", "dirq"}
+SYSTEMS = {"spoold", "floor", "floor-fsync", "floor-group", "floor-syncfs", "huey", "huey-fsync",
+           "dirq"}  # fmt: skip
 
 
 @pytest.mark.slow
