@@ -35,7 +35,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def post_rate(root: Path, posts: int, workers: int = 4) -> Row:
+def post_rate(root: Path, posts: int, workers: int = 4, profile: Path | None = None) -> Row:
     """Start a daemon with HTTP on, post `posts` jobs from CLIENTS threads, measure."""
     row: Row = {
         "section": "http",
@@ -46,7 +46,7 @@ def post_rate(root: Path, posts: int, workers: int = 4) -> Row:
         "jobs": posts,
     }
     port = free_port()
-    daemon = Spoold(root, workers, "fsync", http_port=port)
+    daemon = Spoold(root, workers, "fsync", http_port=port, profile=profile)
     daemon.start(posts)
     try:
         wait_for(lambda: _healthy(port), 15, 0.05, "GET /healthz")

@@ -157,7 +157,7 @@ def run_http(runner: Runner, sizes: Sizes) -> None:
         return
     with scratch(runner.args.tmp, "http", runner.args.keep) as root:
         try:
-            row = http_load.post_rate(root, sizes.http)
+            row = http_load.post_rate(root, sizes.http, profile=runner.args.profile)
         except Exception as e:
             traceback.print_exc()
             row = {
