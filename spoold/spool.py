@@ -187,7 +187,9 @@ class Spool:
         while self._spares:
             try:
                 tmp = self._spares.pop()
-                return tmp, os.open(tmp, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW)
+                # No O_TRUNC: ext4 flushes a file truncated to zero when it is closed;
+                # overwriting and then cutting to length (see _write_tmp) does not.
+                return tmp, os.open(tmp, os.O_WRONLY | os.O_NOFOLLOW)
             except (IndexError, FileNotFoundError):
                 continue
         tmp = self._tmp_name()
@@ -200,6 +202,7 @@ class Spool:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
+            os.ftruncate(fd, len(data))  # a spare may have been longer
             if self.durable:
                 os.fdatasync(fd)
         except BaseException:

@@ -206,3 +206,13 @@ def test_folder_syncs_are_shared_between_threads(tmp_path):
         t.join(30)
     assert not any(t.is_alive() for t in threads)
     assert 20 <= group._started < 160
+
+
+def test_a_longer_spare_is_cut_to_the_new_record(spool):
+    first = make_stem("normal", spool.accept_ns(), "long")
+    spool.enqueue(first, b'{"padding": "' + b"x" * 500 + b'"}')
+    spool.finish(spool.claim(first), first, "completed", b'{"a": 1}')
+    second = make_stem("normal", spool.accept_ns(), "short")
+    spool.enqueue(second, b"{}")
+    spool.finish(spool.claim(second), second, "completed", b'{"b": 2}')
+    assert (spool.dirs["completed"] / f"{second}.json").read_bytes() == b'{"b": 2}'
