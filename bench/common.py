@@ -134,6 +134,14 @@ def scratch(root: str | None, label: str, keep: bool = False) -> Iterator[Path]:
             shutil.rmtree(path, ignore_errors=True)
 
 
+def quiesce(seconds: float = 0.5) -> None:
+    """Flush what earlier steps left dirty (files written, 20,000 deleted: on a file system
+    mounted with `discard` that is trim work too) and let the disk settle, so that it is
+    not charged to whatever is measured next."""
+    os.sync()
+    time.sleep(seconds)
+
+
 def wait_for(predicate: Any, timeout: float, interval: float = 0.05, what: str = "") -> None:
     """Poll predicate until truthy; TimeoutError naming what was awaited."""
     deadline = time.monotonic() + timeout

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import http_load, report, sections
-from bench.common import FULL, QUICK, Sizes, job_ids, scratch
+from bench.common import FULL, QUICK, Sizes, job_ids, quiesce, scratch
 from bench.sections import Row
 from bench.spoold_proc import Spoold
 from bench.systems import Dirq, Floor, Huey, System
@@ -74,6 +74,7 @@ class Runner:
         _progress(label, row["system"], row, row.pop("_seconds"))
 
     def _once(self, label: str, maker: Maker, how: Callable[[System], Row]) -> Row | None:
+        quiesce()  # the last run's deletions and writes are not this run's cost
         with scratch(self.args.tmp, label.split()[0], self.args.keep) as root:
             system = maker(root)
             if not self.wanted(system.name):

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bench.common import RunResult, percentile
+from bench.common import RunResult, percentile, quiesce
 from bench.inotify import Inotify
 from bench.systems import System
 
@@ -52,6 +52,7 @@ def throughput(
             system.submit(job_id)
     else:
         system.preload(ids)
+        quiesce()
         system.start(len(ids))
     result = system.finish(timeout=max(30.0, len(ids) / 50))
     row = base_row(section, scenario, system, result.jobs)
