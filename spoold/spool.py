@@ -263,8 +263,9 @@ class Spool:
         except OSError as e:
             raise Rejected(f"cannot be opened without following it: {e.strerror}") from e
         try:
-            _check_regular(os.fstat(fd), max_bytes)
-            raw = _read_all(fd, max_bytes + 1)
+            opened = os.fstat(fd)
+            _check_regular(opened, max_bytes)
+            raw = _read_all(fd, max_bytes + 1, opened.st_size + 1)
         finally:
             os.close(fd)
         if len(raw) > max_bytes:
@@ -533,15 +534,19 @@ def _file_kind(mode: int) -> str:
     return next((label for test, label in kinds if test(mode)), "not a file")
 
 
-def _read_all(fd: int, limit: int) -> bytes:
+def _read_all(fd: int, limit: int, expected: int) -> bytes:
+    """Up to limit bytes of a regular file, asking first for the `expected` size; a
+    short read is its end, so a small job costs one read() instead of two."""
     chunks = []
     remaining = limit
+    want = min(remaining, max(expected, 1))
     while remaining > 0:
-        chunk = os.read(fd, min(remaining, 1 << 20))
-        if not chunk:
-            break
+        chunk = os.read(fd, want)
         chunks.append(chunk)
         remaining -= len(chunk)
+        if len(chunk) < want:
+            break
+        want = min(remaining, 1 << 20)
     return b"".join(chunks)
 
 
