@@ -140,21 +140,44 @@ class WorkerPool:
 
     def run_job(self, stem: str, priority: str, now: float | None = None) -> Job | None:
         """Claim, run and record one job; None if it was lost to another worker or not due."""
+        now = self.clock() if now is None else now
+        payload = self.dispatcher.payload(stem)
+        if payload is None and self._deferred(stem, priority, now):
+            return None
         running = self.spool.claim(stem)
         if running is None:
             return None
-        job = self._load(running, stem, priority)
+        job = self._load(running, stem, priority, payload)
         if job is None:
             return None
-        now = self.clock() if now is None else now
         if job.due > now:
             self.spool.unclaim(running, stem)
             self.dispatcher.defer(stem, priority, job.due)
             return None
         return self._attempt(job, stem, running, now)
 
-    def _load(self, running: str, stem: str, priority: str) -> Job | None:
-        raw = self.dispatcher.payload(stem) or self.spool.read("running", running)
+    def _deferred(self, stem: str, priority: str, now: float) -> bool:
+        """Look at a pending file whose due time the index does not know (found by a scan,
+        put back by a retry) before claiming it, so a job waiting for its runAt or its
+        backoff never shows up in running/. True if it is not ours to run now."""
+        parsed = parse_stem(stem)
+        raw = self.spool.read("pending", stem + ".json")
+        if raw is None or parsed is None:
+            return True
+        try:
+            record = json.loads(raw)
+        except ValueError:
+            return False  # the claim and load that follow put it in failed/
+        if not isinstance(record, dict):
+            return False
+        job = from_record(record, parsed.id, priority, parsed.accepted, self.tz(), {})
+        if job.due <= now:
+            return False
+        self.dispatcher.defer(stem, priority, job.due)
+        return True
+
+    def _load(self, running: str, stem: str, priority: str, raw: bytes | None) -> Job | None:
+        raw = raw or self.spool.read("running", running)
         parsed = parse_stem(stem)
         if raw is None or parsed is None:
             self.spool.drop_running(running)  # gone under us: no longer ours to hold

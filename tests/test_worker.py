@@ -114,3 +114,15 @@ def test_a_crash_after_the_record_does_not_run_the_job_twice(world):
     assert recover_running(spool, running, intake.dispatcher, (UTC, pool.registry())) is None
     assert os.listdir(spool.dirs["running"]) == [] and os.listdir(spool.dirs["pending"]) == []
     assert flaky.calls == []
+
+
+def test_a_job_found_by_a_scan_is_not_claimed_before_its_time(world):
+    """A pending file whose due time the index does not know is read, not moved."""
+    spool, intake, pool, flaky, _ = world
+    stem = make_stem("normal", spool.accept_ns(), "later")
+    spool.enqueue(stem, b'{"type": "flaky", "runAt": "2999-01-01T00:00:00Z"}')
+    intake.dispatcher.add(stem, "normal")
+    assert pool.run_once() is None
+    assert os.listdir(spool.dirs["pending"]) == [f"{stem}.json"]
+    assert os.listdir(spool.dirs["running"]) == [] and flaky.calls == []
+    assert intake.dispatcher.counts()["total"] == 1
