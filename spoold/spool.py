@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import calendar
 import contextlib
+import ctypes
 import itertools
 import json
 import logging
@@ -31,7 +32,7 @@ import stat
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -195,15 +196,15 @@ class Spool:
         tmp = self._tmp_name()
         return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
 
-    def _write_tmp(self, data: bytes) -> str:
-        """Write data to a file in tmp/, flushed (and fsynced when durable)."""
+    def _write_tmp(self, data: bytes, sync: bool | None = None) -> str:
+        """Write data to a file in tmp/ (fdatasynced when durable, unless sync=False)."""
         tmp, fd = self._open_tmp()
         try:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
             os.ftruncate(fd, len(data))  # a spare may have been longer
-            if self.durable:
+            if self.durable if sync is None else sync:
                 os.fdatasync(fd)
         except BaseException:
             os.close(fd)
@@ -348,11 +349,39 @@ class Spool:
         the running file. A crash between the two leaves both; recover() sees the record
         and drops the running file, so no job appears twice."""
         self.write(folder, stem + ".json", data)
+        self.retire_running(running)
+
+    def retire_running(self, running: str) -> None:
+        """Drop a running file whose outcome is written (see finish and commit.py)."""
         try:
             self._retire(self._p["running"] + running)
         except FileNotFoundError:
             logger.warning("running/%s was already gone when the job finished", running)
         self._let_go(running)
+
+    # ----- group commit (commit.py): stage many, flush once, place, flush once ---------------
+
+    def stage(self, data: bytes) -> str:
+        """Write data to tmp/ without a flush; returns the file to place()."""
+        return self._write_tmp(data, sync=False)
+
+    def place(self, tmp: str, folder: str, name: str) -> None:
+        """Rename a staged file to folder/name."""
+        os.replace(tmp, self._p[folder] + name)
+
+    def flush(self) -> None:
+        """Make everything written to the spool's file system durable: one syncfs(2)
+        (os.sync() where there is none) instead of a flush per file."""
+        if _syncfs is None:
+            os.sync()
+            return
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            if _syncfs(fd) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, os.strerror(err), str(self.root))
+        finally:
+            os.close(fd)
 
     def _retire(self, path: str) -> None:
         """Drop a finished running file: kept in tmp/ as a spare to rewrite, or deleted."""
@@ -469,6 +498,16 @@ class Spool:
             self.remove("failed", name + ERROR_SUFFIX)
             return candidate
         return None
+
+
+def _find_syncfs() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+
+
+_syncfs = _find_syncfs()
 
 
 class GroupSync:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
+from spoold.commit import Committer, Outcome
 from spoold.dispatch import Dispatcher, backoff_seconds, default_rand
 from spoold.errors import PermanentJobError
 from spoold.job import Job, from_record
@@ -76,12 +77,14 @@ class WorkerPool:
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._abandoned: set[int] = set()
+        self.committer = Committer(spool)
         self._monitor: threading.Thread | None = None
         self.rand = default_rand
 
     # ----- life cycle -------------------------------------------------------------------
 
     def start(self) -> None:
+        self.committer.start()
         for _ in range(self.concurrency):
             self._spawn()
         self._monitor = threading.Thread(target=self._monitor_loop, name="spoold-monitor")
@@ -109,6 +112,7 @@ class WorkerPool:
             thread.join(max(deadline - time.monotonic(), 0))
         with self._lock:
             leftovers = list(self.active.values())
+        self.committer.stop()
         for attempt in leftovers:
             if _settle(attempt):
                 logger.warning("job %s still running after %.0fs: put back", attempt.job.id, grace)
@@ -229,13 +233,26 @@ class WorkerPool:
             job.status, folder = "pending", "pending"
             wait = backoff_seconds(job.attempts, policy.max_backoff, policy.jitter, self.rand)
             job.next_attempt_at = end + wait
-        self.spool.finish(attempt.running, attempt.stem, folder, job.to_json())
+
+        def done() -> None:
+            self._reported(job, attempt.stem, folder, end)
+
+        data = job.to_json()
+        if self.spool.durable:
+            self.committer.submit(Outcome(attempt.running, attempt.stem, folder, data, done))
+        else:
+            self.spool.finish(attempt.running, attempt.stem, folder, data)
+            done()
+
+    def _reported(self, job: Job, stem: str, folder: str, end: float) -> None:
+        """The outcome is in the spool (durably, with fsync): index a retry, log, report."""
         if folder == "pending":
-            self.dispatcher.defer(attempt.stem, job.priority, job.due)
+            self.dispatcher.defer(stem, job.priority, job.due)
             logger.info("job %s attempt %d failed, retry in %.0fs: %s", job.id, job.attempts,
-                        job.due - end, error)  # fmt: skip
-        elif error:
-            logger.warning("job %s failed after %d attempt(s): %s", job.id, job.attempts, error)
+                        job.due - end, job.error)  # fmt: skip
+        elif job.error:
+            logger.warning("job %s failed after %d attempt(s): %s", job.id, job.attempts,
+                           job.error)  # fmt: skip
         self.on_finish(job, folder)
 
     # ----- timeouts and leases ----------------------------------------------------------

@@ -126,3 +126,30 @@ def test_a_job_found_by_a_scan_is_not_claimed_before_its_time(world):
     assert os.listdir(spool.dirs["pending"]) == [f"{stem}.json"]
     assert os.listdir(spool.dirs["running"]) == [] and flaky.calls == []
     assert intake.dispatcher.counts()["total"] == 1
+
+
+def test_durable_outcomes_are_committed_in_batches(tmp_path):
+    """With fsync, records reach completed/ through the committer, and only then are
+    the running files dropped and the jobs reported."""
+    from spoold.commit import Committer, Outcome
+    from spoold.spool import Spool
+
+    spool = Spool(tmp_path / "spool", durable=True)
+    spool.ensure()
+    reported = []
+    committer = Committer(spool)
+    committer.start()
+    stems = []
+    for n in range(50):
+        stem = make_stem("normal", spool.accept_ns(), f"c{n}")
+        spool.enqueue(stem, b"{}")
+        running = spool.claim(stem)
+        stems.append(stem)
+        committer.submit(Outcome(running, stem, "completed", f'{{"n": {n}}}'.encode(),
+                                 lambda n=n: reported.append(n)))  # fmt: skip
+    committer.stop()
+    assert reported == list(range(50))
+    assert sorted(os.listdir(spool.dirs["completed"])) == sorted(f"{s}.json" for s in stems)
+    assert [n for n in os.listdir(spool.dirs["running"]) if not n.startswith(".")] == []
+    committer.submit(Outcome("gone@x.json", "s", "completed", b"{}", lambda: reported.append(-1)))
+    assert reported[-1] == -1 and (spool.dirs["completed"] / "s.json").read_bytes() == b"{}"
