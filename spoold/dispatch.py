@@ -141,11 +141,6 @@ class Dispatcher:
             counts = Counter(self._present.values())
         return {"total": sum(counts.values()), **{p: counts[p] for p in PRIORITIES}}
 
-    def oldest_due(self) -> float | None:
-        """Due time of the earliest delayed entry (for metrics); None if none."""
-        with self._cond:
-            return self._delayed[0][0] if self._delayed else None
-
     def due_since(self) -> float | None:
         """When the longest-waiting due job became due (a ready job: when it was accepted,
         read from its name; a delayed one: its due time); None if no job is due (metrics)."""

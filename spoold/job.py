@@ -20,7 +20,6 @@ from spoold.times import iso, iso_or_none, parse_time
 
 ID_RE = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9._\-]{0,127}$")
 NAME_PRIORITY_RE = re.compile(r"^(critical|high|normal|low)[-_.]")
-STATUSES = ("pending", "running", "completed", "failed")
 # Fields spoold writes itself; a producer setting them would forge the job's history.
 STATE_FIELDS = (
     "status", "attempts", "createdAt", "startedAt", "completedAt", "error",
