@@ -29,6 +29,7 @@ class Sizes:
     backlog_small: int = 1_000
     backlog_large: int = 100_000
     http: int = 4_000
+    settle: float = 0.5  # seconds of quiet after each sync (see quiesce)
 
     def scaled(self, factor: float) -> Sizes:
         """Every count times factor (at least a handful each), the gap kept."""
@@ -47,7 +48,9 @@ class Sizes:
 
 
 FULL = Sizes()
-QUICK = Sizes(throughput=500, latency=30, backlog_small=200, backlog_large=2_000, http=400)
+QUICK = Sizes(
+    throughput=500, latency=30, backlog_small=200, backlog_large=2_000, http=400, settle=0.05
+)
 
 
 @dataclass

@@ -15,6 +15,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +51,9 @@ class Runner:
     cost the rest of a long run.
     """
 
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: argparse.Namespace, sizes: Sizes) -> None:
         self.args = args
+        self.sizes = sizes
         self.prefixes = [p for p in args.systems.split(",") if p]
         self.rows: list[Row] = []
 
@@ -74,7 +76,7 @@ class Runner:
         _progress(label, row["system"], row, row.pop("_seconds"))
 
     def _once(self, label: str, maker: Maker, how: Callable[[System], Row]) -> Row | None:
-        quiesce()  # the last run's deletions and writes are not this run's cost
+        quiesce(self.sizes.settle)  # the last run's deletions and writes are not this run's
         with scratch(self.args.tmp, label.split()[0], self.args.keep) as root:
             system = maker(root)
             if not self.wanted(system.name):
@@ -116,8 +118,8 @@ def run_throughput(runner: Runner, sizes: Sizes) -> None:
     for scenario in ("preloaded", "live"):
         makers = list(peer_makers())
         makers += [spoold_maker(w, d, spy) for d in ("relaxed", "fsync") for w in (1, 4)]
+        how = partial(sections.throughput, ids=ids, scenario=scenario, settle=sizes.settle)
         for maker in makers:
-            how = lambda s, sc=scenario: sections.throughput(s, ids, sc)  # noqa: E731
             runner.measure(f"throughput {scenario}", maker, how)
 
 
@@ -137,12 +139,12 @@ def run_backlog(runner: Runner, sizes: Sizes) -> None:
         ids = job_ids("b", count)
         spoold = spoold_maker(4, "relaxed", runner.args.profile)
         for maker in (lambda root: Floor(root, "none"), spoold):
-            how = lambda s, i=ids, z=size: _backlog_row(s, i, z)  # noqa: E731
+            how = partial(_backlog_row, ids=ids, size=size, settle=sizes.settle)
             runner.measure("backlog", maker, how, repeat=3 if size == "small" else 1)
 
 
-def _backlog_row(system: System, ids: list[str], size: str) -> Row:
-    row = sections.throughput(system, ids, "preloaded", section="backlog")
+def _backlog_row(system: System, ids: list[str], size: str, settle: float) -> Row:
+    row = sections.throughput(system, ids, "preloaded", "backlog", settle)
     return row | {"scenario": f"{len(ids):,} waiting", "size": size}
 
 
@@ -181,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sizes = (QUICK if args.quick else FULL).scaled(args.scale)
     only = set(args.only.split(","))
-    runner = Runner(args)
+    runner = Runner(args, sizes)
     began, wall = datetime.now(UTC), time.monotonic()
     steps = {
         "throughput": run_throughput,

@@ -41,7 +41,11 @@ def cost_fields(result: RunResult) -> Row:
 
 
 def throughput(
-    system: System, ids: Sequence[str], scenario: str, section: str = "throughput"
+    system: System,
+    ids: Sequence[str],
+    scenario: str,
+    section: str = "throughput",
+    settle: float = 0.5,
 ) -> Row:
     """Jobs/s from first claim to last record; `preloaded` or `live` (dropped while it runs)."""
     first_drop = None
@@ -52,7 +56,7 @@ def throughput(
             system.submit(job_id)
     else:
         system.preload(ids)
-        quiesce()
+        quiesce(settle)
         system.start(len(ids))
     result = system.finish(timeout=max(30.0, len(ids) / 50))
     row = base_row(section, scenario, system, result.jobs)
