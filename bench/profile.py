@@ -14,6 +14,7 @@ import argparse
 import re
 import shutil
 import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -24,6 +25,7 @@ def attach(pid: int, out: Path, rate: int = 200) -> subprocess.Popen[bytes] | No
     """Start py-spy on pid (it stops by itself when the process exits); None if absent."""
     spy = shutil.which("py-spy")
     if spy is None:
+        print("--profile: no py-spy (pip install py-spy): no samples", file=sys.stderr)
         return None
     out.parent.mkdir(parents=True, exist_ok=True)
     command = [spy, "record", "--pid", str(pid), "--rate", str(rate), "--format", "raw",
