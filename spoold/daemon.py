@@ -89,6 +89,7 @@ class Daemon:
     def start(self) -> None:
         """Scan the spool once, recover what a crash left, then start every part."""
         self.spool.ensure()
+        self.spool.lock_node()
         self.spool.clean_tmp()
         self.spool.renew_lease()
         if self.api:

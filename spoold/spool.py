@@ -22,6 +22,7 @@ from __future__ import annotations
 import calendar
 import contextlib
 import ctypes
+import fcntl
 import itertools
 import json
 import logging
@@ -127,6 +128,7 @@ class Spool:
         self._held_lock = threading.Lock()
         self._dir_syncs = {key: GroupSync(path) for key, path in self._p.items()}
         self._spares: list[str] = []  # finished running files, kept in tmp/ to be rewritten
+        self._node_lock: int | None = None  # fd of running/.node-<node>.lock, held for life
 
     # ----- set-up -------------------------------------------------------------------------
 
@@ -328,6 +330,29 @@ class Spool:
                 return file.read()
         except FileNotFoundError:
             return None
+
+    def lock_node(self) -> None:
+        """Hold running/.node-<node>.lock for this process's life, so a second daemon under
+        the same node name (two with `node` unset, say) is refused instead of recovering
+        the first one's running jobs. Where the file system has no locks, only warn."""
+        path = f"{self._p['running']}.node-{self.node}.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise SpoolUnusable(
+                f"another spoold (pid {holder}) already serves {self.root} as node"
+                f" {self.node!r}: stop it, or give each daemon its own --node"
+            ) from None
+        except OSError as e:
+            logger.warning("cannot lock %s (%s): run one daemon per node name", path, e)
+            os.close(fd)
+            return
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._node_lock = fd
 
     def renew_lease(self) -> None:
         """Touch running/.lease-<owner>: its fresh mtime is our lease on every running file

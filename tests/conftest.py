@@ -85,7 +85,7 @@ class DaemonProcess:
         self._log = self.log_path.open("wb")
         command = [sys.executable, "-m", "spoold", "run", "--config", str(self.config_path), *args]
         self.proc = subprocess.Popen(
-            command, cwd=workdir, stdout=self._log, stderr=subprocess.STDOUT, env=_env()
+            command, cwd=workdir, stdout=self._log, stderr=subprocess.STDOUT, env=daemon_env()
         )
 
     @property
@@ -136,7 +136,7 @@ class DaemonProcess:
         self._log.close()
 
 
-def _env() -> dict[str, str]:
+def daemon_env() -> dict[str, str]:
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
@@ -181,7 +181,13 @@ def spoold_cli(
     """Run `python -m spoold ARGS` in cwd (as a user would), capturing its output."""
     command = [sys.executable, "-m", "spoold", *args]
     return subprocess.run(
-        command, cwd=cwd, input=input, capture_output=True, text=True, env=_env(), timeout=timeout
+        command,
+        cwd=cwd,
+        input=input,
+        capture_output=True,
+        text=True,
+        env=daemon_env(),
+        timeout=timeout,
     )
 
 

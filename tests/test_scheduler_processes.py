@@ -12,7 +12,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import DaemonProcess, _env, base_config, job_files, records, spoold_cli, wait_until
+from conftest import (
+    DaemonProcess,
+    base_config,
+    daemon_env,
+    job_files,
+    records,
+    spoold_cli,
+    wait_until,
+)
 
 SLOW_TASK = {"name": "t", "cron": "0 0 1 1 *", "job": {"type": "slow"}}
 
@@ -78,7 +86,7 @@ def test_run_task_at_a_time_from_two_processes_at_once_fires_it_once(tmp_path):
     at = ["--at", "2026-01-01T00:05:00Z"]
     pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
     procs = [
-        subprocess.Popen([*command, name, *at], cwd=tmp_path, env=_env(), **pipes)
+        subprocess.Popen([*command, name, *at], cwd=tmp_path, env=daemon_env(), **pipes)
         for name in names
         for _ in range(2)
     ]
