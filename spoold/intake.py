@@ -135,13 +135,14 @@ class Intake:
             raise InvalidJob(_duplicate(job.id))
         stem = exclusive_stem or make_stem(job.priority, self.spool.accept_ns(), job.id)
         try:
-            written = self.spool.enqueue(stem, job.to_json(), exclusive=exclusive_stem is not None)
+            data = job.to_json()
+            written = self.spool.enqueue(stem, data, exclusive=exclusive_stem is not None)
         except BaseException:
             self.ids.release(job.id)
             raise
         if not written:
             raise InvalidJob(_duplicate(job.id))
-        self.dispatcher.add(stem, job.priority, job.due)
+        self.dispatcher.add(stem, job.priority, job.due, None if self.spool.shared else data)
         return job
 
 

@@ -51,7 +51,7 @@ STEM_RE = re.compile(
     r"(?P<ts>\d{8}T\d{6}\.\d{9})Z-(?P<id>[A-Za-z0-9_\-][A-Za-z0-9._\-]{0,127})$"
 )
 ERROR_SUFFIX = ".error.json"
-MAX_SPARES = 64
+MAX_SPARES = 256  # as many as the committer's batch, so a batch reuses files
 
 
 @dataclass(frozen=True)
@@ -310,13 +310,14 @@ class Spool:
         no other worker of ours holds it (the index may offer one stem twice).
         """
         name = f"{stem}@{self.owner}.json"
-        with self._held_lock:
+        with self._held_lock:  # reserve the name; the rename itself runs unlocked
             if name in self._held:
                 return None
-            moved = self._move("pending", stem + ".json", "running", name)
-            if not moved and not os.path.exists(self._p["running"] + name):
-                return None
             self._held.add(name)
+        moved = self._move("pending", stem + ".json", "running", name)
+        if not moved and not os.path.exists(self._p["running"] + name):
+            self._let_go(name)
+            return None
         return name
 
     def _let_go(self, running: str) -> None:
