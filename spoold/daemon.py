@@ -145,8 +145,10 @@ class Daemon:
         """Put every job in pending/ that the index does not know into it."""
         found = []
         for name in self.spool.names("pending"):
+            if name[:-5] in self.dispatcher:  # known: skip the parse (this runs every rescan)
+                continue
             stem = parse_stem(name[:-5]) if name.endswith(".json") else None
-            if stem and stem.text not in self.dispatcher:
+            if stem:
                 found.append((stem.text, stem.priority))
                 self.intake.ids.reserve(stem.id)
         self.dispatcher.add_many(found)

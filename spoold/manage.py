@@ -63,18 +63,29 @@ def retry(spool: Spool, job_id: str) -> str:
     """A failed job back to pending/ with attempts 0 (its errors kept in previousErrors),
     or a rejected file in failed/ back to incoming/. Returns what was done."""
     found = locate(spool, job_id)
-    if found is None:
-        if _is_rejected(spool, job_id):
-            return f"incoming/{spool.restore_rejected(job_id)}"
-        raise NotRetryable(f"no job with id {job_id!r} and no rejected file of that name")
+    if found is not None:
+        return _retry_found(spool, found)
+    if _is_rejected(spool, job_id):
+        return _restore(spool, job_id)
+    raise NotRetryable(f"no job with id {job_id!r} and no rejected file of that name")
+
+
+def _retry_found(spool: Spool, found: Found) -> str:
     if found.folder != "failed":
-        raise NotRetryable(f"job {job_id} is {found.folder}, not failed: nothing to retry")
+        raise NotRetryable(f"job {found.stem} is {found.folder}, not failed: nothing to retry")
     record = read_record(spool, found)
     if record is None:
         raise NotRetryable(f"failed/{found.name} is not a readable record")
     spool.enqueue(found.stem, _reset(record))
     spool.remove("failed", found.name)
     return f"pending/{found.stem}.json"
+
+
+def _restore(spool: Spool, name: str) -> str:
+    restored = spool.restore_rejected(name)
+    if restored is None:
+        raise NotRetryable(f"failed/{name} vanished before it could be retried")
+    return f"incoming/{restored}"
 
 
 def _reset(record: dict[str, Any]) -> bytes:
@@ -84,7 +95,12 @@ def _reset(record: dict[str, Any]) -> bytes:
     record.update(status="pending", attempts=0, error=None, previousErrors=previous)
     for key in ("startedAt", "completedAt", "durationMs", "nextAttemptAt"):
         record.pop(key, None)
-    return json.dumps(record, ensure_ascii=False, indent=1).encode() + b"\n"
+    return _dump(record)
+
+
+def _dump(record: dict[str, Any]) -> bytes:
+    """A record as spoold writes them all: compact JSON, one line."""
+    return json.dumps(record, ensure_ascii=False).encode() + b"\n"
 
 
 def _is_rejected(spool: Spool, name: str) -> bool:
@@ -92,15 +108,20 @@ def _is_rejected(spool: Spool, name: str) -> bool:
 
 
 def retry_all(spool: Spool) -> list[str]:
-    """Retry every failed job and rejected file; returns what was done for each."""
+    """Retry every failed job and rejected file; returns what was done for each.
+
+    One listing of failed/ for all of them (retrying each by id would list every
+    folder once per job)."""
     done = []
     for name in sorted(spool.names("failed")):
         if name.endswith(ERROR_SUFFIX):
             continue
         stem = parse_stem(name[:-5]) if name.endswith(".json") else None
-        target = stem.id if stem else name
         try:
-            done.append(retry(spool, target))
+            if stem:
+                done.append(_retry_found(spool, Found("failed", name, stem.text)))
+            elif _is_rejected(spool, name):
+                done.append(_restore(spool, name))
         except NotRetryable:
             continue
     return done
@@ -119,7 +140,7 @@ def cancel(spool: Spool, job_id: str) -> Found:
     if stem:
         record.update(priority=stem.priority, createdAt=iso(stem.accepted))
     record.setdefault("attempts", 0)
-    data = json.dumps(record, ensure_ascii=False, indent=1).encode() + b"\n"
+    data = _dump(record)
     if not spool.cancel(found.stem, data):
         raise NotRetryable(f"job {job_id} was claimed by a worker before it could be cancelled")
     return Found("failed", found.stem + ".json", found.stem)
