@@ -36,6 +36,14 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
     return tls_files(tmp_path_factory.mktemp("tls"))
 
 
+@pytest.fixture
+def tls_server(certificate: TlsFiles, monkeypatch: pytest.MonkeyPatch) -> Iterator[SmtpServer]:
+    """A server offering STARTTLS and requiring login as robot/s3cret; the client trusts it."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate.cert))
+    with smtp_server(tls=certificate.server_context(), login=("robot", "s3cret")) as server:
+        yield server
+
+
 def test_the_message_arrives_with_its_headers_body_and_envelope(smtp: SmtpServer) -> None:
     config = Config(smtp=smtp.config(sender="spoold@example.org"))
     run = build_registry(config, dict)["send_email"].run
@@ -104,27 +112,19 @@ def test_login_against_a_server_without_auth_fails_permanently(smtp: SmtpServer)
         send_email(smtp.config(username="u", password="p"), email_job(to="ann@example.com"))
 
 
-def test_starttls_and_login_deliver_over_tls(
-    certificate: TlsFiles, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("SSL_CERT_FILE", str(certificate.cert))
-    with smtp_server(tls=certificate.server_context(), login=("robot", "s3cret")) as server:
-        config = server.config(starttls=True, username="robot", password="s3cret")
-        send_email(config, email_job(to="ann@example.com", subject="Secure"))
-        mail = server.wait_for(1)[0]
+def test_starttls_and_login_deliver_over_tls(tls_server: SmtpServer) -> None:
+    config = tls_server.config(starttls=True, username="robot", password="s3cret")
+    send_email(config, email_job(to="ann@example.com", subject="Secure"))
+    mail = tls_server.wait_for(1)[0]
     assert (mail.tls, mail.login) == (True, "robot")
     assert mail.message["Subject"] == "Secure"
 
 
-def test_a_wrong_password_is_a_permanent_failure(
-    certificate: TlsFiles, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("SSL_CERT_FILE", str(certificate.cert))
-    with smtp_server(tls=certificate.server_context(), login=("robot", "s3cret")) as server:
-        config = server.config(starttls=True, username="robot", password="wrong")
-        with pytest.raises(PermanentJobError, match="refused the login: 535"):
-            send_email(config, email_job(to="ann@example.com"))
-        assert server.messages == []
+def test_a_wrong_password_is_a_permanent_failure(tls_server: SmtpServer) -> None:
+    config = tls_server.config(starttls=True, username="robot", password="wrong")
+    with pytest.raises(PermanentJobError, match="refused the login: 535"):
+        send_email(config, email_job(to="ann@example.com"))
+    assert tls_server.messages == []
 
 
 def test_an_untrusted_certificate_is_not_accepted(certificate: TlsFiles) -> None:
