@@ -84,18 +84,21 @@ class Committer:
 
     def _commit(self, batch: list[Outcome]) -> None:
         try:
-            staged = [(self.spool.stage(o.data), o) for o in batch]
+            with self.spool.turn:
+                staged = [(self.spool.stage(o.data), o) for o in batch]
             self.spool.flush()
-            for tmp, o in staged:
-                self.spool.place(tmp, o.folder, o.stem + ".json")
+            with self.spool.turn:
+                for tmp, o in staged:
+                    self.spool.place(tmp, o.folder, o.stem + ".json")
             self.spool.flush()
         except OSError:
             logger.exception("cannot commit %d job outcome(s); committing one by one", len(batch))
             self._commit_each(batch)
             return
-        for o in batch:
-            self.spool.retire_running(o.running)
-            o.done()
+        with self.spool.turn:
+            for o in batch:
+                self.spool.retire_running(o.running)
+                o.done()
 
     def _commit_each(self, batch: list[Outcome]) -> None:
         """The slow path after an error: each outcome on its own, errors logged; a job whose

@@ -89,6 +89,10 @@ class Intake:
         Returns the time to look again when the file does not parse yet and changed
         less than settleSeconds ago (a writer may still be at it); else None.
         """
+        with self.spool.turn:
+            return self._accept_file(name, now)
+
+    def _accept_file(self, name: str, now: float) -> float | None:
         try:
             incoming = self.spool.read_incoming(name, self.max_bytes)
         except Rejected as e:

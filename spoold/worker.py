@@ -43,6 +43,7 @@ class Attempt:
     stem: str
     running: str
     deadline: float
+    thread: int
     done: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -143,8 +144,25 @@ class WorkerPool:
         return self.run_job(*item, now=now) if item else None
 
     def run_job(self, stem: str, priority: str, now: float | None = None) -> Job | None:
-        """Claim, run and record one job; None if it was lost to another worker or not due."""
+        """Claim, run and record one job; None if it was lost to another worker or not due.
+
+        Only the run itself is outside the spool's turn (see Spool.turn)."""
         now = self.clock() if now is None else now
+        with self.spool.turn:
+            claimed = self._claim(stem, priority, now)
+            if claimed is None:
+                return None
+            attempt, policy = self._begin(*claimed, stem, now), self.policy()
+        error, permanent = self._execute(attempt.job, policy)
+        with self._lock:
+            self.active.pop(attempt.thread, None)
+        if _settle(attempt):
+            self._record(attempt, error, permanent)
+        return attempt.job
+
+    def _claim(self, stem: str, priority: str, now: float) -> tuple[Job, str] | None:
+        """The job, claimed into running/ under the returned name; None if it is not ours
+        to run now (lost to another worker, unreadable, or not yet due)."""
         payload = self.dispatcher.payload(stem)
         if payload is None and self._deferred(stem, priority, now):
             return None
@@ -158,7 +176,7 @@ class WorkerPool:
             self.spool.unclaim(running, stem)
             self.dispatcher.defer(stem, priority, job.due)
             return None
-        return self._attempt(job, stem, running, now)
+        return job, running
 
     def _deferred(self, stem: str, priority: str, now: float) -> bool:
         """Look at a pending file whose due time the index does not know (found by a scan,
@@ -191,21 +209,15 @@ class WorkerPool:
             return None
         return from_record(record, parsed.id, priority, parsed.accepted, self.tz(), self.registry())
 
-    def _attempt(self, job: Job, stem: str, running: str, now: float) -> Job:
-        policy = self.policy()
+    def _begin(self, job: Job, running: str, stem: str, now: float) -> Attempt:
+        """Count the attempt and show it in `active`, where the monitor times it."""
         job.attempts += 1
         job.status, job.started_at, job.error = "running", now, None
-        timeout = job.timeout or policy.timeout
-        attempt = Attempt(job, stem, running, time.monotonic() + timeout)
-        me = threading.get_ident()
+        timeout = job.timeout or self.policy().timeout
+        attempt = Attempt(job, stem, running, time.monotonic() + timeout, threading.get_ident())
         with self._lock:
-            self.active[me] = attempt
-        error, permanent = self._execute(job, policy)
-        with self._lock:
-            self.active.pop(me, None)
-        if _settle(attempt):
-            self._record(attempt, error, permanent)
-        return job
+            self.active[attempt.thread] = attempt
+        return attempt
 
     def _execute(self, job: Job, policy: Policy) -> tuple[str | None, bool]:
         job_type = self.registry().get(job.type)
@@ -220,7 +232,17 @@ class WorkerPool:
         return None, False
 
     def _record(self, attempt: Attempt, error: str | None, permanent: bool) -> None:
-        """Write the outcome: completed/, a retry in pending/, or failed/."""
+        """Write the outcome: completed/, a retry in pending/, or failed/. With fsync the
+        committer writes it, outside the turn: its queue may make us wait for it."""
+        with self.spool.turn:
+            outcome = self._outcome(attempt, error, permanent)
+            if not self.spool.durable:
+                self.spool.finish(outcome.running, outcome.stem, outcome.folder, outcome.data)
+                outcome.done()
+                return
+        self.committer.submit(outcome)
+
+    def _outcome(self, attempt: Attempt, error: str | None, permanent: bool) -> Outcome:
         job, policy = attempt.job, self.policy()
         end = self.clock()
         job.duration_ms = int(max(end - (job.started_at or end), 0) * 1000)
@@ -237,12 +259,7 @@ class WorkerPool:
         def done() -> None:
             self._reported(job, attempt.stem, folder, end)
 
-        data = job.to_json()
-        if self.spool.durable:
-            self.committer.submit(Outcome(attempt.running, attempt.stem, folder, data, done))
-        else:
-            self.spool.finish(attempt.running, attempt.stem, folder, data)
-            done()
+        return Outcome(attempt.running, attempt.stem, folder, job.to_json(), done)
 
     def _reported(self, job: Job, stem: str, folder: str, end: float) -> None:
         """The outcome is in the spool (durably, with fsync): index a retry, log, report."""

@@ -153,3 +153,40 @@ def test_durable_outcomes_are_committed_in_batches(tmp_path):
     assert [n for n in os.listdir(spool.dirs["running"]) if not n.startswith(".")] == []
     committer.submit(Outcome("gone@x.json", "s", "completed", b"{}", lambda: reported.append(-1)))
     assert reported[-1] == -1 and (spool.dirs["completed"] / "s.json").read_bytes() == b"{}"
+
+
+def test_a_running_job_does_not_hold_up_intake_or_other_workers(tmp_path):
+    """The spool's turn covers bookkeeping, never a job's run: while one job blocks,
+    files are still accepted and another worker still claims, runs and records."""
+    import threading
+
+    from spoold.jobs import JobType
+
+    spool = Spool(tmp_path / "spool", durable=False)
+    spool.ensure()
+    dispatcher = Dispatcher()
+    release, started = threading.Event(), threading.Event()
+
+    def block(job):
+        started.set()
+        assert release.wait(10)
+
+    registry = {"block": JobType("block", block, "normal", 1),
+                "quick": JobType("quick", lambda job: None, "normal", 1)}  # fmt: skip
+    intake = Intake(spool, dispatcher, lambda: registry, lambda: UTC, 10_000, 0.0)
+    done = threading.Event()
+    pool = WorkerPool(spool, dispatcher, lambda: registry, lambda: UTC, lambda: Policy(), 2,
+                      on_finish=lambda job, folder: job.id == "q" and done.set())  # fmt: skip
+    pool.start()
+    try:
+        (spool.dirs["incoming"] / "b.json").write_text('{"type": "block", "id": "b"}')
+        intake.accept_file("b.json", 0.0)
+        assert started.wait(5)
+        (spool.dirs["incoming"] / "q.json").write_text('{"type": "quick", "id": "q"}')
+        intake.accept_file("q.json", 0.0)
+        assert done.wait(5), "the second job waited for the first one's run"
+        assert [r["id"] for r in folder_json(spool, "completed")] == ["q"]
+    finally:
+        release.set()
+        pool.stop(5)
+    assert sorted(r["id"] for r in folder_json(spool, "completed")) == ["b", "q"]
