@@ -16,10 +16,14 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 
+from spoold.job import Job
 from spoold.jobs import PRIORITIES
 from spoold.spool import parse_stem
 
-MAX_PAYLOADS = 10_000  # bytes kept for at most this many jobs (~10 MB for 1 KiB jobs)
+# The judged jobs kept for the workers are capped by an estimate of their memory: a
+# decoded job takes a few times its JSON's bytes, plus the Job itself (~1 KiB).
+MAX_KEPT_BYTES = 32 << 20
+JOB_OVERHEAD = 1024
 
 
 def backoff_seconds(attempts: int, cap: float, jitter: bool, rand: Callable[[], float]) -> float:
@@ -41,18 +45,24 @@ class Dispatcher:
         self._ready: dict[str, list[str]] = {p: [] for p in PRIORITIES}
         self._delayed: list[tuple[float, str, str]] = []
         self._present: dict[str, str] = {}
-        self._payloads: dict[str, bytes] = {}
+        self._kept: dict[str, tuple[Job, int]] = {}
+        self._kept_bytes = 0
         self._closed = False
 
-    def add(self, stem: str, priority: str, due: float = 0.0, payload: bytes | None = None) -> None:
-        """A job is in pending/ (new, retried, or found by a scan). `payload`, the file's
-        bytes when the caller just read them, spares the worker reading them again."""
+    def add(
+        self, stem: str, priority: str, due: float = 0.0, job: Job | None = None, size: int = 0
+    ) -> None:
+        """A job is in pending/ (new, retried, or found by a scan). `job`, judged from the
+        file's `size` bytes just written or read, spares the worker reading and decoding
+        the file again; it is kept while the estimate of all kept jobs allows."""
         with self._cond:
             if stem in self._present:
                 return
             self._present[stem] = priority
-            if payload is not None and len(self._payloads) < MAX_PAYLOADS:
-                self._payloads[stem] = payload
+            cost = JOB_OVERHEAD + 4 * size
+            if job is not None and self._kept_bytes + cost <= MAX_KEPT_BYTES:
+                self._kept[stem] = (job, cost)
+                self._kept_bytes += cost
             self._push(stem, priority, due)
             self._cond.notify()
 
@@ -77,7 +87,7 @@ class Dispatcher:
         """Put back a job that was taken before its time."""
         with self._cond:
             self._present[stem] = priority
-            self._payloads.pop(stem, None)
+            self._forget(stem)
             self._push(stem, priority, due)
             self._cond.notify()
 
@@ -85,11 +95,17 @@ class Dispatcher:
         """The job left pending/ by another way (cancelled, claimed elsewhere)."""
         with self._cond:
             self._present.pop(stem, None)
-            self._payloads.pop(stem, None)
+            self._forget(stem)
 
-    def payload(self, stem: str) -> bytes | None:
-        """The bytes given with add() for a taken stem, once; None if not kept."""
-        return self._payloads.pop(stem, None)
+    def kept(self, stem: str) -> Job | None:
+        """The job given with add() for a taken stem, once; None if not kept."""
+        with self._cond:
+            return self._forget(stem)
+
+    def _forget(self, stem: str) -> Job | None:
+        job, cost = self._kept.pop(stem, (None, 0))
+        self._kept_bytes -= cost
+        return job
 
     def take(self, timeout: float | None = None) -> tuple[str, str] | None:
         """The next due (stem, priority), removed from the index; None on timeout or close."""

@@ -111,15 +111,31 @@ class Intake:
         if not self.ids.reserve(job.id):
             self._reject(name, _duplicate(job.id))
             return None
-        stem = make_stem(job.priority, self.spool.accept_ns(), job.id)
+        stem = self._stem(job)
         if not self.spool.accept(name, stem):
             self.ids.release(job.id)
             return None
         self.accepted += 1
-        payload = None if self.spool.shared else incoming.raw
-        self.dispatcher.add(stem, job.priority, job.due, payload)
+        self._index(stem, job, len(incoming.raw))
         logger.debug("accepted %s as %s", name, stem)
         return None
+
+    def _stem(self, job: Job, given: str | None = None) -> str:
+        """The job's pending name (a new one, or the one `given`); its acceptance time
+        becomes the job's createdAt, as when a worker reads the job back from the name."""
+        if given is not None:
+            parsed = parse_stem(given)
+            job.created_at = parsed.accepted if parsed else job.created_at
+            return given
+        accepted_ns = self.spool.accept_ns()
+        job.created_at = accepted_ns / 1e9
+        return make_stem(job.priority, accepted_ns, job.id)
+
+    def _index(self, stem: str, job: Job, size: int) -> None:
+        """Hand the job to the dispatcher. The judged Job goes along so that a worker
+        need not read the file again, except on a shared spool, where another daemon
+        may have run and put back this file since."""
+        self.dispatcher.add(stem, job.priority, job.due, None if self.spool.shared else job, size)
 
     def _reject(self, name: str, reason: str) -> None:
         where = self.spool.reject(name, reason)
@@ -137,7 +153,7 @@ class Intake:
             job.data = {**data, "id": job.id}
         if not self.ids.reserve(job.id):
             raise InvalidJob(_duplicate(job.id))
-        stem = exclusive_stem or make_stem(job.priority, self.spool.accept_ns(), job.id)
+        stem = self._stem(job, exclusive_stem)
         try:
             data = job.to_json()
             written = self.spool.enqueue(stem, data, exclusive=exclusive_stem is not None)
@@ -146,7 +162,7 @@ class Intake:
             raise
         if not written:
             raise InvalidJob(_duplicate(job.id))
-        self.dispatcher.add(stem, job.priority, job.due, None if self.spool.shared else data)
+        self._index(stem, job, len(data))
         return job
 
 

@@ -163,13 +163,13 @@ class WorkerPool:
     def _claim(self, stem: str, priority: str, now: float) -> tuple[Job, str] | None:
         """The job, claimed into running/ under the returned name; None if it is not ours
         to run now (lost to another worker, unreadable, or not yet due)."""
-        payload = self.dispatcher.payload(stem)
-        if payload is None and self._deferred(stem, priority, now):
+        kept = self.dispatcher.kept(stem)
+        if kept is None and self._deferred(stem, priority, now):
             return None
         running = self.spool.claim(stem)
         if running is None:
             return None
-        job = self._load(running, stem, priority, payload)
+        job = kept or self._load(running, stem, priority)
         if job is None:
             return None
         if job.due > now:
@@ -198,8 +198,8 @@ class WorkerPool:
         self.dispatcher.defer(stem, priority, job.due)
         return True
 
-    def _load(self, running: str, stem: str, priority: str, raw: bytes | None) -> Job | None:
-        raw = raw or self.spool.read("running", running)
+    def _load(self, running: str, stem: str, priority: str) -> Job | None:
+        raw = self.spool.read("running", running)
         parsed = parse_stem(stem)
         if raw is None or parsed is None:
             self.spool.drop_running(running)  # gone under us: no longer ours to hold
@@ -358,7 +358,7 @@ def recover_running(
         job.completed_at = time.time()
     spool.finish(running, stem.text, job.status, job.to_json())
     if job.status == "pending":
-        dispatcher.defer(stem.text, stem.priority, 0.0)  # new bytes: drop any kept payload
+        dispatcher.defer(stem.text, stem.priority, 0.0)  # new bytes: drop any kept job
     logger.warning("recovered job %s from running/: %s (attempt %d of %d)",
                    stem.id, job.status, job.attempts, job.max_attempts)  # fmt: skip
     return job.status

@@ -10,7 +10,8 @@ from spoold.dispatch import Dispatcher
 from spoold.errors import PermanentJobError
 from spoold.intake import Intake
 from spoold.jobs import JobType
-from spoold.spool import Spool, make_stem
+from spoold.spool import Spool, make_stem, parse_stem
+from spoold.times import parse_time
 from spoold.worker import Policy, WorkerPool, recover_running
 
 UTC = ZoneInfo("UTC")
@@ -190,3 +191,25 @@ def test_a_running_job_does_not_hold_up_intake_or_other_workers(tmp_path):
         release.set()
         pool.stop(5)
     assert sorted(r["id"] for r in folder_json(spool, "completed")) == ["b", "q"]
+
+
+def test_a_job_kept_from_intake_runs_as_if_read_back_from_its_file(world):
+    """The dispatcher hands workers the job intake judged, instead of the file read
+    again: the record must not tell the two apart."""
+    spool, intake, pool, _, _ = world
+    fields = {"type": "flaky", "priority": "high", "maxAttempts": 5, "timeout": 7, "x": [1, "é"]}
+    (spool.dirs["incoming"] / "a.json").write_text(json.dumps(fields | {"id": "a"}))
+    intake.accept_file("a.json", 0.0)
+    stem = make_stem("high", spool.accept_ns(), "b")
+    (spool.dirs["pending"] / f"{stem}.json").write_text(json.dumps(fields | {"id": "b"}))
+    pool.dispatcher.add(stem, "high")
+    assert pool.run_once() and pool.run_once()
+    records = {r["id"]: r for r in folder_json(spool, "completed")}
+    assert set(records) == {"a", "b"}
+    times = ("createdAt", "startedAt", "completedAt", "durationMs", "id")
+    a, b = ({k: v for k, v in records[i].items() if k not in times} for i in "ab")
+    assert a == b == fields | {"status": "completed", "attempts": 1, "error": None}
+    for job_id in "ab":
+        name = next(n for n in os.listdir(spool.dirs["completed"]) if n.endswith(f"-{job_id}.json"))
+        accepted = parse_stem(name[:-5]).accepted
+        assert abs(parse_time(records[job_id]["createdAt"], UTC) - accepted) < 0.001
