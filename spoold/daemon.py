@@ -43,6 +43,7 @@ class Daemon:
 
     def __init__(self, config: Config, node_override: str | None = None) -> None:
         self.config = config
+        self._zone, self._policy = _zone_and_policy(config)
         self.node_override = node_override
         self.config_error: str | None = None
         self.config_loaded_at = time.time()
@@ -78,11 +79,10 @@ class Daemon:
     # ----- what the parts read from the config -------------------------------------------
 
     def tz(self) -> ZoneInfo:
-        return ZoneInfo(self.config.timezone)
+        return self._zone
 
     def policy(self) -> Policy:
-        jobs = self.config.jobs
-        return Policy(jobs.timeout, jobs.max_backoff, jobs.jitter, self.config.lease_seconds)
+        return self._policy
 
     # ----- life cycle --------------------------------------------------------------------
 
@@ -220,6 +220,7 @@ class Daemon:
                            ", ".join(waiting))  # fmt: skip
         new = replace(new, spool=old.spool, node=old.node, workers=old.workers, http=old.http)
         self.registry, self.config = registry, new
+        self._zone, self._policy = _zone_and_policy(new)
         self.spool.durable = new.fsync
         self.intake.max_bytes, self.intake.settle_seconds = new.max_job_bytes, new.settle_seconds
         self.watcher.rescan_seconds = new.rescan_seconds
@@ -283,3 +284,10 @@ class Daemon:
 
     def _write_status(self, data: bytes) -> None:
         self.spool.write("", self.status_name, data)
+
+
+def _zone_and_policy(config: Config) -> tuple[ZoneInfo, Policy]:
+    """What every job reads from the config, made once per config rather than per job."""
+    jobs = config.jobs
+    policy = Policy(jobs.timeout, jobs.max_backoff, jobs.jitter, config.lease_seconds)
+    return ZoneInfo(config.timezone), policy

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from spoold.errors import SpoolUnusable
-from spoold.times import iso
+from spoold.times import iso, utc_second
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class Stem:
 def make_stem(priority: str, accepted_ns: int, job_id: str) -> str:
     """The dispatch-order name of a job, without '.json'."""
     seconds, nanos = divmod(accepted_ns, 1_000_000_000)
-    ts = time.strftime("%Y%m%dT%H%M%S", time.gmtime(seconds))
+    ts = utc_second(seconds, "%Y%m%dT%H%M%S")
     return f"{RANKS[priority]}-{priority}-{ts}.{nanos:09d}Z-{job_id}"
 
 

@@ -2,13 +2,33 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import math
+import time
+from datetime import datetime
 from zoneinfo import ZoneInfo
+
+# The text of the last second formatted, per format: a record has three times and a
+# pending name one, mostly within the same second, and formatting costs more than
+# the rest of the name.
+_last_second: dict[str, tuple[int, str]] = {}
+
+
+def utc_second(second: int, fmt: str) -> str:
+    """time.strftime(fmt) of an epoch second in UTC, remembered for the last second."""
+    cached = _last_second.get(fmt)
+    if cached is None or cached[0] != second:
+        cached = (second, time.strftime(fmt, time.gmtime(second)))
+        _last_second[fmt] = cached
+    return cached[1]
 
 
 def iso(ts: float) -> str:
-    """An epoch time as ISO 8601 in UTC with milliseconds."""
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+    """An epoch time as ISO 8601 in UTC with milliseconds: what
+    datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds") gives."""
+    fraction, whole = math.modf(ts)  # rounded to microseconds as datetime does
+    micros = round(fraction * 1e6)
+    second, micros = int(whole) + micros // 1_000_000, micros % 1_000_000
+    return f"{utc_second(second, '%Y-%m-%dT%H:%M:%S')}.{micros // 1000:03d}+00:00"
 
 
 def iso_or_none(ts: float | None) -> str | None:
