@@ -15,6 +15,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 from spoold.job import Job
 from spoold.jobs import PRIORITIES
@@ -34,6 +35,14 @@ def backoff_seconds(attempts: int, cap: float, jitter: bool, rand: Callable[[], 
 
 def default_rand() -> float:
     return random.random()
+
+
+class Taken(NamedTuple):
+    """A job taken from the index: its stem, priority, and the job when one was kept."""
+
+    stem: str
+    priority: str
+    job: Job | None
 
 
 class Dispatcher:
@@ -97,18 +106,14 @@ class Dispatcher:
             self._present.pop(stem, None)
             self._forget(stem)
 
-    def kept(self, stem: str) -> Job | None:
-        """The job given with add() for a taken stem, once; None if not kept."""
-        with self._cond:
-            return self._forget(stem)
-
     def _forget(self, stem: str) -> Job | None:
         job, cost = self._kept.pop(stem, (None, 0))
         self._kept_bytes -= cost
         return job
 
-    def take(self, timeout: float | None = None) -> tuple[str, str] | None:
-        """The next due (stem, priority), removed from the index; None on timeout or close."""
+    def take(self, timeout: float | None = None) -> Taken | None:
+        """The next due job, removed from the index (with the Job given to add(), if it was
+        kept); None on timeout or close."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while not self._closed:
@@ -121,7 +126,7 @@ class Dispatcher:
                 self._cond.wait(wait)
             return None
 
-    def _pop_due(self) -> tuple[str, str] | None:
+    def _pop_due(self) -> Taken | None:
         now = self._clock()
         while self._delayed and self._delayed[0][0] <= now:
             _, stem, priority = heapq.heappop(self._delayed)
@@ -131,7 +136,7 @@ class Dispatcher:
             while heap:
                 stem = heapq.heappop(heap)
                 if self._present.pop(stem, None) is not None:
-                    return stem, priority
+                    return Taken(stem, priority, self._forget(stem))
         return None
 
     def _wait_seconds(self, deadline: float | None) -> float | None:

@@ -16,10 +16,12 @@ def prune(spool: Spool, folder: str, max_age: float, now: float) -> list[str]:
     A rejected file is as old as its .error.json: the file keeps the mtime its producer
     gave it (rename does not change it), which can be long before it was rejected."""
     removed = []
-    for name in spool.names(folder):
+    names = set(spool.names(folder))
+    for name in names:
         if name.endswith(ERROR_SUFFIX):
             continue
-        mtime = spool.mtime(folder, name + ERROR_SUFFIX) or spool.mtime(folder, name)
+        error = name + ERROR_SUFFIX
+        mtime = spool.mtime(folder, error if error in names else name)
         if mtime is None or now - mtime <= max_age:
             continue
         if spool.remove(folder, name):

@@ -516,7 +516,7 @@ class Spool:
 
     def mtime(self, folder: str, name: str) -> float | None:
         try:
-            return os.lstat(self.dirs[folder] / name).st_mtime
+            return os.lstat(self._p[folder] + name).st_mtime
         except FileNotFoundError:
             return None
 

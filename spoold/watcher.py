@@ -128,13 +128,16 @@ class Watcher:
 
     def offer(self, name: str) -> None:
         """Queue a name (once) for judging."""
-        if not is_job_name(name):
-            return
+        self.offer_many((name,))
+
+    def offer_many(self, names: Iterable[str]) -> None:
+        """Queue names (each once) for judging, taking the queue's lock once."""
         with self._cond:
-            if name not in self._queued:
-                self._queued.add(name)
-                self._queue.append(name)
-                self._cond.notify()
+            for name in names:
+                if name not in self._queued and is_job_name(name):
+                    self._queued.add(name)
+                    self._queue.append(name)
+            self._cond.notify()
 
     def start(self) -> None:
         self._start_events()
@@ -167,8 +170,7 @@ class Watcher:
 
     def rescan(self) -> None:
         """Offer every job name in the folder (start, periodic, and on demand)."""
-        for name in self.list_names():
-            self.offer(name)
+        self.offer_many(list(self.list_names()))  # listed before the queue's lock is taken
 
     def _rescan_loop(self) -> None:
         self.rescan()

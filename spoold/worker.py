@@ -130,26 +130,29 @@ class WorkerPool:
     def _work_loop(self) -> None:
         me = threading.get_ident()
         while not self._stopping.is_set():
-            item = self.dispatcher.take(timeout=1.0)
-            if item is None:
+            taken = self.dispatcher.take(timeout=1.0)
+            if taken is None:
                 continue
-            self.run_job(*item)
+            self.run_job(taken.stem, taken.priority, kept=taken.job)
             with self._lock:
                 if me in self._abandoned:
                     return
 
     def run_once(self, now: float | None = None) -> Job | None:
         """Take one due job and run it in this thread (tests and tools step with this)."""
-        item = self.dispatcher.take(timeout=0)
-        return self.run_job(*item, now=now) if item else None
+        taken = self.dispatcher.take(timeout=0)
+        return self.run_job(taken.stem, taken.priority, now, taken.job) if taken else None
 
-    def run_job(self, stem: str, priority: str, now: float | None = None) -> Job | None:
-        """Claim, run and record one job; None if it was lost to another worker or not due.
+    def run_job(
+        self, stem: str, priority: str, now: float | None = None, kept: Job | None = None
+    ) -> Job | None:
+        """Claim, run and record one job (`kept`: as intake judged it, if the dispatcher
+        kept it); None if it was lost to another worker or not due.
 
         Only the run itself is outside the spool's turn (see Spool.turn)."""
         now = self.clock() if now is None else now
         with self.spool.turn:
-            claimed = self._claim(stem, priority, now)
+            claimed = self._claim(stem, priority, now, kept)
             if claimed is None:
                 return None
             attempt, policy = self._begin(*claimed, stem, now), self.policy()
@@ -160,10 +163,11 @@ class WorkerPool:
             self._record(attempt, error, permanent)
         return attempt.job
 
-    def _claim(self, stem: str, priority: str, now: float) -> tuple[Job, str] | None:
+    def _claim(
+        self, stem: str, priority: str, now: float, kept: Job | None
+    ) -> tuple[Job, str] | None:
         """The job, claimed into running/ under the returned name; None if it is not ours
         to run now (lost to another worker, unreadable, or not yet due)."""
-        kept = self.dispatcher.kept(stem)
         if kept is None and self._deferred(stem, priority, now):
             return None
         running = self.spool.claim(stem)

@@ -46,7 +46,7 @@ def test_take_wakes_when_a_job_arrives():
     t.start()
     d.add("2-x", "normal")
     t.join(5)
-    assert got == [("2-x", "normal")]
+    assert got == [("2-x", "normal", None)]
 
 
 def test_close_wakes_takers_with_none():
@@ -79,3 +79,20 @@ def test_backoff_doubles_and_is_capped():
     assert [backoff_seconds(a, 3600, False, lambda: 0.5) for a in (1, 2, 3, 10)] == [2, 4, 8, 1024]
     assert backoff_seconds(20, 3600, False, lambda: 0.5) == 3600
     assert backoff_seconds(3, 3600, True, lambda: 0.5) == 4
+
+
+def test_kept_jobs_come_back_once_and_only_within_the_memory_cap():
+    from spoold.dispatch import JOB_OVERHEAD, MAX_KEPT_BYTES
+
+    d = Dispatcher(Clock())
+    job = object()
+    big = (MAX_KEPT_BYTES - JOB_OVERHEAD) // 4  # one such job fills the cap
+    d.add("2-a", "normal", job=job, size=big)
+    d.add("2-b", "normal", job=object(), size=1)  # over the cap: not kept
+    d.add("2-c", "normal")
+    assert d.take(timeout=0) == ("2-a", "normal", job)
+    d.add("2-d", "normal", job=job, size=1)  # the cap is free again
+    d.defer("2-d", "normal", 0.0)  # put back with new bytes: the job is stale
+    assert [d.take(timeout=0) for _ in range(3)] == [
+        ("2-b", "normal", None), ("2-c", "normal", None), ("2-d", "normal", None)
+    ]  # fmt: skip
