@@ -62,7 +62,7 @@ class Daemon:
             config.workers, on_finish=self._finished,
         )  # fmt: skip
         self.watcher = Watcher(
-            str(self.spool.dirs["incoming"]), self._accept_file, self.spool.incoming_names,
+            str(self.spool.dirs["incoming"]), self._accept_files, self.spool.incoming_names,
             config.rescan_seconds,
         )  # fmt: skip
         state_file = f"state-{config.node}.json" if config.node else "state.json"
@@ -230,12 +230,12 @@ class Daemon:
 
     # ----- the door for files ---------------------------------------------------------------
 
-    def _accept_file(self, name: str, now: float) -> float | None:
+    def _accept_files(self, names: list[str], now: float) -> list[tuple[float, str]]:
         before = self.intake.rejected
-        again = self.intake.accept_file(name, now)
+        later = self.intake.accept_files(names, now)
         if self.intake.rejected != before:
-            self.stats.changed(failed=1)
-        return again
+            self.stats.changed(failed=self.intake.rejected - before)
+        return later
 
     # ----- status ---------------------------------------------------------------------------
 

@@ -83,14 +83,24 @@ class Intake:
         """A job object → Job, or InvalidJob. The same words for every door."""
         return new_job(data, self.registry(), self.tz(), now, name_priority)
 
-    def accept_file(self, name: str, now: float) -> float | None:
-        """Admit incoming/name, or reject it into failed/.
+    def accept_files(self, names: list[str], now: float) -> list[tuple[float, str]]:
+        """Admit each incoming/<name>, or reject it into failed/, in one turn of the spool
+        (see Spool.turn): a backlog is judged in batches, not in a turn per file.
 
-        Returns the time to look again when the file does not parse yet and changed
-        less than settleSeconds ago (a writer may still be at it); else None.
+        Returns (when to look again, name) for each file that does not parse yet and
+        changed less than settleSeconds ago: a writer may still be at it.
         """
+        later = []
         with self.spool.turn:
-            return self._accept_file(name, now)
+            for name in names:
+                try:
+                    again = self._accept_file(name, now)
+                except Exception:
+                    logger.exception("could not judge incoming/%s; left for the rescan", name)
+                    continue
+                if again is not None:
+                    later.append((again, name))
+        return later
 
     def _accept_file(self, name: str, now: float) -> float | None:
         try:

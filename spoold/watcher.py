@@ -39,7 +39,10 @@ from spoold.spool import is_job_name
 
 logger = logging.getLogger(__name__)
 
-Accept = Callable[[str, float], float | None]
+# Judges a batch of names from incoming/; returns (when to look again, name) for those
+# that may still be being written.
+Accept = Callable[[list[str], float], list[tuple[float, str]]]
+BATCH = 64  # names judged per wake-up: a backlog is taken in turns of this many
 
 
 class _Handler(FileSystemEventHandler):
@@ -184,7 +187,8 @@ class Watcher:
             except OSError as e:
                 logger.error("cannot list %s: %s; trying again", self.folder, e)
 
-    def _next(self) -> str | None:
+    def _next(self) -> list[str] | None:
+        """The next names to judge (up to BATCH, in arrival order); None once stopped."""
         with self._cond:
             while not self._stop.is_set():
                 now = time.time()
@@ -194,21 +198,21 @@ class Watcher:
                         self._queued.add(name)
                         self._queue.append(name)
                 if self._queue:
-                    name = self._queue.popleft()
-                    self._queued.discard(name)
-                    return name
+                    names = [self._queue.popleft() for _ in range(min(BATCH, len(self._queue)))]
+                    self._queued.difference_update(names)
+                    return names
                 wait = self._timers[0][0] - now if self._timers else None
                 self._cond.wait(wait)
             return None
 
     def _judge_loop(self) -> None:
-        while (name := self._next()) is not None:
+        while (names := self._next()) is not None:
             try:
-                again = self.accept(name, time.time())
+                later = self.accept(names, time.time())
             except Exception:
-                logger.exception("could not judge incoming/%s; it stays there for the rescan", name)
+                logger.exception("could not judge %s in incoming/; left for the rescan", names)
                 continue
-            if again is not None:
-                with self._cond:
+            with self._cond:
+                for again, name in later:
                     heapq.heappush(self._timers, (again, name))
-                    self._cond.notify()
+                self._cond.notify()

@@ -181,10 +181,10 @@ def test_a_running_job_does_not_hold_up_intake_or_other_workers(tmp_path):
     pool.start()
     try:
         (spool.dirs["incoming"] / "b.json").write_text('{"type": "block", "id": "b"}')
-        intake.accept_file("b.json", 0.0)
+        intake.accept_files(["b.json"], 0.0)
         assert started.wait(5)
         (spool.dirs["incoming"] / "q.json").write_text('{"type": "quick", "id": "q"}')
-        intake.accept_file("q.json", 0.0)
+        intake.accept_files(["q.json"], 0.0)
         assert done.wait(5), "the second job waited for the first one's run"
         assert [r["id"] for r in folder_json(spool, "completed")] == ["q"]
     finally:
@@ -199,7 +199,7 @@ def test_a_job_kept_from_intake_runs_as_if_read_back_from_its_file(world):
     spool, intake, pool, _, _ = world
     fields = {"type": "flaky", "priority": "high", "maxAttempts": 5, "timeout": 7, "x": [1, "é"]}
     (spool.dirs["incoming"] / "a.json").write_text(json.dumps(fields | {"id": "a"}))
-    intake.accept_file("a.json", 0.0)
+    intake.accept_files(["a.json"], 0.0)
     stem = make_stem("high", spool.accept_ns(), "b")
     (spool.dirs["pending"] / f"{stem}.json").write_text(json.dumps(fields | {"id": "b"}))
     pool.dispatcher.add(stem, "high")
@@ -213,3 +213,24 @@ def test_a_job_kept_from_intake_runs_as_if_read_back_from_its_file(world):
         name = next(n for n in os.listdir(spool.dirs["completed"]) if n.endswith(f"-{job_id}.json"))
         accepted = parse_stem(name[:-5]).accepted
         assert abs(parse_time(records[job_id]["createdAt"], UTC) - accepted) < 0.001
+
+
+def test_a_file_that_breaks_the_judge_does_not_hold_back_the_rest_of_its_batch(tmp_path):
+    """Files are judged in batches; an unexpected error on one leaves it in incoming/
+    for the rescan and the others of the batch are still admitted."""
+
+    def broken(job):
+        raise RuntimeError("a bug in a plug-in's validate")
+
+    spool = Spool(tmp_path / "spool", durable=False)
+    spool.ensure()
+    registry = {"broken": JobType("broken", print, validate=broken),
+                "quick": JobType("quick", print)}  # fmt: skip
+    intake = Intake(spool, Dispatcher(), lambda: registry, lambda: UTC, 10_000, 0.0)
+    for n, kind in enumerate(["quick", "broken", "quick"]):
+        (spool.dirs["incoming"] / f"{n}.json").write_text(json.dumps({"type": kind, "id": f"{n}"}))
+    assert intake.accept_files(["0.json", "1.json", "2.json"], 0.0) == []
+    assert os.listdir(spool.dirs["incoming"]) == ["1.json"]
+    assert sorted(n.rsplit("-", 1)[1] for n in os.listdir(spool.dirs["pending"])) == [
+        "0.json", "2.json"
+    ]  # fmt: skip
