@@ -19,12 +19,24 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 
 logger = logging.getLogger(__name__)
 
 EVENTS = {"closed", "created", "moved", "deleted", "modified"}
+# What the observer asks the kernel for: without a filter it also gets every open and
+# close-without-write in the folder, e.g. each flush of a spool that sits beside the config.
+EVENT_FILTER = [FileClosedEvent, FileCreatedEvent, FileDeletedEvent, FileModifiedEvent,
+                FileMovedEvent]  # fmt: skip
 Signature = tuple[int, int, int] | None
 _UNSEEN = object()
 
@@ -76,7 +88,9 @@ class ConfigWatcher:
         try:
             observer = Observer()
             handler = _Handler(self.path.name, self._poked.set)
-            observer.schedule(handler, str(self.path.parent), recursive=False)
+            observer.schedule(
+                handler, str(self.path.parent), recursive=False, event_filter=EVENT_FILTER
+            )
             observer.start()
             self._observer = observer
         except OSError as e:
