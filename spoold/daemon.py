@@ -16,6 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from spoold.api import ApiServer
+from spoold.commit import Committer
 from spoold.config import Config, load_config
 from spoold.dispatch import Dispatcher
 from spoold.errors import ConfigError
@@ -53,13 +54,14 @@ class Daemon:
         self.registry: dict[str, JobType] = build_registry(config, self.queue_stats)
         check_tasks(config, self.registry)
         self.stats = Stats()
+        committer = Committer(self.spool)  # one group commit for new jobs and outcomes
         self.intake = Intake(
             self.spool, self.dispatcher, lambda: self.registry, self.tz,
-            config.max_job_bytes, config.settle_seconds,
+            config.max_job_bytes, config.settle_seconds, committer,
         )  # fmt: skip
         self.pool = WorkerPool(
             self.spool, self.dispatcher, lambda: self.registry, self.tz, self.policy,
-            config.workers, on_finish=self._finished,
+            config.workers, on_finish=self._finished, committer=committer,
         )  # fmt: skip
         self.watcher = Watcher(
             str(self.spool.dirs["incoming"]), self._accept_files, self.spool.incoming_names,

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from spoold.commit import Committer, Outcome
 from spoold.dispatch import Dispatcher
 from spoold.errors import InvalidJob
 from spoold.job import Job, decode_object, new_job, priority_from_name
@@ -68,8 +69,10 @@ class Intake:
         tz: Callable[[], ZoneInfo],
         max_bytes: int,
         settle_seconds: float,
+        committer: Committer | None = None,
     ) -> None:
         self.spool = spool
+        self.committer = committer
         self.dispatcher = dispatcher
         self.registry = registry
         self.tz = tz
@@ -166,7 +169,7 @@ class Intake:
         stem = self._stem(job, exclusive_stem)
         try:
             data = job.to_json()
-            written = self.spool.enqueue(stem, data, exclusive=exclusive_stem is not None)
+            written = self._write(stem, data, exclusive=exclusive_stem is not None)
         except BaseException:
             self.ids.release(job.id)
             raise
@@ -174,6 +177,25 @@ class Intake:
             raise InvalidJob(_duplicate(job.id))
         self._index(stem, job, len(data))
         return job
+
+    def _write(self, stem: str, data: bytes, exclusive: bool) -> bool:
+        """Put a new job in pending/ and return once it is durable (with fsync). Through
+        the committer when there is one, so that jobs posted together share its flushes;
+        an exclusive write (a scheduled run, whose name decides who fires it) goes alone.
+        False if exclusive and the name is taken."""
+        if exclusive or self.committer is None or not self.spool.durable:
+            return self.spool.enqueue(stem, data, exclusive)
+        done, errors = threading.Event(), []
+
+        def failed(error: OSError) -> None:
+            errors.append(error)
+            done.set()
+
+        self.committer.submit(Outcome(None, stem, "pending", data, done.set, failed))
+        done.wait()
+        if errors:
+            raise errors[0]
+        return True
 
 
 def _duplicate(job_id: str) -> str:

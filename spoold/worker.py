@@ -64,6 +64,7 @@ class WorkerPool:
         workers: int,
         on_finish: Finished = lambda job, folder: None,
         clock: Callable[[], float] = time.time,
+        committer: Committer | None = None,
     ) -> None:
         self.spool = spool
         self.dispatcher = dispatcher
@@ -78,7 +79,7 @@ class WorkerPool:
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._abandoned: set[int] = set()
-        self.committer = Committer(spool)
+        self.committer = committer or Committer(spool)
         self._monitor: threading.Thread | None = None
         self.rand = default_rand
 

@@ -1,0 +1,76 @@
+"""New jobs written with `durability: fsync` share the committer's flushes."""
+
+import os
+import shutil
+import threading
+from zoneinfo import ZoneInfo
+
+import pytest
+from conftest import wait_until
+
+from spoold.commit import Committer
+from spoold.dispatch import Dispatcher
+from spoold.intake import Intake
+from spoold.jobs import JobType
+from spoold.spool import Spool
+
+UTC = ZoneInfo("UTC")
+REGISTRY = {"quick": JobType("quick", print)}
+
+
+class CountingSpool(Spool):
+    """A real spool that counts its flushes (syncfs calls)."""
+
+    flushes = 0
+
+    def flush(self) -> None:
+        self.flushes += 1
+        super().flush()
+
+
+@pytest.fixture
+def door(tmp_path):
+    spool = CountingSpool(tmp_path / "spool", durable=True)
+    spool.ensure()
+    committer = Committer(spool)
+    committer.start()
+    intake = Intake(spool, Dispatcher(), lambda: REGISTRY, lambda: UTC, 10_000, 0.0, committer)
+    yield spool, intake
+    committer.stop()
+
+
+def pending_ids(spool):
+    return sorted(name[:-5].rsplit("-", 1)[1] for name in os.listdir(spool.dirs["pending"]))
+
+
+def test_jobs_posted_together_share_flushes_and_each_is_in_pending_when_submit_returns(door):
+    spool, intake = door
+    seen_on_return = {}
+
+    def post(n):
+        job = intake.submit({"type": "quick", "id": f"j{n}"}, 0.0)
+        seen_on_return[n] = f"j{n}" in pending_ids(spool) and job.id == f"j{n}"
+
+    with spool.turn:  # the committer waits here with its first batch; the rest queue up
+        threads = [threading.Thread(target=post, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        wait_until(lambda: intake.committer._queue.qsize() >= 7)
+        assert pending_ids(spool) == [] and seen_on_return == {}
+    for thread in threads:
+        thread.join(10)
+    assert seen_on_return == {n: True for n in range(8)}
+    assert pending_ids(spool) == sorted(f"j{n}" for n in range(8))
+    assert spool.flushes <= 4, "8 jobs in 2 batches: 2 flushes each"
+    assert [n for n in os.listdir(spool.dirs["tmp"]) if not n.startswith(".")] == []
+
+
+def test_a_job_that_cannot_be_written_is_an_error_for_its_caller_and_its_id_stays_free(door):
+    spool, intake = door
+    shutil.rmtree(spool.dirs["tmp"])  # where every write starts
+    with pytest.raises(FileNotFoundError):
+        intake.submit({"type": "quick", "id": "lost"}, 0.0)
+    assert pending_ids(spool) == []
+    spool.dirs["tmp"].mkdir()
+    assert intake.submit({"type": "quick", "id": "lost"}, 0.0).id == "lost"
+    assert pending_ids(spool) == ["lost"]
