@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 import time
@@ -363,6 +364,20 @@ def test_an_absolute_form_request_target(served):
     port = served.config["http"]["port"]
     answer = raw(port, f"GET http://127.0.0.1:{port}/healthz HTTP/1.1\r\nHost: x\r\n\r\n".encode())
     assert raw_status(answer) == 200
+
+
+def test_an_answer_is_one_well_formed_http_message(served):
+    """Status line, the usual headers, and exactly Content-Length bytes of body."""
+    port = served.config["http"]["port"]
+    answer = raw(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines)
+    assert status == "HTTP/1.1 200 OK"
+    assert headers["Server"] == "spoold" and headers["Connection"] == "close"
+    assert re.fullmatch(r"\w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d GMT", headers["Date"])
+    assert headers["Content-Type"].startswith("application/json")
+    assert int(headers["Content-Length"]) == len(body) and json.loads(body)
 
 
 def test_missing_or_bad_content_length(served):
