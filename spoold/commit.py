@@ -77,9 +77,22 @@ class Committer:
         while True:
             batch, last = self._next_batch()
             if batch:
-                self._commit(batch)
+                self._commit_guarded(batch)
             if last:
                 return
+
+    def _commit_guarded(self, batch: list[Outcome]) -> None:
+        """_commit, but a bug in it must not end the thread: the workers and HTTP clients
+        waiting on it would wait forever. Each outcome's caller hears of the error; a
+        finished job stays in running/, recovered at the next start."""
+        try:
+            self._commit(batch)
+        except Exception as e:
+            logger.exception("could not commit %d job outcome(s)", len(batch))
+            error = e if isinstance(e, OSError) else OSError(f"internal error: {e!r}")
+            for o in batch:
+                if o.failed is not None:
+                    o.failed(error)
 
     def _next_batch(self) -> tuple[list[Outcome], bool]:
         first = self._queue.get()

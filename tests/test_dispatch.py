@@ -82,11 +82,11 @@ def test_backoff_doubles_and_is_capped():
 
 
 def test_kept_jobs_come_back_once_and_only_within_the_memory_cap():
-    from spoold.dispatch import JOB_OVERHEAD, MAX_KEPT_BYTES
+    from spoold.dispatch import JOB_OVERHEAD, MAX_KEPT_BYTES, PER_JSON_BYTE
 
     d = Dispatcher(Clock())
     job = object()
-    big = (MAX_KEPT_BYTES - JOB_OVERHEAD) // 4  # one such job fills the cap
+    big = (MAX_KEPT_BYTES - JOB_OVERHEAD) // PER_JSON_BYTE  # one such job fills the cap
     d.add("2-a", "normal", job=job, size=big)
     d.add("2-b", "normal", job=object(), size=1)  # over the cap: not kept
     d.add("2-c", "normal")

@@ -76,3 +76,22 @@ def test_a_job_that_cannot_be_written_is_an_error_for_its_caller_and_its_id_stay
     spool.dirs["tmp"].mkdir()
     assert intake.submit({"type": "quick", "id": "lost"}, 0.0).id == "lost"
     assert pending_ids(spool) == ["lost"]
+
+
+def test_a_bug_in_one_commit_is_reported_and_the_committer_goes_on(tmp_path):
+    from spoold.commit import Outcome
+
+    spool = Spool(tmp_path / "spool", durable=True)
+    spool.ensure()
+    committer = Committer(spool)
+    committer.start()
+    heard, done = [], threading.Event()
+    try:
+        # str, not bytes: os.write raises TypeError inside the commit
+        committer.submit(Outcome(None, "bad", "pending", "text", done.set, heard.append))
+        wait_until(lambda: heard)
+        assert isinstance(heard[0], OSError) and "internal error" in str(heard[0])
+        committer.submit(Outcome(None, "good", "pending", b"{}", done.set, heard.append))
+        assert done.wait(5) and os.listdir(spool.dirs["pending"]) == ["good.json"]
+    finally:
+        committer.stop()
