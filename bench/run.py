@@ -158,6 +158,7 @@ def run_http(runner: Runner, sizes: Sizes) -> None:
         )
         print(f"http: {why}", file=sys.stderr)
         return
+    quiesce(sizes.settle)  # as before every other run: earlier deletions are not this run's
     with scratch(runner.args.tmp, "http", runner.args.keep) as root:
         try:
             row = http_load.post_rate(root, sizes.http, profile=runner.args.profile)
