@@ -93,19 +93,26 @@ class Intake:
         Returns (when to look again, name) for each file that does not parse yet and
         changed less than settleSeconds ago: a writer may still be at it.
         """
-        later = []
+        later: list[tuple[float, str]] = []
+        admitted: list[tuple[str, Job, int]] = []
         with self.spool.turn:
             for name in names:
                 try:
-                    again = self._accept_file(name, now)
+                    again = self._accept_file(name, now, admitted)
                 except Exception:
                     logger.exception("could not judge incoming/%s; left for the rescan", name)
                     continue
                 if again is not None:
                     later.append((again, name))
+        for stem, job, size in admitted:  # after the turn: a worker woken by this takes it
+            self._index(stem, job, size)
         return later
 
-    def _accept_file(self, name: str, now: float) -> float | None:
+    def _accept_file(
+        self, name: str, now: float, admitted: list[tuple[str, Job, int]]
+    ) -> float | None:
+        """Judge one file; an admitted one is moved to pending/ and listed in `admitted`
+        (stem, job, size) for the dispatcher."""
         try:
             incoming = self.spool.read_incoming(name, self.max_bytes)
         except Rejected as e:
@@ -129,7 +136,7 @@ class Intake:
             self.ids.release(job.id)
             return None
         self.accepted += 1
-        self._index(stem, job, len(incoming.raw))
+        admitted.append((stem, job, len(incoming.raw)))
         logger.debug("accepted %s as %s", name, stem)
         return None
 
