@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 from spoold.api import ApiServer
 from spoold.commit import Committer
 from spoold.config import Config, load_config
+from spoold.context import Context
 from spoold.dispatch import Dispatcher
 from spoold.errors import ConfigError
 from spoold.intake import Intake
@@ -54,15 +55,11 @@ class Daemon:
         self.registry: dict[str, JobType] = build_registry(config, self.queue_stats)
         check_tasks(config, self.registry)
         self.stats = Stats()
-        committer = Committer(self.spool)  # one group commit for new jobs and outcomes
-        self.intake = Intake(
-            self.spool, self.dispatcher, lambda: self.registry, self.tz,
-            config.max_job_bytes, config.settle_seconds, committer,
-        )  # fmt: skip
-        self.pool = WorkerPool(
-            self.spool, self.dispatcher, lambda: self.registry, self.tz, self.policy,
-            config.workers, on_finish=self._finished, committer=committer,
-        )  # fmt: skip
+        # one group commit for new jobs and outcomes
+        shared = Context(self.spool, self.dispatcher, lambda: self.registry, self.tz,
+                         Committer(self.spool))  # fmt: skip
+        self.intake = Intake(shared, config.max_job_bytes, config.settle_seconds)
+        self.pool = WorkerPool(shared, self.policy, config.workers, on_finish=self._finished)
         self.watcher = Watcher(
             str(self.spool.dirs["incoming"]), self._accept_files, self.spool.incoming_names,
             config.rescan_seconds,

@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from typing import Any
-from zoneinfo import ZoneInfo
 
-from spoold.commit import Committer, Outcome
-from spoold.dispatch import Dispatcher
+from spoold.commit import Outcome
+from spoold.context import Context
 from spoold.errors import InvalidJob
 from spoold.job import Job, decode_object, new_job, priority_from_name
-from spoold.jobs import JobType
 from spoold.spool import Rejected, Spool, make_stem, parse_stem, running_stem
 
 logger = logging.getLogger(__name__)
@@ -61,21 +58,13 @@ class IdRegistry:
 class Intake:
     """Judges and admits jobs; thread-safe."""
 
-    def __init__(
-        self,
-        spool: Spool,
-        dispatcher: Dispatcher,
-        registry: Callable[[], dict[str, JobType]],
-        tz: Callable[[], ZoneInfo],
-        max_bytes: int,
-        settle_seconds: float,
-        committer: Committer | None = None,
-    ) -> None:
-        self.spool = spool
-        self.committer = committer
-        self.dispatcher = dispatcher
-        self.registry = registry
-        self.tz = tz
+    def __init__(self, context: Context, max_bytes: int, settle_seconds: float) -> None:
+        self.spool, self.dispatcher, self.committer = (
+            context.spool,
+            context.dispatcher,
+            context.committer,
+        )
+        self.registry, self.tz = context.registry, context.tz
         self.max_bytes = max_bytes
         self.settle_seconds = settle_seconds
         self.ids = IdRegistry()

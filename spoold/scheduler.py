@@ -431,6 +431,7 @@ def check_tasks(config: Config, registry: dict[str, Any]) -> None:
 def standalone(config: Config) -> Scheduler:
     """A scheduler on the config's spool without a daemon (`spoold run-task`). What it
     enqueues is in pending/ at once; a running daemon indexes it at its next rescan."""
+    from spoold.context import Context
     from spoold.dispatch import Dispatcher
     from spoold.jobs import build_registry
 
@@ -438,8 +439,8 @@ def standalone(config: Config) -> Scheduler:
     tz = ZoneInfo(config.timezone)
     spool = Spool(config.spool, config.node, durable=True)
     spool.ensure()
-    intake = Intake(spool, Dispatcher(), lambda: registry, lambda: tz, config.max_job_bytes,
-                    config.settle_seconds)  # fmt: skip
+    context = Context(spool, Dispatcher(), lambda: registry, lambda: tz)
+    intake = Intake(context, config.max_job_bytes, config.settle_seconds)
     return Scheduler(spool, intake, config.schedule, config.timezone)
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
 from spoold.commit import Committer, Outcome
+from spoold.context import Context
 from spoold.dispatch import Dispatcher, backoff_seconds, default_rand
 from spoold.errors import PermanentJobError
 from spoold.job import Job, from_record
@@ -56,20 +57,14 @@ class WorkerPool:
 
     def __init__(
         self,
-        spool: Spool,
-        dispatcher: Dispatcher,
-        registry: Callable[[], dict[str, JobType]],
-        tz: Callable[[], ZoneInfo],
+        context: Context,
         policy: Callable[[], Policy],
         workers: int,
         on_finish: Finished = lambda job, folder: None,
         clock: Callable[[], float] = time.time,
-        committer: Committer | None = None,
     ) -> None:
-        self.spool = spool
-        self.dispatcher = dispatcher
-        self.registry = registry
-        self.tz = tz
+        self.spool, self.dispatcher = context.spool, context.dispatcher
+        self.registry, self.tz = context.registry, context.tz
         self.policy = policy
         self.concurrency = workers
         self.on_finish = on_finish
@@ -79,7 +74,7 @@ class WorkerPool:
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._abandoned: set[int] = set()
-        self.committer = committer or Committer(spool)
+        self.committer = context.committer or Committer(context.spool)
         self._monitor: threading.Thread | None = None
         self.rand = default_rand
 

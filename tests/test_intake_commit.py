@@ -9,6 +9,7 @@ import pytest
 from conftest import wait_until
 
 from spoold.commit import Committer
+from spoold.context import Context
 from spoold.dispatch import Dispatcher
 from spoold.intake import Intake
 from spoold.jobs import JobType
@@ -34,7 +35,8 @@ def door(tmp_path):
     spool.ensure()
     committer = Committer(spool)
     committer.start()
-    intake = Intake(spool, Dispatcher(), lambda: REGISTRY, lambda: UTC, 10_000, 0.0, committer)
+    context = Context(spool, Dispatcher(), lambda: REGISTRY, lambda: UTC, committer)
+    intake = Intake(context, 10_000, 0.0)
     yield spool, intake
     committer.stop()
 

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from spoold.config import Config, TaskConfig, parse_config
+from spoold.context import Context
 from spoold.dispatch import Dispatcher
 from spoold.errors import ConfigError, TaskBusy, UnknownTask
 from spoold.intake import Intake
@@ -47,8 +48,9 @@ class World:
         self.registry["boom"] = JobType("boom", boom, "normal", 1)
         tz = ZoneInfo("UTC")
         registry = lambda: self.registry  # noqa: E731
-        self.intake = Intake(self.spool, Dispatcher(), registry, lambda: tz, 1 << 20, 0)
-        self.pool = WorkerPool(self.spool, self.intake.dispatcher, registry, lambda: tz, Policy, 1)
+        context = Context(self.spool, Dispatcher(), registry, lambda: tz)
+        self.intake = Intake(context, 1 << 20, 0)
+        self.pool = WorkerPool(context, Policy, 1)
         self.scheduler = self.new_scheduler()
 
     def new_scheduler(self) -> Scheduler:

@@ -6,6 +6,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from spoold.context import Context
 from spoold.dispatch import Dispatcher
 from spoold.errors import PermanentJobError
 from spoold.intake import Intake
@@ -38,10 +39,10 @@ def world(tmp_path):
     dispatcher = Dispatcher()
     flaky = Flaky()
     registry = {"flaky": JobType("flaky", flaky, "normal", 3)}
-    intake = Intake(spool, dispatcher, lambda: registry, lambda: UTC, 10_000, 0.0)
+    context = Context(spool, dispatcher, lambda: registry, lambda: UTC)
+    intake = Intake(context, 10_000, 0.0)
     finished = []
-    pool = WorkerPool(spool, dispatcher, lambda: registry, lambda: UTC,
-                      lambda: Policy(timeout=5, max_backoff=60), 1,
+    pool = WorkerPool(context, lambda: Policy(timeout=5, max_backoff=60), 1,
                       on_finish=lambda job, folder: finished.append((job.id, folder)))  # fmt: skip
     return spool, intake, pool, flaky, finished
 
@@ -174,9 +175,10 @@ def test_a_running_job_does_not_hold_up_intake_or_other_workers(tmp_path):
 
     registry = {"block": JobType("block", block, "normal", 1),
                 "quick": JobType("quick", lambda job: None, "normal", 1)}  # fmt: skip
-    intake = Intake(spool, dispatcher, lambda: registry, lambda: UTC, 10_000, 0.0)
+    context = Context(spool, dispatcher, lambda: registry, lambda: UTC)
+    intake = Intake(context, 10_000, 0.0)
     done = threading.Event()
-    pool = WorkerPool(spool, dispatcher, lambda: registry, lambda: UTC, lambda: Policy(), 2,
+    pool = WorkerPool(context, lambda: Policy(), 2,
                       on_finish=lambda job, folder: job.id == "q" and done.set())  # fmt: skip
     pool.start()
     try:
@@ -226,7 +228,7 @@ def test_a_file_that_breaks_the_judge_does_not_hold_back_the_rest_of_its_batch(t
     spool.ensure()
     registry = {"broken": JobType("broken", print, validate=broken),
                 "quick": JobType("quick", print)}  # fmt: skip
-    intake = Intake(spool, Dispatcher(), lambda: registry, lambda: UTC, 10_000, 0.0)
+    intake = Intake(Context(spool, Dispatcher(), lambda: registry, lambda: UTC), 10_000, 0.0)
     for n, kind in enumerate(["quick", "broken", "quick"]):
         (spool.dirs["incoming"] / f"{n}.json").write_text(json.dumps({"type": kind, "id": f"{n}"}))
     assert intake.accept_files(["0.json", "1.json", "2.json"], 0.0) == []
