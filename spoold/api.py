@@ -111,8 +111,8 @@ class Handler(BaseHTTPRequestHandler):
 
     server: Server
     protocol_version = "HTTP/1.1"
-    # Headers and body go out as two writes; with Nagle on, the body waits for the
-    # client's delayed ACK of the headers (40 ms a request on keep-alive).
+    # An answer is one write (see _send), but a "100 Continue" goes before it; with
+    # Nagle on, the second write waits for the client's delayed ACK (40 ms).
     disable_nagle_algorithm = True
     server_version = "spoold"
     timeout = SOCKET_TIMEOUT

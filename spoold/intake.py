@@ -59,12 +59,8 @@ class Intake:
     """Judges and admits jobs; thread-safe."""
 
     def __init__(self, context: Context, max_bytes: int, settle_seconds: float) -> None:
-        self.spool, self.dispatcher, self.committer = (
-            context.spool,
-            context.dispatcher,
-            context.committer,
-        )
-        self.registry, self.tz = context.registry, context.tz
+        self.spool, self.dispatcher = context.spool, context.dispatcher
+        self.registry, self.tz, self.committer = context.registry, context.tz, context.committer
         self.max_bytes = max_bytes
         self.settle_seconds = settle_seconds
         self.ids = IdRegistry()
