@@ -133,7 +133,8 @@ class Spool:
         # committer: a performance device, not a correctness one. Under the GIL those threads
         # cannot do that work in parallel anyway; letting them try hands the GIL over at
         # every syscall, which cost more than the work itself (4 workers: 3.4k → 5.5k jobs/s).
-        # Never held across a flush or a job's run.
+        # Never held across a job's run or the committer's flushes (only a rejected file's
+        # explanation, which is rare, is written and flushed inside it).
         self.turn = threading.Lock()
         self._root: int | None = None  # fd of the spool folder, for syncfs
         self._root_lock = threading.Lock()
