@@ -565,3 +565,40 @@ def test_a_busy_port_stops_the_start_with_a_reason(tmp_path):
         assert daemon.proc.wait(30) != 0
         daemon.kill()
         assert f"cannot listen on 127.0.0.1:{port}" in daemon.log()
+
+
+def test_with_fsync_a_200_means_the_job_survives_kill_9_and_runs_once(tmp_path):
+    """With durability: fsync, POST /jobs answers once the job is on disk (jobs posted
+    together share the committer's flushes): after kill -9 right after the last answer,
+    every answered job is in the spool, and after a restart each is recorded exactly once."""
+    config = base_config(http=http_config(), durability="fsync", workers=2)
+    daemon = DaemonProcess(tmp_path, config, []).wait_ready()
+    answered: list[str] = []
+
+    def post(client_no: int) -> None:
+        with Client(config["http"]["port"]) as client:
+            for n in range(10):
+                job_id = f"c{client_no}-{n}"
+                if client.post("/jobs", {"type": "noop", "id": job_id}).status == 200:
+                    answered.append(job_id)
+
+    threads = [threading.Thread(target=post, args=(c,)) for c in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    daemon.kill()
+    assert len(answered) == 80
+    # a job killed between its record and its running file's removal is in both
+    assert set(ids_in_spool(daemon.spool)) == set(answered)
+    restarted = DaemonProcess(tmp_path, config, []).wait_ready()
+
+    def finished() -> list[dict]:
+        return records(daemon.spool, "completed") + records(daemon.spool, "failed")
+
+    wait_until(lambda: len(finished()) == 80)
+    assert Counter(r["id"] for r in finished()) == Counter(answered)
+    # a noop has one attempt: one the kill interrupted is failed, and says so
+    assert all("interrupted" in r["error"] for r in records(daemon.spool, "failed"))
+    assert restarted.stop() == 0
+    assert "Traceback" not in restarted.log()
