@@ -110,16 +110,19 @@ class Committer:
         return batch, False
 
     def _commit(self, batch: list[Outcome]) -> None:
+        staged: list[str] = []
         try:
             with self.spool.turn:
-                staged = [(self.spool.stage(o.data), o) for o in batch]
+                staged.extend(self.spool.stage(o.data) for o in batch)
             self.spool.flush()
             with self.spool.turn:
-                for tmp, o in staged:
+                for tmp, o in zip(staged, batch, strict=True):
                     self.spool.place(tmp, o.folder, o.stem + ".json")
             self.spool.flush()
         except OSError:
             logger.exception("cannot commit %d job outcome(s); committing one by one", len(batch))
+            for tmp in staged:  # those placed are gone from tmp/ already
+                self.spool.unstage(tmp)
             self._commit_each(batch)
             return
         with self.spool.turn:

@@ -64,7 +64,6 @@ class Intake:
         self.max_bytes = max_bytes
         self.settle_seconds = settle_seconds
         self.ids = IdRegistry()
-        self.accepted = 0
         self.rejected = 0
 
     def judge(self, data: dict[str, Any], now: float, name_priority: str | None = None) -> Job:
@@ -120,7 +119,6 @@ class Intake:
         if not self.spool.accept(name, stem):
             self.ids.release(job.id)
             return None
-        self.accepted += 1
         admitted.append((stem, job, len(incoming.raw)))
         logger.debug("accepted %s as %s", name, stem)
         return None

@@ -408,6 +408,10 @@ class Spool:
         """Rename a staged file to folder/name."""
         os.replace(tmp, self._p[folder] + name)
 
+    def unstage(self, tmp: str) -> None:
+        """Drop a staged file that will not be placed (gone already if it was)."""
+        _unlink_quiet(tmp)
+
     def flush(self) -> None:
         """Make everything written to the spool's file system durable: one syncfs(2)
         (os.sync() where there is none) instead of a flush per file."""

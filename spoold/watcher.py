@@ -136,11 +136,13 @@ class Watcher:
     def offer_many(self, names: Iterable[str]) -> None:
         """Queue names (each once) for judging, taking the queue's lock once."""
         with self._cond:
+            queued = len(self._queue)
             for name in names:
                 if name not in self._queued and is_job_name(name):
                     self._queued.add(name)
                     self._queue.append(name)
-            self._cond.notify()
+            if len(self._queue) > queued:  # a rescan that finds nothing new wakes no one
+                self._cond.notify()
 
     def start(self) -> None:
         self._start_events()

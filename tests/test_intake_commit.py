@@ -97,3 +97,18 @@ def test_a_bug_in_one_commit_is_reported_and_the_committer_goes_on(tmp_path):
         assert done.wait(5) and os.listdir(spool.dirs["pending"]) == ["good.json"]
     finally:
         committer.stop()
+
+
+def test_a_commit_that_fails_leaves_no_staged_file_behind(tmp_path):
+    """A batch that cannot be placed (its folder is gone, the disk is full) is retried
+    one by one; the files it had staged in tmp/ must not stay there, filling the disk."""
+    from spoold.commit import Outcome
+
+    spool = Spool(tmp_path / "spool", durable=True)
+    spool.ensure()
+    shutil.rmtree(spool.dirs["pending"])
+    committer = Committer(spool)  # not started: commits inline, in this thread
+    heard, done = [], []
+    committer.submit(Outcome(None, "lost", "pending", b"{}", lambda: done.append(1), heard.append))
+    assert done == [] and isinstance(heard[0], FileNotFoundError)
+    assert [n for n in os.listdir(spool.dirs["tmp"]) if not n.startswith(".")] == []
