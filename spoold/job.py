@@ -83,14 +83,19 @@ class Job:
         return record
 
     def to_json(self) -> bytes:
-        # Compact: json's C encoder serves only indent=None, and this is per job.
-        return json.dumps(self.to_record(), ensure_ascii=False).encode() + b"\n"
+        return dump_record(self.to_record())
 
     def run_args(self, default_timeout: float) -> dict[str, Any]:
         """The dict a job type's run() receives: the job's fields plus id, attempts, timeout."""
         args = dict(self.data)
         args.update(id=self.id, attempts=self.attempts, timeout=self.timeout or default_timeout)
         return args
+
+
+def dump_record(record: dict[str, Any]) -> bytes:
+    """A record as spoold writes them all: compact JSON on one line (json's C encoder
+    serves only indent=None, and this runs for every job)."""
+    return json.dumps(record, ensure_ascii=False).encode() + b"\n"
 
 
 def decode_object(raw: bytes) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from spoold.job import dump_record
 from spoold.spool import ERROR_SUFFIX, Spool, parse_stem, running_stem
 from spoold.times import iso
 
@@ -95,12 +96,7 @@ def _reset(record: dict[str, Any]) -> bytes:
     record.update(status="pending", attempts=0, error=None, previousErrors=previous)
     for key in ("startedAt", "completedAt", "durationMs", "nextAttemptAt"):
         record.pop(key, None)
-    return _dump(record)
-
-
-def _dump(record: dict[str, Any]) -> bytes:
-    """A record as spoold writes them all: compact JSON, one line."""
-    return json.dumps(record, ensure_ascii=False).encode() + b"\n"
+    return dump_record(record)
 
 
 def _is_rejected(spool: Spool, name: str) -> bool:
@@ -140,7 +136,7 @@ def cancel(spool: Spool, job_id: str) -> Found:
     if stem:
         record.update(priority=stem.priority, createdAt=iso(stem.accepted))
     record.setdefault("attempts", 0)
-    data = _dump(record)
+    data = dump_record(record)
     if not spool.cancel(found.stem, data):
         raise NotRetryable(f"job {job_id} was claimed by a worker before it could be cancelled")
     return Found("failed", found.stem + ".json", found.stem)
