@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import http_load, report, sections
-from bench.common import FULL, QUICK, Sizes, job_ids, quiesce, scratch
+from bench.common import FULL, QUICK, Scratch, Sizes, job_ids, quiesce
 from bench.sections import Row
 from bench.spoold_proc import Spoold
 from bench.systems import Dirq, Floor, Huey, System
@@ -56,6 +56,7 @@ class Runner:
         self.sizes = sizes
         self.prefixes = [p for p in args.systems.split(",") if p]
         self.rows: list[Row] = []
+        self.scratch = Scratch(args.tmp, args.keep)
 
     def wanted(self, name: str) -> bool:
         return not self.prefixes or any(name.startswith(p) for p in self.prefixes)
@@ -76,24 +77,23 @@ class Runner:
         _progress(label, row["system"], row, row.pop("_seconds"))
 
     def _once(self, label: str, maker: Maker, how: Callable[[System], Row]) -> Row | None:
-        quiesce(self.sizes.settle)  # the last run's deletions and writes are not this run's
-        with scratch(self.args.tmp, label.split()[0], self.args.keep) as root:
-            system = maker(root)
-            if not self.wanted(system.name):
-                return None
-            began = time.monotonic()
-            try:
-                row = how(system)
-            except Exception as e:
-                traceback.print_exc()
-                row = {
-                    "section": label.split()[0],
-                    "scenario": label,
-                    "system": system.name,
-                    "failed": f"failed: {type(e).__name__}: {e}",
-                }
-            finally:
-                getattr(system, "stop", lambda: None)()
+        quiesce(self.sizes.settle)  # the last run's writes are not this run's
+        system = maker(self.scratch.make(label.split()[0]))
+        if not self.wanted(system.name):
+            return None
+        began = time.monotonic()
+        try:
+            row = how(system)
+        except Exception as e:
+            traceback.print_exc()
+            row = {
+                "section": label.split()[0],
+                "scenario": label,
+                "system": system.name,
+                "failed": f"failed: {type(e).__name__}: {e}",
+            }
+        finally:
+            getattr(system, "stop", lambda: None)()
         return row | {"_seconds": time.monotonic() - began}
 
 
@@ -158,18 +158,18 @@ def run_http(runner: Runner, sizes: Sizes) -> None:
         )
         print(f"http: {why}", file=sys.stderr)
         return
-    quiesce(sizes.settle)  # as before every other run: earlier deletions are not this run's
-    with scratch(runner.args.tmp, "http", runner.args.keep) as root:
-        try:
-            row = http_load.post_rate(root, sizes.http, profile=runner.args.profile)
-        except Exception as e:
-            traceback.print_exc()
-            row = {
-                "section": "http",
-                "scenario": "POST /jobs",
-                "system": "spoold",
-                "failed": f"failed: {type(e).__name__}: {e}",
-            }
+    quiesce(sizes.settle)  # as before every other run
+    root = runner.scratch.make("http")
+    try:
+        row = http_load.post_rate(root, sizes.http, profile=runner.args.profile)
+    except Exception as e:
+        traceback.print_exc()
+        row = {
+            "section": "http",
+            "scenario": "POST /jobs",
+            "system": "spoold",
+            "failed": f"failed: {type(e).__name__}: {e}",
+        }
     runner.rows.append(row)
     _progress("http", "spoold", row, 0.0)
 
@@ -192,9 +192,12 @@ def main(argv: list[str] | None = None) -> int:
         "backlog": run_backlog,
         "http": run_http,
     }
-    for name in SECTIONS:
-        if name in only:
-            steps[name](runner, sizes)
+    try:
+        for name in SECTIONS:
+            if name in only:
+                steps[name](runner, sizes)
+    finally:
+        runner.scratch.remove_all()
     report.add_ratios(runner.rows)
     goal_rows = report.goals(runner.rows)
     out = args.out or RESULTS / f"bench-{began:%Y%m%dT%H%M%S}.json"

@@ -37,3 +37,4 @@ def test_quick_benchmark_writes_every_section(tmp_path: Path) -> None:
     assert [r for r in rows if "failed" in r] == []
     assert {g["goal"] for g in data["goals"]} and data["machine"]["cpus"]
     assert "| section |" in done.stdout
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("spoold-bench-")] == []
