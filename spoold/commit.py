@@ -3,8 +3,9 @@
 Flushing each record on its own costs a device flush per job. The committer
 takes every outcome the workers have handed it, writes them all, flushes the
 file system once, renames them into place, flushes once more, and only then
-drops their running files and reports them. A crash before that leaves each
-job in running/, where the next start finds it: nothing reported is lost.
+drops their running files and reports them (flusher.commit_files, run in a
+helper process where one can be started). A crash before that leaves each job
+in running/, where the next start finds it: nothing reported is lost.
 
 New jobs posted over HTTP come the same way (no running file; their callers
 wait for `done`, or hear of an error through `failed`), so eight clients
@@ -19,6 +20,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from spoold.flusher import Helper, HelperGone, Item, commit_files
 from spoold.spool import Spool
 
 logger = logging.getLogger(__name__)
@@ -43,14 +45,20 @@ class Outcome:
 class Committer:
     """One thread making the workers' outcomes durable in batches."""
 
-    def __init__(self, spool: Spool) -> None:
+    def __init__(self, spool: Spool, helper: bool = False) -> None:
         self.spool = spool
+        self._wants_helper = helper  # commit in a helper process (see flusher.py)
+        self._helper: Helper | None = None
         self._queue: queue.Queue[Outcome | None] = queue.Queue(MAX_WAITING)
         self._thread = threading.Thread(target=self._loop, name="spoold-commit", daemon=True)
         self._running = False
         self._state = threading.Lock()  # orders submits against stop's end marker
 
     def start(self) -> None:
+        """Start the committer thread (and the helper: from a thread that lives as long as
+        the daemon, since the helper is killed when the thread that started it ends)."""
+        if self._wants_helper:
+            self._helper = Helper.spawn(self.spool)
         with self._state:
             self._running = True
             self._thread.start()
@@ -72,6 +80,9 @@ class Committer:
             self._running = False
             self._queue.put(None)
         self._thread.join()
+        if self._helper is not None:
+            self._helper.close()
+            self._helper = None
 
     def _loop(self) -> None:
         while True:
@@ -110,40 +121,28 @@ class Committer:
         return batch, False
 
     def _commit(self, batch: list[Outcome]) -> None:
-        staged: list[str] = []
-        try:
-            with self.spool.turn:
-                staged.extend(self.spool.stage(o.data) for o in batch)
-            self.spool.flush()
-            with self.spool.turn:
-                for tmp, o in zip(staged, batch, strict=True):
-                    self.spool.place(tmp, o.folder, o.stem + ".json")
-            self.spool.flush()
-        except OSError:
-            logger.exception("cannot commit %d job outcome(s); committing one by one", len(batch))
-            for tmp in staged:  # those placed are gone from tmp/ already
-                self.spool.unstage(tmp)
-            self._commit_each(batch)
-            return
+        results = self._commit_files([(o.running, o.stem, o.folder, o.data) for o in batch])
         with self.spool.turn:
-            for o in batch:
-                if o.running is not None:
-                    self.spool.retire_running(o.running)
-                o.done()
-
-    def _commit_each(self, batch: list[Outcome]) -> None:
-        """The slow path after an error: each outcome on its own. A job whose record cannot
-        be written stays in running/ and is recovered at the next start; a new job's
-        caller hears of the error."""
-        for o in batch:
-            try:
-                self.spool.write(o.folder, o.stem + ".json", o.data)
-                if o.running is not None:
-                    self.spool.retire_running(o.running)
-            except OSError as e:
-                if o.failed is not None:
-                    o.failed(e)
+            for o, error in zip(batch, results, strict=True):
+                if error is None:
+                    if o.running is not None:
+                        self.spool.let_go(o.running)
+                    o.done()
+                elif o.failed is not None:
+                    o.failed(error)
                 else:
-                    logger.exception("job %s stays in running/ until the next start", o.stem)
-                continue
-            o.done()
+                    logger.error("job %s stays in running/ until the next start: %s", o.stem, error)
+
+    def _commit_files(self, items: list[Item]) -> list[OSError | None]:
+        """commit_files in the helper, or here when there is none (any more). A helper
+        that stopped may have done part of the batch; doing it again here is safe: the
+        same bytes are written again, and a running file already dropped is logged."""
+        if self._helper is not None:
+            try:
+                return self._helper.commit(items)
+            except HelperGone as e:
+                logger.error("the commit helper stopped (%s): committing in the daemon from now on",
+                             e)  # fmt: skip
+                self._helper.close()
+                self._helper = None
+        return commit_files(self.spool, items)

@@ -57,7 +57,7 @@ class Daemon:
         self.stats = Stats()
         # one group commit for new jobs and outcomes
         shared = Context(self.spool, self.dispatcher, lambda: self.registry, self.tz,
-                         Committer(self.spool))  # fmt: skip
+                         Committer(self.spool, helper=config.fsync))  # fmt: skip
         self.intake = Intake(shared, config.max_job_bytes, config.settle_seconds)
         self.pool = WorkerPool(shared, self.policy, config.workers, on_finish=self._finished)
         self.watcher = Watcher(

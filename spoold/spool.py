@@ -292,7 +292,7 @@ class Spool:
         """Move a bad file to failed/ under its own name (made unique if taken), unread,
         and write <name>.error.json beside it. Returns the name in failed/, or None if gone."""
         if folder == "running":
-            self._let_go(name)
+            self.let_go(name)
         for candidate in _unique_names(name):
             target = self.dirs["failed"] / candidate
             if os.path.lexists(target) or os.path.lexists(str(target) + ERROR_SUFFIX):
@@ -325,11 +325,11 @@ class Spool:
             self._held.add(name)
         moved = self._move("pending", stem + ".json", "running", name)
         if not moved and not os.path.exists(self._p["running"] + name):
-            self._let_go(name)
+            self.let_go(name)
             return None
         return name
 
-    def _let_go(self, running: str) -> None:
+    def let_go(self, running: str) -> None:
         """The running file is no longer held by a worker of ours."""
         with self._held_lock:
             self._held.discard(running)
@@ -376,6 +376,10 @@ class Spool:
     def end_lease(self) -> None:
         """A clean stop: our running files are all settled, the lease and spares go."""
         _unlink_quiet(self._p["running"] + self.lease_name)
+        self.drop_spares()
+
+    def drop_spares(self) -> None:
+        """Delete the spare files in tmp/ and close the spool folder: we are done writing."""
         while self._spares:
             _unlink_quiet(self._spares.pop())
         with self._root_lock:
@@ -396,7 +400,7 @@ class Spool:
             self._retire(self._p["running"] + running)
         except FileNotFoundError:
             logger.warning("running/%s was already gone when the job finished", running)
-        self._let_go(running)
+        self.let_go(running)
 
     # ----- group commit (commit.py): stage many, flush once, place, flush once ---------------
 
@@ -457,7 +461,7 @@ class Spool:
     def unclaim(self, running: str, stem: str) -> bool:
         """running → pending unchanged (a job claimed before its time)."""
         moved = self._move("running", running, "pending", stem + ".json")
-        self._let_go(running)
+        self.let_go(running)
         return moved
 
     def has_record(self, stem: str) -> bool:
@@ -514,7 +518,7 @@ class Spool:
 
     def drop_running(self, running: str) -> None:
         (self.dirs["running"] / running).unlink(missing_ok=True)
-        self._let_go(running)
+        self.let_go(running)
 
     # ----- records ----------------------------------------------------------------------------
 
