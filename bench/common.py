@@ -113,16 +113,39 @@ def percentile(values: Sequence[float], share: float) -> float:
 
 
 def proc_stats(pid: int) -> tuple[float | None, int | None]:
-    """(CPU seconds, peak RSS in KiB) of a live process, from /proc; Nones if gone."""
+    """(CPU seconds, peak RSS in KiB) of a live process and its live children (spoold's
+    commit helper), from /proc; Nones if the process is gone."""
+    own = _one_proc_stats(pid)
+    if own is None:
+        return None, None
+    cpu, peak = own
+    for child in _children(pid):
+        theirs = _one_proc_stats(child)
+        if theirs is not None:
+            cpu, peak = cpu + theirs[0], peak + theirs[1]
+    return cpu, peak
+
+
+def _one_proc_stats(pid: int) -> tuple[float, int] | None:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
-        return None, None
+        return None
     fields = stat.rsplit(")", 1)[1].split()
     cpu = (int(fields[11]) + int(fields[12])) / TICKS
     peaks = [line.split()[1] for line in status.splitlines() if line.startswith("VmHWM")]
-    return cpu, int(peaks[0]) if peaks else None
+    return cpu, int(peaks[0]) if peaks else 0
+
+
+def _children(pid: int) -> list[int]:
+    kids: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            kids += [int(k) for k in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
+    except OSError:
+        pass
+    return kids
 
 
 class Scratch:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from bench import report
 
 
@@ -28,3 +31,30 @@ def test_throughput_goals_are_checked_in_both_scenarios() -> None:
     assert found["fsync w4 / huey-fsync, preloaded"] == (1.5, False)
     assert found["fsync w4 / huey-fsync, live"] == (2.5, True)
     assert found["POST /jobs per s (fsync)"] == (None, None)  # not measured: not judged
+
+
+def test_a_process_cost_includes_its_live_children(tmp_path) -> None:
+    """spoold with fsync runs a helper process: its CPU is part of spoold's cost."""
+    import subprocess
+    import sys
+
+    from conftest import wait_until
+
+    from bench.common import proc_stats
+
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import subprocess, sys, time\n"
+        "subprocess.Popen([sys.executable, '-c', 'while True: pass'])\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, str(script)])
+    try:
+        wait_until(lambda: (proc_stats(parent.pid)[0] or 0) > 0.3, 20)
+        status = Path(f"/proc/{parent.pid}/status").read_text().split("VmHWM:")[1]
+        assert (proc_stats(parent.pid)[1] or 0) > int(status.split()[0])  # the child's too
+    finally:
+        for child in Path(f"/proc/{parent.pid}/task/{parent.pid}/children").read_text().split():
+            os.kill(int(child), 9)
+        parent.kill()
+        parent.wait()
