@@ -54,6 +54,11 @@ class Committer:
         self._running = False
         self._state = threading.Lock()  # orders submits against stop's end marker
 
+    @property
+    def waiting(self) -> int:
+        """How many outcomes are handed over and not yet taken into a batch."""
+        return self._queue.qsize()
+
     def start(self) -> None:
         """Start the committer thread (and the helper: from a thread that lives as long as
         the daemon, since the helper is killed when the thread that started it ends)."""

@@ -57,7 +57,7 @@ def test_jobs_posted_together_share_flushes_and_each_is_in_pending_when_submit_r
         threads = [threading.Thread(target=post, args=(n,)) for n in range(8)]
         for thread in threads:
             thread.start()
-        wait_until(lambda: intake.committer._queue.qsize() >= 4)
+        wait_until(lambda: intake.committer.waiting >= 4)
         assert pending_ids(spool) == [] and seen_on_return == {}
     for thread in threads:
         thread.join(10)
