@@ -29,6 +29,7 @@ class Sizes:
     backlog_large: int = 100_000
     http: int = 4_000
     settle: float = 0.5  # seconds of quiet after each sync (see quiesce)
+    rounds: int = 3  # throughput: every system this many times, in turn (see run.py)
 
     def scaled(self, factor: float) -> Sizes:
         """Every count times factor (at least a handful each), the gap kept."""
@@ -48,7 +49,13 @@ class Sizes:
 
 FULL = Sizes()
 QUICK = Sizes(
-    throughput=500, latency=30, backlog_small=200, backlog_large=2_000, http=400, settle=0.05
+    throughput=500,
+    latency=30,
+    backlog_small=200,
+    backlog_large=2_000,
+    http=400,
+    settle=0.05,
+    rounds=1,
 )
 
 

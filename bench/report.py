@@ -176,6 +176,8 @@ def _notes(r: Row) -> str:
         notes.append(f"RSS {r['peak_rss_mb']:.0f} MB")
     if r["section"] == "http" and "p50_ms" in r:
         notes.append(f"request p50 {r['p50_ms']:.1f} / p99 {r['p99_ms']:.1f} ms")
+    if r.get("runs"):
+        notes.append(f"median of {r['runs']}")
     for key in ("missing", "errors", "http_failures"):
         if r.get(key):
             notes.append(f"{key} {r[key]}")

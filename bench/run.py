@@ -71,10 +71,29 @@ class Runner:
             if row is None:
                 return
             tries.append(row)
+        self._keep(tries)
+
+    def measure_rounds(
+        self, label: str, makers: list[Maker], how: Callable[[System], Row], rounds: int
+    ) -> None:
+        """Each maker once per round, in turn, for `rounds` rounds; keep each one's median
+        row. This machine's speed drifts by tens of percent over minutes: run one system
+        three times and then the next, and their ratio measures the drift as much as
+        the systems; in turns, every system meets the same drift."""
+        tries: list[list[Row]] = [[] for _ in makers]
+        for _ in range(rounds):
+            for mine, maker in zip(tries, makers, strict=True):
+                row = self._once(label, maker, how)
+                if row is not None:
+                    mine.append(row)
+        for mine in tries:
+            if mine:
+                self._keep(mine)
+
+    def _keep(self, tries: list[Row]) -> None:
         tries.sort(key=lambda r: r.get("rate", 0.0))
-        row = tries[len(tries) // 2] | ({"runs": repeat} if repeat > 1 else {})
-        self.rows.append(row)
-        _progress(label, row["system"], row, row.pop("_seconds"))
+        runs = {"runs": len(tries)} if len(tries) > 1 else {}
+        self.rows.append(tries[len(tries) // 2] | runs)
 
     def _once(self, label: str, maker: Maker, how: Callable[[System], Row]) -> Row | None:
         quiesce(self.sizes.settle)  # the last run's writes are not this run's
@@ -94,7 +113,8 @@ class Runner:
             }
         finally:
             getattr(system, "stop", lambda: None)()
-        return row | {"_seconds": time.monotonic() - began}
+        _progress(label, system.name, row, time.monotonic() - began)
+        return row
 
 
 def peer_makers() -> Iterator[Maker]:
@@ -119,8 +139,7 @@ def run_throughput(runner: Runner, sizes: Sizes) -> None:
         makers = list(peer_makers())
         makers += [spoold_maker(w, d, spy) for d in ("relaxed", "fsync") for w in (1, 4)]
         how = partial(sections.throughput, ids=ids, scenario=scenario, settle=sizes.settle)
-        for maker in makers:
-            runner.measure(f"throughput {scenario}", maker, how)
+        runner.measure_rounds(f"throughput {scenario}", makers, how, sizes.rounds)
 
 
 def run_latency(runner: Runner, sizes: Sizes) -> None:

@@ -58,3 +58,32 @@ def test_a_process_cost_includes_its_live_children(tmp_path) -> None:
             os.kill(int(child), 9)
         parent.kill()
         parent.wait()
+
+
+def test_rounds_run_every_system_in_turn_and_keep_each_median(tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from bench.common import QUICK
+    from bench.run import Runner
+
+    order: list[str] = []
+    rates = {"a": iter([3.0, 1.0, 2.0]), "b": iter([10.0, 30.0, 20.0])}
+
+    def maker(name: str):
+        return lambda root: SimpleNamespace(name=name, root=root)
+
+    def how(system) -> dict:
+        order.append(system.name)
+        rate = next(rates[system.name])
+        return {"section": "throughput", "scenario": "x", "system": system.name, "rate": rate}
+
+    args = SimpleNamespace(systems="", tmp=str(tmp_path), keep=False)
+    runner = Runner(args, QUICK)
+    runner.measure_rounds("throughput x", [maker("a"), maker("b")], how, rounds=3)
+    runner.scratch.remove_all()
+    assert order == ["a", "b", "a", "b", "a", "b"]
+    assert [(r["system"], r["rate"], r["runs"]) for r in runner.rows] == [
+        ("a", 2.0, 3),
+        ("b", 20.0, 3),
+    ]
+    assert list(tmp_path.iterdir()) == []
