@@ -43,7 +43,8 @@ class Outcome:
 
 
 class Committer:
-    """One thread making the workers' outcomes durable in batches."""
+    """One thread making the workers' outcomes durable in batches (with `helper`, through
+    a helper process; see flusher.py)."""
 
     def __init__(self, spool: Spool, helper: bool = False) -> None:
         self.spool = spool

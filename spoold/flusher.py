@@ -96,7 +96,7 @@ class Helper:
             return None
         node = spool.node if spool.shared else ""
         command = [sys.executable, "-m", "spoold.flusher", str(spool.root), node, str(os.getpid())]
-        try:
+        try:  # the same interpreter, environment and folder: the same spoold is imported
             process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         except OSError as e:
             logger.warning("cannot start the commit helper (%s): committing in this process", e)
@@ -161,7 +161,9 @@ def serve(root: str, node: str, parent: int) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
     _die_with(parent)
     spool = Spool(Path(root), node or None, durable=True)
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    stdin, stdout = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # a stray print must not corrupt the answers: stdout is theirs alone
+    sys.stdout = sys.stderr
     try:
         while True:
             try:
