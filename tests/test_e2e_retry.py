@@ -7,6 +7,7 @@ import json
 from datetime import datetime
 from itertools import pairwise
 
+import pytest
 from conftest import DaemonProcess, job_files, records, wait_until
 
 
@@ -25,10 +26,11 @@ def waiting_retry(daemon: DaemonProcess, job_id: str) -> dict | None:
     return None
 
 
+@pytest.mark.parametrize("durability", ["relaxed", "fsync"])  # fsync: through the helper
 def test_a_job_that_fails_twice_then_succeeds_counts_its_attempts_and_backs_off(
-    start_daemon, plugins
+    start_daemon, plugins, durability
 ):
-    daemon = start_daemon(jobTypes=plugins.types, jobs={"maxBackoff": 1})
+    daemon = start_daemon(jobTypes=plugins.types, jobs={"maxBackoff": 1}, durability=durability)
     daemon.drop("flaky.json", {"type": "flaky", "id": "f1", "failTimes": 2, "maxAttempts": 5})
     first_wait = wait_until(lambda: waiting_retry(daemon, "f1"))
     assert first_wait["attempts"] == 1
@@ -72,8 +74,9 @@ def test_the_backoff_wait_survives_a_restart(start_daemon, plugins):
     assert again.stop() == 0
 
 
-def test_a_job_that_keeps_failing_ends_in_failed_with_its_error(start_daemon, plugins):
-    daemon = start_daemon(jobTypes=plugins.types, jobs={"maxBackoff": 0.2})
+@pytest.mark.parametrize("durability", ["relaxed", "fsync"])
+def test_a_job_that_keeps_failing_ends_in_failed_with_its_error(start_daemon, plugins, durability):
+    daemon = start_daemon(jobTypes=plugins.types, jobs={"maxBackoff": 0.2}, durability=durability)
     daemon.drop("doomed.json", {"type": "fail", "id": "d1", "maxAttempts": 2})
     daemon.drop("doomed-default.json", {"type": "fail", "id": "d2", "message": "disk on fire"})
     wait_until(lambda: len(records(daemon.spool, "failed")) == 2, timeout=15)
