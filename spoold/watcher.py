@@ -214,7 +214,7 @@ class Watcher:
             except Exception:
                 logger.exception("could not judge %s in incoming/; left for the rescan", names)
                 continue
-            with self._cond:
-                for again, name in later:
-                    heapq.heappush(self._timers, (again, name))
-                self._cond.notify()
+            if later:  # seen by _next, in this same thread: no one else to wake
+                with self._cond:
+                    for again, name in later:
+                        heapq.heappush(self._timers, (again, name))
