@@ -3,9 +3,13 @@
 Flushing each record on its own costs a device flush per job. The committer
 takes every outcome the workers have handed it, writes them all, flushes the
 file system once, renames them into place, flushes once more, and only then
-drops their running files and reports them (flusher.commit_files, run in a
+drops their running files and reports them (helper.commit_files, run in a
 helper process where one can be started). A crash before that leaves each job
 in running/, where the next start finds it: nothing reported is lost.
+
+With `durability: relaxed` the workers hand their outcomes here only when there
+is a helper process to write them (without the flushes), since that takes the
+writes off the daemon's threads; without one they write their own.
 
 New jobs posted over HTTP come the same way (no running file; their callers
 wait for `done`, or hear of an error through `failed`), so eight clients
@@ -20,7 +24,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from spoold.flusher import Helper, HelperGone, Item, commit_files
+from spoold.helper import Helper, HelperGone, Item, commit_files
 from spoold.spool import Spool
 
 logger = logging.getLogger(__name__)
@@ -44,11 +48,11 @@ class Outcome:
 
 class Committer:
     """One thread making the workers' outcomes durable in batches (with `helper`, through
-    a helper process; see flusher.py)."""
+    a helper process; see helper.py)."""
 
     def __init__(self, spool: Spool, helper: bool = False) -> None:
         self.spool = spool
-        self._wants_helper = helper  # commit in a helper process (see flusher.py)
+        self._wants_helper = helper  # commit in a helper process (see helper.py)
         self._helper: Helper | None = None
         self._queue: queue.Queue[Outcome | None] = queue.Queue(MAX_WAITING)
         self._thread = threading.Thread(target=self._loop, name="spoold-commit", daemon=True)
@@ -60,11 +64,16 @@ class Committer:
         """How many outcomes are handed over and not yet taken into a batch."""
         return self._queue.qsize()
 
+    @property
+    def has_helper(self) -> bool:
+        """Whether a helper process does the file work (see the module's docstring)."""
+        return self._helper is not None
+
     def start(self) -> None:
         """Start the committer thread (and the helper: from a thread that lives as long as
         the daemon, since the helper is killed when the thread that started it ends)."""
         if self._wants_helper:
-            self._helper = Helper.spawn(self.spool)
+            self._helper = Helper.spawn(self.spool, "commit")
         with self._state:
             self._running = True
             self._thread.start()
@@ -143,12 +152,13 @@ class Committer:
         """commit_files in the helper, or here when there is none (any more). A helper
         that stopped may have done part of the batch; doing it again here is safe: the
         same bytes are written again, and a running file already dropped is logged."""
+        flush = self.spool.durable  # read per batch: a config reload may change it
         if self._helper is not None:
             try:
-                return self._helper.commit(items)
+                return self._helper.commit(items, flush)
             except HelperGone as e:
                 logger.error("the commit helper stopped (%s): committing in the daemon from now on",
                              e)  # fmt: skip
                 self._helper.close()
                 self._helper = None
-        return commit_files(self.spool, items)
+        return commit_files(self.spool, items, flush)

@@ -57,7 +57,7 @@ class Daemon:
         self.stats = Stats()
         # one group commit for new jobs and outcomes
         shared = Context(self.spool, self.dispatcher, lambda: self.registry, self.tz,
-                         Committer(self.spool, helper=config.fsync))  # fmt: skip
+                         Committer(self.spool, helper=True))  # fmt: skip
         self.intake = Intake(shared, config.max_job_bytes, config.settle_seconds)
         self.pool = WorkerPool(shared, self.policy, config.workers, on_finish=self._finished)
         self.watcher = Watcher(
@@ -98,6 +98,7 @@ class Daemon:
         self.stats.completed = self._count_records("completed")
         self.stats.failed = self._count_records("failed")
         self._recover(own_node_too=True)
+        self.intake.start()
         self.pool.start()
         self.scheduler.start()
         self.watcher.start()
@@ -120,6 +121,7 @@ class Daemon:
         if self.api:
             self.api.stop()
         self.watcher.stop()
+        self.intake.stop()
         self.pool.stop(self.config.shutdown_grace if graceful else 0.0)
         self.spool.end_lease()
         self._housekeeper.join(5)

@@ -9,15 +9,28 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 from spoold.commit import Outcome
 from spoold.context import Context
 from spoold.errors import InvalidJob
+from spoold.helper import Helper, HelperGone, Move, accept_files
 from spoold.job import Job, decode_object, new_job, priority_from_name
 from spoold.spool import Rejected, Spool, make_stem, parse_stem, running_stem
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """A judged file to move from incoming/<name> to pending/<stem>.json; its job, and
+    the size of its bytes, go to the dispatcher."""
+
+    name: str
+    stem: str
+    job: Job
+    size: int
 
 
 class IdRegistry:
@@ -65,6 +78,18 @@ class Intake:
         self.settle_seconds = settle_seconds
         self.ids = IdRegistry()
         self.rejected = 0
+        self._helper: Helper | None = None
+
+    def start(self) -> None:
+        """Start the helper process that moves admitted files (see helper.py), from a
+        thread that lives as long as the daemon: the helper ends with that thread."""
+        self._helper = Helper.spawn(self.spool, "intake")
+
+    def stop(self) -> None:
+        """Stop the helper, once nothing more is judged."""
+        if self._helper is not None:
+            self._helper.close()
+            self._helper = None
 
     def judge(self, data: dict[str, Any], now: float, name_priority: str | None = None) -> Job:
         """A job object → Job, or InvalidJob. The same words for every door."""
@@ -78,7 +103,7 @@ class Intake:
         changed less than settleSeconds ago: a writer may still be at it.
         """
         later: list[tuple[float, str]] = []
-        admitted: list[tuple[str, Job, int]] = []
+        admitted: list[Admitted] = []
         with self.spool.turn:
             for name in names:
                 try:
@@ -88,15 +113,39 @@ class Intake:
                     continue
                 if again is not None:
                     later.append((again, name))
-        for stem, job, size in admitted:  # after the turn: a worker woken by this takes it
-            self._index(stem, job, size)
+        if admitted:  # outside the turn: the workers go on meanwhile
+            moved = self._move_in([(a.name, a.stem) for a in admitted])
+            for entry, result in zip(admitted, moved, strict=True):
+                self._moved(entry, result)
         return later
 
-    def _accept_file(
-        self, name: str, now: float, admitted: list[tuple[str, Job, int]]
-    ) -> float | None:
-        """Judge one file; an admitted one is moved to pending/ and listed in `admitted`
-        (stem, job, size) for the dispatcher."""
+    def _move_in(self, moves: list[Move]) -> list[bool | OSError]:
+        """accept_files in the helper, or here when there is none (any more). Moves the
+        helper made before it stopped are found done (see Spool.accept)."""
+        if self._helper is not None:
+            try:
+                return self._helper.accept(moves)
+            except HelperGone as e:
+                logger.error("the intake helper stopped (%s): moving files in the daemon from"
+                             " now on", e)  # fmt: skip
+                self._helper.close()
+                self._helper = None
+        return accept_files(self.spool, moves)
+
+    def _moved(self, entry: Admitted, result: bool | OSError) -> None:
+        """Index a file now in pending/; one left in incoming/ (or gone) gives its id back."""
+        if result is True:
+            self._index(entry.stem, entry.job, entry.size)  # a worker woken by this takes it
+            logger.debug("accepted %s as %s", entry.name, entry.stem)
+            return
+        self.ids.release(entry.job.id)
+        if isinstance(result, OSError):
+            logger.error("cannot move incoming/%s to pending/ (%s); left for the rescan",
+                         entry.name, result)  # fmt: skip
+
+    def _accept_file(self, name: str, now: float, admitted: list[Admitted]) -> float | None:
+        """Judge one file; an admitted one gets its id and pending name, and is listed in
+        `admitted` to be moved to pending/."""
         try:
             incoming = self.spool.read_incoming(name, self.max_bytes)
         except Rejected as e:
@@ -115,12 +164,7 @@ class Intake:
         if not self.ids.reserve(job.id):
             self._reject(name, _duplicate(job.id))
             return None
-        stem = self._stem(job)
-        if not self.spool.accept(name, stem):
-            self.ids.release(job.id)
-            return None
-        admitted.append((stem, job, len(incoming.raw)))
-        logger.debug("accepted %s as %s", name, stem)
+        admitted.append(Admitted(name, self._stem(job), job, len(incoming.raw)))
         return None
 
     def _stem(self, job: Job, given: str | None = None) -> str:

@@ -185,8 +185,8 @@ class Spool:
 
     # ----- low-level writes ----------------------------------------------------------------
 
-    def _sync_dir(self, folder: str) -> None:
-        if self.durable:
+    def _sync_dir(self, folder: str, sync: bool | None = None) -> None:
+        if self.durable if sync is None else sync:
             self._dir_syncs[folder].sync()
 
     def _tmp_name(self) -> str:
@@ -224,10 +224,12 @@ class Spool:
         os.close(fd)
         return tmp
 
-    def write(self, folder: str, name: str, data: bytes, exclusive: bool = False) -> bool:
+    def write(
+        self, folder: str, name: str, data: bytes, exclusive: bool = False, sync: bool | None = None
+    ) -> bool:
         """Atomically put data at folder/name ('' = the spool's root); with exclusive,
-        False if the name is taken."""
-        tmp = self._write_tmp(data)
+        False if the name is taken. Flushed when durable (or as `sync` says)."""
+        tmp = self._write_tmp(data, sync)
         target = self._p[folder] + name
         try:
             if exclusive:
@@ -242,7 +244,7 @@ class Spool:
         except BaseException:
             _unlink_quiet(tmp)
             raise
-        self._sync_dir(folder)
+        self._sync_dir(folder, sync)
         return True
 
     def _move(self, src_folder: str, src: str, dst_folder: str, dst: str) -> bool:
@@ -285,8 +287,12 @@ class Spool:
         return Incoming(raw, st.st_mtime)
 
     def accept(self, name: str, stem: str) -> bool:
-        """incoming/name → pending/stem.json, the producer's bytes unchanged."""
-        return self._move("incoming", name, "pending", stem + ".json")
+        """incoming/name → pending/stem.json, the producer's bytes unchanged. True if the
+        file is there now, also when this move was made before (by a helper that stopped
+        before it could say so): the stem is this daemon's alone."""
+        if self._move("incoming", name, "pending", stem + ".json"):
+            return True
+        return os.path.exists(self._p["pending"] + stem + ".json")
 
     def reject(self, name: str, reason: str, folder: str = "incoming") -> str | None:
         """Move a bad file to failed/ under its own name (made unique if taken), unread,

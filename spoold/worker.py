@@ -232,11 +232,12 @@ class WorkerPool:
         return None, False
 
     def _record(self, attempt: Attempt, error: str | None, permanent: bool) -> None:
-        """Write the outcome: completed/, a retry in pending/, or failed/. With fsync the
-        committer writes it, outside the turn: its queue may make us wait for it."""
+        """Write the outcome: completed/, a retry in pending/, or failed/. The committer
+        writes it (outside the turn: its queue may make us wait for it) with fsync, or
+        when its helper process can; else this thread writes it."""
         with self.spool.turn:
             outcome = self._outcome(attempt, error, permanent)
-            if not self.spool.durable:
+            if not self.spool.durable and not self.committer.has_helper:
                 self.spool.finish(outcome.running, outcome.stem, outcome.folder, outcome.data)
                 outcome.done()
                 return

@@ -51,7 +51,8 @@ def test_accept_keeps_the_producers_bytes(spool):
     stem = make_stem("normal", spool.accept_ns(), "id1")
     assert spool.accept("a.json", stem)
     assert (spool.dirs["pending"] / f"{stem}.json").read_bytes() == raw
-    assert not spool.accept("a.json", stem)
+    assert spool.accept("a.json", stem)  # made before: found done
+    assert not spool.accept("a.json", make_stem("normal", spool.accept_ns(), "id1"))  # gone
 
 
 def test_claim_is_won_once(spool):

@@ -1,7 +1,8 @@
-"""The file work of a group commit, and the helper process that does it for the daemon."""
+"""The file work the daemon hands to helper processes (moves in, group commits), and them."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -9,13 +10,19 @@ import signal
 import subprocess
 import sys
 import threading
+from functools import partial
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from conftest import daemon_env, job_files, wait_until
 
 from spoold.commit import Committer, Outcome
-from spoold.flusher import Helper, HelperGone, commit_files
+from spoold.context import Context
+from spoold.dispatch import Dispatcher
+from spoold.helper import Helper, HelperGone, accept_files, commit_files
+from spoold.intake import Intake
+from spoold.jobs import JobType
 from spoold.spool import Spool, make_stem
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux helper")
@@ -68,7 +75,7 @@ def test_one_item_that_cannot_be_placed_fails_alone_and_keeps_its_running_file(s
 
 def test_the_helper_commits_a_batch_and_leaves_no_file_when_closed(spool):
     claimed = running_jobs(spool, 5)
-    helper = Helper.spawn(spool)
+    helper = Helper.spawn(spool, "commit")
     assert helper is not None
     items = [(running, stem, "completed", b"done") for stem, running in claimed]
     items.append((None, make_stem("high", spool.accept_ns(), "new"), "pending", b"{}"))
@@ -81,7 +88,7 @@ def test_the_helper_commits_a_batch_and_leaves_no_file_when_closed(spool):
 
 
 def test_the_helper_ignores_the_signals_meant_for_the_daemon(spool):
-    helper = Helper.spawn(spool)
+    helper = Helper.spawn(spool, "commit")
     assert helper is not None
     try:
         assert helper.commit([]) == []  # up and serving
@@ -95,7 +102,7 @@ def test_the_helper_ignores_the_signals_meant_for_the_daemon(spool):
 
 
 def test_a_helper_that_died_is_an_error_not_a_hang(spool):
-    helper = Helper.spawn(spool)
+    helper = Helper.spawn(spool, "commit")
     assert helper is not None
     helper.process.kill()
     helper.process.wait()
@@ -107,7 +114,7 @@ def test_a_helper_that_died_is_an_error_not_a_hang(spool):
 def test_the_committer_goes_on_without_a_helper_that_died(spool, caplog):
     committer = Committer(spool, helper=True)
     committer.start()
-    [helper] = [p for p in _children(os.getpid()) if str(spool.root) in _cmdline(p)]
+    helper = _helper_of(os.getpid(), "commit")
     os.kill(helper, signal.SIGKILL)
     claimed = running_jobs(spool, 3)
     done = []
@@ -127,9 +134,9 @@ def test_the_committer_goes_on_without_a_helper_that_died(spool, caplog):
 PARENT = """
 import os, sys
 from pathlib import Path
-from spoold.flusher import Helper
+from spoold.helper import Helper
 from spoold.spool import Spool
-helper = Helper.spawn(Spool(Path(sys.argv[1]), durable=True))
+helper = Helper.spawn(Spool(Path(sys.argv[1]), durable=True), "commit")
 print(helper.process.pid, flush=True)
 sys.stdin.read()
 """
@@ -158,26 +165,24 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_a_fsync_daemon_commits_through_its_helper_and_takes_it_down_on_kill_9(start_daemon):
-    daemon = start_daemon(durability="fsync")
+@pytest.mark.parametrize("durability", ["fsync", "relaxed"])
+def test_a_daemon_works_through_two_helpers_and_takes_them_down_on_kill_9(start_daemon, durability):
+    daemon = start_daemon(durability=durability)
     helpers = _children(daemon.proc.pid)
-    assert len(helpers) == 1 and "spoold.flusher" in _cmdline(helpers[0])
+    roles = sorted(_cmdline(pid).split("-m spoold.helper ")[1].split()[0] for pid in helpers)
+    assert roles == ["commit", "intake"]
     for n in range(20):
         daemon.drop(f"j{n}.json", {"type": "noop", "id": f"j{n}"})
     wait_until(lambda: len(job_files(daemon.spool, "completed")) == 20)
+    wait_until(lambda: job_files(daemon.spool, "running") == [])  # dropped after the records
+    assert job_files(daemon.spool, "incoming") == []
     daemon.kill()
-    wait_until(lambda: not _alive(helpers[0]), 10)
+    wait_until(lambda: not any(_alive(pid) for pid in helpers), 10)
 
 
-def test_a_relaxed_daemon_starts_no_helper(start_daemon):
-    daemon = start_daemon()
-    daemon.drop("j.json", {"type": "noop", "id": "j"})
-    wait_until(lambda: job_files(daemon.spool, "completed"))
-    assert _children(daemon.proc.pid) == []
-
-
-def test_a_clean_stop_leaves_tmp_empty_with_a_helper(start_daemon):
-    daemon = start_daemon(durability="fsync")
+@pytest.mark.parametrize("durability", ["fsync", "relaxed"])
+def test_a_clean_stop_leaves_tmp_empty_with_helpers(start_daemon, durability):
+    daemon = start_daemon(durability=durability)
     for n in range(10):
         daemon.drop(f"j{n}.json", {"type": "noop", "id": f"j{n}"})
     wait_until(lambda: len(job_files(daemon.spool, "completed")) == 10)
@@ -191,6 +196,18 @@ def _children(pid: int) -> list[int]:
         text = Path(f"/proc/{pid}/task/{task}/children").read_text()
         kids += [int(k) for k in text.split()]
     return kids
+
+
+def _helper_of(pid: int, role: str) -> int:
+    """The one helper process of `role` that pid started."""
+    found: list[int] = []
+
+    def look() -> bool:
+        found[:] = [kid for kid in _children(pid) if f"-m spoold.helper {role} " in _cmdline(kid)]
+        return len(found) == 1
+
+    wait_until(look, 5)
+    return found[0]
 
 
 def _cmdline(pid: int) -> str:
@@ -214,3 +231,106 @@ def test_posts_from_threads_share_the_helper(spool):
     finally:
         committer.stop()
     assert sorted(not_dot(spool, "pending")) == sorted(f"{s}.json" for s in stems)
+
+
+# ----- moving admitted files in ----------------------------------------------------------
+
+
+def incoming(spool: Spool, *names: str) -> list[tuple[str, str]]:
+    """Drop each name in incoming/ (its bytes: its name) and give it a pending stem."""
+    moves = []
+    for name in names:
+        (spool.dirs["incoming"] / name).write_bytes(name.encode())
+        moves.append((name, make_stem("normal", spool.accept_ns(), name[:-5])))
+    return moves
+
+
+def pending(spool: Spool) -> dict[str, bytes]:
+    folder = spool.dirs["pending"]
+    return {name: (folder / name).read_bytes() for name in os.listdir(folder)}
+
+
+@pytest.mark.parametrize("where", ["here", "helper"])
+def test_files_are_moved_in_unchanged_and_each_move_says_how_it_went(spool, where):
+    (a, stem_a), (b, stem_b), (c, stem_c) = incoming(spool, "a.json", "b.json", "c.json")
+    os.unlink(spool.dirs["incoming"] / b)  # its producer took it back
+    (spool.dirs["pending"] / f"{stem_c}.json").mkdir()  # a folder where c must go
+    (spool.dirs["pending"] / f"{stem_c}.json" / "x").write_bytes(b"")
+    helper = Helper.spawn(spool, "intake") if where == "helper" else None
+    accept = helper.accept if helper else partial(accept_files, spool)
+    try:
+        results = accept([(a, stem_a), (b, stem_b), (c, stem_c)])
+        assert results[:2] == [True, False] and isinstance(results[2], OSError)
+        assert accept([(a, stem_a)]) == [True]  # a move already made is found done
+    finally:
+        if helper:
+            helper.close()
+    assert (spool.dirs["pending"] / f"{stem_a}.json").read_bytes() == b"a.json"
+    assert sorted(os.listdir(spool.dirs["incoming"])) == [c]  # left for the rescan
+
+
+@pytest.fixture
+def intake(spool: Spool):
+    registry = {"noop": JobType("noop", lambda args: None)}
+    context = Context(spool, Dispatcher(), lambda: registry, lambda: ZoneInfo("UTC"))
+    intake = Intake(context, 10_000, 0.0)
+    intake.start()
+    yield intake
+    intake.stop()
+
+
+def drop_jobs(spool: Spool, *ids: str) -> list[str]:
+    for job_id in ids:
+        job = json.dumps({"type": "noop", "id": job_id})
+        (spool.dirs["incoming"] / f"{job_id}.json").write_text(job)
+    return [f"{job_id}.json" for job_id in ids]
+
+
+def test_the_intake_moves_files_through_its_helper_and_indexes_them(spool, intake):
+    helper = _helper_of(os.getpid(), "intake")
+    assert intake.accept_files(drop_jobs(spool, "a", "b"), 0.0) == []
+    assert sorted(n.rsplit("-", 1)[1] for n in pending(spool)) == ["a.json", "b.json"]
+    assert intake.dispatcher.counts()["total"] == 2
+    assert os.listdir(spool.dirs["incoming"]) == []
+    assert _alive(helper)
+
+
+def test_the_intake_goes_on_without_a_helper_that_died(spool, intake, caplog):
+    helper = _helper_of(os.getpid(), "intake")
+    os.kill(helper, signal.SIGKILL)
+    with caplog.at_level(logging.ERROR, logger="spoold.intake"):
+        assert intake.accept_files(drop_jobs(spool, "a", "b", "c"), 0.0) == []
+        assert intake.accept_files(drop_jobs(spool, "d"), 0.0) == []
+    assert len(pending(spool)) == 4 and intake.dispatcher.counts()["total"] == 4
+    assert caplog.text.count("the intake helper stopped") == 1
+
+
+def test_a_file_that_cannot_be_moved_in_stays_and_its_id_stays_free(spool, intake, caplog):
+    [name] = drop_jobs(spool, "a")
+    spool.dirs["pending"].rmdir()
+    spool.dirs["pending"].write_bytes(b"")  # not a folder: the rename fails (ENOTDIR)
+    with caplog.at_level(logging.ERROR, logger="spoold.intake"):
+        assert intake.accept_files([name], 0.0) == []
+    spool.dirs["pending"].unlink()
+    spool.dirs["pending"].mkdir()
+    assert os.listdir(spool.dirs["incoming"]) == [name]
+    assert "cannot move incoming/a.json to pending/" in caplog.text
+    assert "a" not in intake.ids  # the rescan can admit it
+    assert intake.accept_files([name], 0.0) == [] and intake.dispatcher.counts()["total"] == 1
+
+
+def test_without_flush_a_batch_is_placed_and_nothing_is_flushed(tmp_path):
+    class CountingSpool(Spool):
+        flushes = 0
+
+        def flush(self) -> None:
+            self.flushes += 1
+            super().flush()
+
+    spool = CountingSpool(tmp_path / "spool", durable=False)
+    spool.ensure()
+    claimed = running_jobs(spool, 3)
+    items = [(running, stem, "completed", b"r") for stem, running in claimed]
+    assert commit_files(spool, items, flush=False) == [None] * 3
+    assert len(records(spool)) == 3 and not_dot(spool, "running") == []
+    assert spool.flushes == 0

@@ -1,0 +1,245 @@
+"""The file work the daemon hands to helper processes, and those processes.
+
+Per job, most of the daemon's kernel time is renames and writes in big folders.
+Under the GIL its threads take turns at that work (see Spool.turn); a helper
+process, `python -m spoold.helper`, does it on the other core instead. Each
+daemon on Linux starts two, each with its own pipe so neither waits for the
+other:
+
+  intake   moves admitted files from incoming/ to pending/ (accept_files), a
+           batch per wake-up of the intake;
+  commit   the group commit (commit_files): write a batch of outcomes in tmp/,
+           flush the file system once, rename them into place, flush once more,
+           and only then drop the running files they replace. Without
+           `durability: fsync` the same, without the flushes.
+
+In alternating runs with 4 workers and 20,000 jobs, the commit helper took fsync
+from ~5.6k to ~7.4k jobs/s, and the intake helper added 5-20% to both modes.
+A helper shares nothing with the daemon but the spool folder and a pipe: a batch
+goes in, each file's result comes back. The daemon keeps every decision (what
+is admitted, under which name, what a job's outcome is); a helper only does the
+file operations and says how each went.
+
+A helper never outlives the daemon (the kernel kills it when the daemon's thread
+that started it ends, and it ends at the end of its input), since a helper
+still finishing jobs after its daemon died could race the next daemon's
+recovery of the same running files. It ignores SIGINT and SIGTERM: a Ctrl-C or a
+service manager's stop reaches the daemon, which finishes its work through the
+helpers and then closes their input. If a helper dies anyway, its daemon logs it
+and does the work itself from then on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import pickle
+import signal
+import struct
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from spoold.spool import Spool
+
+logger = logging.getLogger("spoold.helper")
+
+# (running file or None, stem, folder, bytes): a file to make durable at folder/<stem>.json
+Item = tuple[str | None, str, str, bytes]
+# (name in incoming/, stem in pending/): an admitted file to move in
+Move = tuple[str, str]
+PR_SET_PDEATHSIG = 1
+HEADER = struct.Struct("!Q")
+
+
+def accept_files(spool: Spool, moves: list[Move]) -> list[bool | OSError]:
+    """incoming/<name> → pending/<stem>.json for each move: True if moved, False if
+    the file was gone, or the error that kept it where it was."""
+    results: list[bool | OSError] = []
+    with spool.turn:
+        for name, stem in moves:
+            try:
+                results.append(spool.accept(name, stem))
+            except OSError as e:
+                results.append(e)
+    return results
+
+
+def commit_files(spool: Spool, items: list[Item], flush: bool = True) -> list[OSError | None]:
+    """Make every item durable (with `flush`; else only written and placed), then drop
+    its running file; each item's error (None: done). After an error the batch is
+    retried item by item, so one bad item fails alone; an item that fails keeps its
+    running file, found again at the next start."""
+    staged: list[str] = []
+    try:
+        with spool.turn:
+            staged.extend(spool.stage(data) for *_, data in items)
+        if flush:
+            spool.flush()
+        with spool.turn:
+            for tmp, (_, stem, folder, _) in zip(staged, items, strict=True):
+                spool.place(tmp, folder, stem + ".json")
+        if flush:
+            spool.flush()
+    except OSError:
+        logger.exception("cannot commit %d job outcome(s); committing one by one", len(items))
+        for tmp in staged:  # those placed are gone from tmp/ already
+            spool.unstage(tmp)
+        return [_commit_one(spool, item, flush) for item in items]
+    with spool.turn:
+        for running, *_ in items:
+            if running is not None:
+                spool.retire_running(running)
+    return [None] * len(items)
+
+
+def _commit_one(spool: Spool, item: Item, flush: bool) -> OSError | None:
+    running, stem, folder, data = item
+    try:
+        spool.write(folder, stem + ".json", data, sync=flush)
+        if running is not None:
+            spool.retire_running(running)
+    except OSError as e:
+        return e
+    return None
+
+
+class HelperGone(Exception):
+    """The helper process stopped answering (it died, or its pipe broke)."""
+
+
+VERBS: dict[str, Callable[..., list]] = {"accept": accept_files, "commit": commit_files}
+
+
+class Helper:
+    """The daemon's end of a helper process: one request at a time, in any thread."""
+
+    def __init__(self, process: subprocess.Popen[bytes], role: str) -> None:
+        self.process = process
+        self.role = role
+        self._lock = threading.Lock()
+
+    @classmethod
+    def spawn(cls, spool: Spool, role: str) -> Helper | None:
+        """Start a helper for this spool (`role`, "intake" or "commit", names it in ps
+        and the log); None where it cannot be tied to the daemon's life (not Linux) or
+        cannot start (logged): the daemon then does the work itself."""
+        if not sys.platform.startswith("linux"):
+            return None
+        node = spool.node if spool.shared else ""
+        command = [sys.executable, "-m", "spoold.helper", role, str(spool.root), node,
+                   str(os.getpid())]  # fmt: skip
+        try:
+            process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       env=_same_spoold())  # fmt: skip
+        except OSError as e:
+            logger.warning("cannot start the %s helper (%s): working in this process", role, e)
+            return None
+        return cls(process, role)
+
+    def accept(self, moves: list[Move]) -> list[bool | OSError]:
+        """accept_files in the helper; HelperGone if it does not answer."""
+        return self._ask("accept", moves)
+
+    def commit(self, items: list[Item], flush: bool = True) -> list[OSError | None]:
+        """commit_files in the helper; HelperGone if it does not answer."""
+        return self._ask("commit", items, flush)
+
+    def _ask(self, verb: str, *args: object) -> list:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        try:
+            with self._lock:
+                send(self.process.stdin, (verb, args))
+                return receive(self.process.stdout)
+        except (OSError, EOFError, pickle.UnpicklingError) as e:
+            raise HelperGone(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__) from e
+
+    def close(self) -> None:
+        """End of input: the helper drops its spare files and exits."""
+        with contextlib.suppress(OSError):
+            if self.process.stdin is not None:
+                self.process.stdin.close()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+def _same_spoold() -> dict[str, str]:
+    """The daemon's environment, with this very spoold first on the import path (the
+    daemon may have found it through its working folder or a test runner's path)."""
+    env = dict(os.environ)
+    here = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, env.get("PYTHONPATH")]))
+    return env
+
+
+def send(stream: BinaryIO, value: object) -> None:
+    data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(HEADER.pack(len(data)) + data)
+    stream.flush()
+
+
+def receive(stream: BinaryIO) -> Any:
+    """The next value sent; EOFError at the end of the stream."""
+    header = stream.read(HEADER.size)
+    if len(header) < HEADER.size:
+        raise EOFError("end of stream")
+    (size,) = HEADER.unpack(header)
+    data = stream.read(size)
+    if len(data) < size:
+        raise EOFError("stream ended inside a message")
+    return pickle.loads(data)
+
+
+def _die_with(parent: int) -> None:
+    """Be killed when the daemon dies, and ignore the signals meant for it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent:  # the daemon died before the line above
+        raise SystemExit(0)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def serve(role: str, root: str, node: str, parent: int) -> int:
+    """The helper: do each request read from stdin, answer on stdout, until EOF."""
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    _die_with(parent)
+    spool = Spool(Path(root), node or None, durable=True)
+    stdin, stdout = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # a stray print must not corrupt the answers: stdout is theirs alone
+    sys.stdout = sys.stderr
+    try:
+        while True:
+            try:
+                verb, args = receive(stdin)
+            except EOFError:
+                return 0
+            send(stdout, _do(role, spool, verb, args))
+    finally:
+        spool.drop_spares()
+
+
+def _do(role: str, spool: Spool, verb: str, args: tuple) -> list:
+    """One request's results; an error for each of its files if the request failed
+    (a bug: say so, and go on serving)."""
+    try:
+        return VERBS[verb](spool, *args)
+    except Exception as e:
+        logger.exception("%s helper: %s of %d file(s) failed", role, verb, len(args[0]))
+        return [OSError(f"internal error in the {role} helper: {e!r}")] * len(args[0])
+
+
+if __name__ == "__main__":
+    raise SystemExit(serve(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])))
