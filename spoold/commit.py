@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from spoold.helper import Helper, HelperGone, Item, commit_files
+from spoold.helper import FileWork, Item
 from spoold.spool import Spool
 
 logger = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class Committer:
     def __init__(self, spool: Spool, helper: bool = False) -> None:
         self.spool = spool
         self._wants_helper = helper  # commit in a helper process (see helper.py)
-        self._helper: Helper | None = None
+        self._files = FileWork(spool, "commit")
         self._queue: queue.Queue[Outcome | None] = queue.Queue(MAX_WAITING)
         self._thread = threading.Thread(target=self._loop, name="spoold-commit", daemon=True)
         self._running = False
@@ -67,13 +67,13 @@ class Committer:
     @property
     def has_helper(self) -> bool:
         """Whether a helper process does the file work (see the module's docstring)."""
-        return self._helper is not None
+        return self._files.in_helper
 
     def start(self) -> None:
         """Start the committer thread (and the helper: from a thread that lives as long as
         the daemon, since the helper is killed when the thread that started it ends)."""
         if self._wants_helper:
-            self._helper = Helper.spawn(self.spool, "commit")
+            self._files.start()
         with self._state:
             self._running = True
             self._thread.start()
@@ -95,9 +95,7 @@ class Committer:
             self._running = False
             self._queue.put(None)
         self._thread.join()
-        if self._helper is not None:
-            self._helper.close()
-            self._helper = None
+        self._files.stop()
 
     def _loop(self) -> None:
         while True:
@@ -149,16 +147,5 @@ class Committer:
                     logger.error("job %s stays in running/ until the next start: %s", o.stem, error)
 
     def _commit_files(self, items: list[Item]) -> list[OSError | None]:
-        """commit_files in the helper, or here when there is none (any more). A helper
-        that stopped may have done part of the batch; doing it again here is safe: the
-        same bytes are written again, and a running file already dropped is logged."""
-        flush = self.spool.durable  # read per batch: a config reload may change it
-        if self._helper is not None:
-            try:
-                return self._helper.commit(items, flush)
-            except HelperGone as e:
-                logger.error("the commit helper stopped (%s): committing in the daemon from now on",
-                             e)  # fmt: skip
-                self._helper.close()
-                self._helper = None
-        return commit_files(self.spool, items, flush)
+        """commit_files, flushing as the config says now (a reload may change it)."""
+        return self._files.commit(items, self.spool.durable)

@@ -98,7 +98,7 @@ class Daemon:
         self.stats.completed = self._count_records("completed")
         self.stats.failed = self._count_records("failed")
         self._recover(own_node_too=True)
-        self.intake.start()
+        self.intake.moves.start()  # the helper process (see helper.py)
         self.pool.start()
         self.scheduler.start()
         self.watcher.start()
@@ -121,7 +121,7 @@ class Daemon:
         if self.api:
             self.api.stop()
         self.watcher.stop()
-        self.intake.stop()
+        self.intake.moves.stop()
         self.pool.stop(self.config.shutdown_grace if graceful else 0.0)
         self.spool.end_lease()
         self._housekeeper.join(5)

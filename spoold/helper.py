@@ -116,12 +116,56 @@ class HelperGone(Exception):
 VERBS: dict[str, Callable[..., list]] = {"accept": accept_files, "commit": commit_files}
 
 
+class FileWork:
+    """One role's file work: done by its helper process while that runs, else here.
+
+    A helper that stopped may have done part of a request; doing it again here is
+    safe: a move already made is found done (Spool.accept), the same bytes are
+    written again, and a running file already dropped is logged."""
+
+    def __init__(self, spool: Spool, role: str) -> None:
+        self.spool = spool
+        self.role = role
+        self._helper: Helper | None = None
+
+    def start(self) -> None:
+        """Start the helper, from a thread that lives as long as the daemon: the helper
+        ends with that thread."""
+        self._helper = Helper.spawn(self.spool, self.role)
+
+    def stop(self) -> None:
+        if self._helper is not None:
+            self._helper.close()
+            self._helper = None
+
+    @property
+    def in_helper(self) -> bool:
+        return self._helper is not None
+
+    def accept(self, moves: list[Move]) -> list[bool | OSError]:
+        """accept_files, in the helper if it runs."""
+        return self._do("accept", moves)
+
+    def commit(self, items: list[Item], flush: bool) -> list[OSError | None]:
+        """commit_files, in the helper if it runs."""
+        return self._do("commit", items, flush)
+
+    def _do(self, verb: str, *args: Any) -> list:
+        if self._helper is not None:
+            try:
+                return self._helper.ask(verb, *args)
+            except HelperGone as e:
+                logger.error("the %s helper stopped (%s): doing its work in the daemon from"
+                             " now on", self.role, e)  # fmt: skip
+                self.stop()
+        return VERBS[verb](self.spool, *args)
+
+
 class Helper:
     """The daemon's end of a helper process: one request at a time, in any thread."""
 
-    def __init__(self, process: subprocess.Popen[bytes], role: str) -> None:
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
         self.process = process
-        self.role = role
         self._lock = threading.Lock()
 
     @classmethod
@@ -140,17 +184,10 @@ class Helper:
         except OSError as e:
             logger.warning("cannot start the %s helper (%s): working in this process", role, e)
             return None
-        return cls(process, role)
+        return cls(process)
 
-    def accept(self, moves: list[Move]) -> list[bool | OSError]:
-        """accept_files in the helper; HelperGone if it does not answer."""
-        return self._ask("accept", moves)
-
-    def commit(self, items: list[Item], flush: bool = True) -> list[OSError | None]:
-        """commit_files in the helper; HelperGone if it does not answer."""
-        return self._ask("commit", items, flush)
-
-    def _ask(self, verb: str, *args: object) -> list:
+    def ask(self, verb: str, *args: object) -> list:
+        """VERBS[verb](spool, *args) in the helper; HelperGone if it does not answer."""
         assert self.process.stdin is not None and self.process.stdout is not None
         try:
             with self._lock:

@@ -15,7 +15,7 @@ from typing import Any
 from spoold.commit import Outcome
 from spoold.context import Context
 from spoold.errors import InvalidJob
-from spoold.helper import Helper, HelperGone, Move, accept_files
+from spoold.helper import FileWork
 from spoold.job import Job, decode_object, new_job, priority_from_name
 from spoold.spool import Rejected, Spool, make_stem, parse_stem, running_stem
 
@@ -78,18 +78,7 @@ class Intake:
         self.settle_seconds = settle_seconds
         self.ids = IdRegistry()
         self.rejected = 0
-        self._helper: Helper | None = None
-
-    def start(self) -> None:
-        """Start the helper process that moves admitted files (see helper.py), from a
-        thread that lives as long as the daemon: the helper ends with that thread."""
-        self._helper = Helper.spawn(self.spool, "intake")
-
-    def stop(self) -> None:
-        """Stop the helper, once nothing more is judged."""
-        if self._helper is not None:
-            self._helper.close()
-            self._helper = None
+        self.moves = FileWork(self.spool, "intake")  # admitted files: incoming → pending
 
     def judge(self, data: dict[str, Any], now: float, name_priority: str | None = None) -> Job:
         """A job object → Job, or InvalidJob. The same words for every door."""
@@ -114,23 +103,10 @@ class Intake:
                 if again is not None:
                     later.append((again, name))
         if admitted:  # outside the turn: the workers go on meanwhile
-            moved = self._move_in([(a.name, a.stem) for a in admitted])
+            moved = self.moves.accept([(a.name, a.stem) for a in admitted])
             for entry, result in zip(admitted, moved, strict=True):
                 self._moved(entry, result)
         return later
-
-    def _move_in(self, moves: list[Move]) -> list[bool | OSError]:
-        """accept_files in the helper, or here when there is none (any more). Moves the
-        helper made before it stopped are found done (see Spool.accept)."""
-        if self._helper is not None:
-            try:
-                return self._helper.accept(moves)
-            except HelperGone as e:
-                logger.error("the intake helper stopped (%s): moving files in the daemon from"
-                             " now on", e)  # fmt: skip
-                self._helper.close()
-                self._helper = None
-        return accept_files(self.spool, moves)
 
     def _moved(self, entry: Admitted, result: bool | OSError) -> None:
         """Index a file now in pending/; one left in incoming/ (or gone) gives its id back."""

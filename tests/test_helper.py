@@ -79,7 +79,7 @@ def test_the_helper_commits_a_batch_and_leaves_no_file_when_closed(spool):
     assert helper is not None
     items = [(running, stem, "completed", b"done") for stem, running in claimed]
     items.append((None, make_stem("high", spool.accept_ns(), "new"), "pending", b"{}"))
-    assert helper.commit(items) == [None] * 6
+    assert helper.ask("commit", items) == [None] * 6
     assert len(records(spool)) == 5 and not_dot(spool, "running") == []
     assert len(not_dot(spool, "pending")) == 1
     helper.close()
@@ -91,11 +91,11 @@ def test_the_helper_ignores_the_signals_meant_for_the_daemon(spool):
     helper = Helper.spawn(spool, "commit")
     assert helper is not None
     try:
-        assert helper.commit([]) == []  # up and serving
+        assert helper.ask("commit", []) == []  # up and serving
         helper.process.send_signal(signal.SIGTERM)
         helper.process.send_signal(signal.SIGINT)
         [(stem, running)] = running_jobs(spool, 1)
-        assert helper.commit([(running, stem, "completed", b"ok")]) == [None]
+        assert helper.ask("commit", [(running, stem, "completed", b"ok")]) == [None]
     finally:
         helper.close()
     assert records(spool) == {f"{stem}.json": b"ok"}
@@ -107,7 +107,7 @@ def test_a_helper_that_died_is_an_error_not_a_hang(spool):
     helper.process.kill()
     helper.process.wait()
     with pytest.raises(HelperGone):
-        helper.commit([(None, "s", "pending", b"{}")])
+        helper.ask("commit", [(None, "s", "pending", b"{}")])
     helper.close()
 
 
@@ -119,7 +119,7 @@ def test_the_committer_goes_on_without_a_helper_that_died(spool, caplog):
     claimed = running_jobs(spool, 3)
     done = []
     try:
-        with caplog.at_level(logging.ERROR, logger="spoold.commit"):
+        with caplog.at_level(logging.ERROR, logger="spoold.helper"):
             for stem, running in claimed:
                 committer.submit(Outcome(running, stem, "completed", b"r",
                                          lambda s=stem: done.append(s)))  # fmt: skip
@@ -257,7 +257,7 @@ def test_files_are_moved_in_unchanged_and_each_move_says_how_it_went(spool, wher
     (spool.dirs["pending"] / f"{stem_c}.json").mkdir()  # a folder where c must go
     (spool.dirs["pending"] / f"{stem_c}.json" / "x").write_bytes(b"")
     helper = Helper.spawn(spool, "intake") if where == "helper" else None
-    accept = helper.accept if helper else partial(accept_files, spool)
+    accept = partial(helper.ask, "accept") if helper else partial(accept_files, spool)
     try:
         results = accept([(a, stem_a), (b, stem_b), (c, stem_c)])
         assert results[:2] == [True, False] and isinstance(results[2], OSError)
@@ -274,9 +274,9 @@ def intake(spool: Spool):
     registry = {"noop": JobType("noop", lambda args: None)}
     context = Context(spool, Dispatcher(), lambda: registry, lambda: ZoneInfo("UTC"))
     intake = Intake(context, 10_000, 0.0)
-    intake.start()
+    intake.moves.start()
     yield intake
-    intake.stop()
+    intake.moves.stop()
 
 
 def drop_jobs(spool: Spool, *ids: str) -> list[str]:
@@ -298,7 +298,7 @@ def test_the_intake_moves_files_through_its_helper_and_indexes_them(spool, intak
 def test_the_intake_goes_on_without_a_helper_that_died(spool, intake, caplog):
     helper = _helper_of(os.getpid(), "intake")
     os.kill(helper, signal.SIGKILL)
-    with caplog.at_level(logging.ERROR, logger="spoold.intake"):
+    with caplog.at_level(logging.ERROR, logger="spoold.helper"):
         assert intake.accept_files(drop_jobs(spool, "a", "b", "c"), 0.0) == []
         assert intake.accept_files(drop_jobs(spool, "d"), 0.0) == []
     assert len(pending(spool)) == 4 and intake.dispatcher.counts()["total"] == 4
