@@ -37,6 +37,7 @@ import logging
 import os
 import pickle
 import signal
+import site
 import struct
 import subprocess
 import sys
@@ -211,11 +212,15 @@ class Helper:
 
 
 def _same_spoold() -> dict[str, str]:
-    """The daemon's environment, with this very spoold first on the import path (the
-    daemon may have found it through its working folder or a test runner's path)."""
+    """The daemon's environment, with this very spoold first on the import path when
+    the daemon found it outside the interpreter's site folders (through its working
+    folder or a test runner's path). An installed spoold is found as it is: a site
+    folder put first would come before the standard library."""
     env = dict(os.environ)
-    here = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, env.get("PYTHONPATH")]))
+    here = Path(__file__).resolve().parent.parent
+    sites = [*site.getsitepackages(), site.getusersitepackages()]
+    if not any(here == Path(folder).resolve() for folder in sites):
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(here), env.get("PYTHONPATH")]))
     return env
 
 

@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import signal
+import site
 import subprocess
 import sys
 import threading
@@ -17,6 +18,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from conftest import daemon_env, job_files, wait_until
 
+from spoold import helper as helper_module
 from spoold.commit import Committer, Outcome
 from spoold.context import Context
 from spoold.dispatch import Dispatcher
@@ -334,3 +336,16 @@ def test_without_flush_a_batch_is_placed_and_nothing_is_flushed(tmp_path):
     assert commit_files(spool, items, flush=False) == [None] * 3
     assert len(records(spool)) == 3 and not_dot(spool, "running") == []
     assert spool.flushes == 0
+
+
+def test_a_source_checkout_goes_first_on_the_helpers_import_path(monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    here = str(Path(helper_module.__file__).resolve().parent.parent)
+    assert helper_module._same_spoold()["PYTHONPATH"] == f"{here}{os.pathsep}/elsewhere"
+
+
+def test_an_installed_spoold_is_not_put_before_the_standard_library(monkeypatch):
+    here = str(Path(helper_module.__file__).resolve().parent.parent)
+    monkeypatch.setattr(site, "getsitepackages", lambda: ["/usr/lib/x", here])
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    assert "PYTHONPATH" not in helper_module._same_spoold()
