@@ -7,6 +7,7 @@ same answer with the same words.
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 import uuid
@@ -100,10 +101,12 @@ def dump_record(record: dict[str, Any]) -> bytes:
 
 def decode_object(raw: bytes) -> dict[str, Any]:
     """Bytes → the job's JSON object, or InvalidJob saying what is wrong and where."""
-    try:
-        data = json.loads(raw.decode("utf-8-sig"))
+    bom = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
+    try:  # not decode("utf-8-sig"): that codec is Python code, and this runs for every job
+        data = json.loads(raw[bom:].decode())
     except UnicodeDecodeError as e:
-        raise InvalidJob(f"not UTF-8 text (byte {e.start}): save the file as UTF-8") from e
+        where = e.start + bom
+        raise InvalidJob(f"not UTF-8 text (byte {where}): save the file as UTF-8") from e
     except json.JSONDecodeError as e:
         raise InvalidJob(f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from e
     if not isinstance(data, dict):

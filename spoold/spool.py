@@ -214,7 +214,8 @@ class Spool:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
-            os.ftruncate(fd, len(data))  # a spare may have been longer
+            if os.fstat(fd).st_size > len(data):  # a spare that was longer: cut it
+                os.ftruncate(fd, len(data))  # (ext4 truncates even to the same size)
             if self.durable if sync is None else sync:
                 os.fdatasync(fd)
         except BaseException:

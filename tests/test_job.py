@@ -56,6 +56,17 @@ def test_undecodable_files(raw, words):
         decode_object(raw)
 
 
+def test_a_utf8_bom_is_skipped_and_a_bad_byte_is_counted_from_the_files_start():
+    assert decode_object(b'\xef\xbb\xbf{"type": "noop", "n": "\xc3\xa9"}') == {
+        "type": "noop",
+        "n": "é",
+    }
+    with pytest.raises(InvalidJob, match=r"byte 5\)"):
+        decode_object(b'\xef\xbb\xbf{"\xff": 1}')
+    with pytest.raises(InvalidJob, match=r"byte 2\)"):
+        decode_object(b'{"\xff": 1}')
+
+
 @pytest.mark.parametrize(
     ("data", "words"),
     [

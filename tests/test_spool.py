@@ -217,3 +217,14 @@ def test_a_longer_spare_is_cut_to_the_new_record(spool):
     spool.enqueue(second, b"{}")
     spool.finish(spool.claim(second), second, "completed", b'{"b": 2}')
     assert (spool.dirs["completed"] / f"{second}.json").read_bytes() == b'{"b": 2}'
+
+
+@pytest.mark.parametrize("record", [b'{"b": 2, "padding": "' + b"y" * 700 + b'"}', b"[1234567]"])
+def test_a_record_as_long_as_its_spare_or_longer_is_kept_whole(spool, record):
+    first = make_stem("normal", spool.accept_ns(), "a")
+    spool.enqueue(first, b'{"a": 1}')  # 8 bytes
+    spool.finish(spool.claim(first), first, "completed", b"[123456]")  # its spare: 8 bytes
+    second = make_stem("normal", spool.accept_ns(), "b")
+    spool.enqueue(second, b"{}")
+    spool.finish(spool.claim(second), second, "completed", record)
+    assert (spool.dirs["completed"] / f"{second}.json").read_bytes() == record
