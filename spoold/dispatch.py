@@ -40,11 +40,16 @@ def default_rand() -> float:
 
 
 class Taken(NamedTuple):
-    """A job taken from the index: its stem, priority, and the job when one was kept."""
+    """A job taken from the index: its stem, priority, the job when one was kept, and
+    whether the index knew its due time. It does not for a job found by a scan, nor on
+    a shared spool, where another daemon may have put the file back with a later one:
+    the worker then reads the file before claiming it, lest a job not yet due show up
+    in running/."""
 
     stem: str
     priority: str
     job: Job | None
+    due_known: bool = True
 
 
 class Dispatcher:
@@ -58,18 +63,28 @@ class Dispatcher:
         self._present: dict[str, str] = {}
         self._kept: dict[str, tuple[Job, int]] = {}
         self._kept_bytes = 0
+        self._unchecked: set[str] = set()  # present stems whose due time may be stale
         self._closed = False
 
     def add(
-        self, stem: str, priority: str, due: float = 0.0, job: Job | None = None, size: int = 0
+        self,
+        stem: str,
+        priority: str,
+        due: float = 0.0,
+        job: Job | None = None,
+        size: int = 0,
+        due_known: bool = True,
     ) -> None:
         """A job is in pending/ (new, retried, or found by a scan). `job`, judged from the
         file's `size` bytes just written or read, spares the worker reading and decoding
-        the file again; it is kept while the estimate of all kept jobs allows."""
+        the file again; it is kept while the estimate of all kept jobs allows. Without
+        `due_known`, `due` may be stale (see Taken)."""
         with self._cond:
             if stem in self._present:
                 return
             self._present[stem] = priority
+            if not due_known:
+                self._unchecked.add(stem)
             cost = JOB_OVERHEAD + PER_JSON_BYTE * size
             if job is not None and self._kept_bytes + cost <= MAX_KEPT_BYTES:
                 self._kept[stem] = (job, cost)
@@ -83,6 +98,7 @@ class Dispatcher:
             for stem, priority in entries:
                 if stem not in self._present:
                     self._present[stem] = priority
+                    self._unchecked.add(stem)
                     self._ready[priority].append(stem)
             for heap in self._ready.values():
                 heapq.heapify(heap)
@@ -99,6 +115,7 @@ class Dispatcher:
         with self._cond:
             self._present[stem] = priority
             self._forget(stem)
+            self._unchecked.discard(stem)
             self._push(stem, priority, due)
             self._cond.notify()
 
@@ -107,6 +124,7 @@ class Dispatcher:
         with self._cond:
             self._present.pop(stem, None)
             self._forget(stem)
+            self._unchecked.discard(stem)
 
     def _forget(self, stem: str) -> Job | None:
         job, cost = self._kept.pop(stem, (None, 0))
@@ -138,8 +156,15 @@ class Dispatcher:
             while heap:
                 stem = heapq.heappop(heap)
                 if self._present.pop(stem, None) is not None:
-                    return Taken(stem, priority, self._forget(stem))
+                    return Taken(stem, priority, self._forget(stem), self._known(stem))
         return None
+
+    def _known(self, stem: str) -> bool:
+        """Whether the due time of a stem being taken was known; it leaves the index."""
+        if stem in self._unchecked:
+            self._unchecked.discard(stem)
+            return False
+        return True
 
     def _wait_seconds(self, deadline: float | None) -> float | None:
         waits = []

@@ -158,7 +158,8 @@ class Intake:
         """Hand the job to the dispatcher. The judged Job goes along so that a worker
         need not read the file again, except on a shared spool, where another daemon
         may have run and put back this file since."""
-        self.dispatcher.add(stem, job.priority, job.due, None if self.spool.shared else job, size)
+        shared = self.spool.shared
+        self.dispatcher.add(stem, job.priority, job.due, None if shared else job, size, not shared)
 
     def _reject(self, name: str, reason: str) -> None:
         where = self.spool.reject(name, reason)

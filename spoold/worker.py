@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from spoold.commit import Committer, Outcome
 from spoold.context import Context
-from spoold.dispatch import Dispatcher, backoff_seconds, default_rand
+from spoold.dispatch import Dispatcher, Taken, backoff_seconds, default_rand
 from spoold.errors import PermanentJobError
 from spoold.job import Job, from_record
 from spoold.jobs import JobType
@@ -129,7 +129,7 @@ class WorkerPool:
             taken = self.dispatcher.take(timeout=1.0)
             if taken is None:
                 continue
-            self.run_job(taken.stem, taken.priority, kept=taken.job)
+            self.run_job(taken)
             with self._lock:
                 if me in self._abandoned:
                     return
@@ -137,21 +137,19 @@ class WorkerPool:
     def run_once(self, now: float | None = None) -> Job | None:
         """Take one due job and run it in this thread (tests and tools step with this)."""
         taken = self.dispatcher.take(timeout=0)
-        return self.run_job(taken.stem, taken.priority, now, taken.job) if taken else None
+        return self.run_job(taken, now) if taken else None
 
-    def run_job(
-        self, stem: str, priority: str, now: float | None = None, kept: Job | None = None
-    ) -> Job | None:
-        """Claim, run and record one job (`kept`: as intake judged it, if the dispatcher
-        kept it); None if it was lost to another worker or not due.
+    def run_job(self, taken: Taken, now: float | None = None) -> Job | None:
+        """Claim, run and record one job taken from the index; None if it was lost to
+        another worker or not due.
 
         Only the run itself is outside the spool's turn (see Spool.turn)."""
         now = self.clock() if now is None else now
         with self.spool.turn:
-            claimed = self._claim(stem, priority, now, kept)
+            claimed = self._claim(taken, now)
             if claimed is None:
                 return None
-            attempt, policy = self._begin(*claimed, stem, now), self.policy()
+            attempt, policy = self._begin(*claimed, taken.stem, now), self.policy()
         error, permanent = self._execute(attempt.job, policy)
         with self._lock:
             self.active.pop(attempt.thread, None)
@@ -159,17 +157,17 @@ class WorkerPool:
             self._record(attempt, error, permanent)
         return attempt.job
 
-    def _claim(
-        self, stem: str, priority: str, now: float, kept: Job | None
-    ) -> tuple[Job, str] | None:
-        """The job, claimed into running/ under the returned name; None if it is not ours
-        to run now (lost to another worker, unreadable, or not yet due)."""
-        if kept is None and self._deferred(stem, priority, now):
+    def _claim(self, taken: Taken, now: float) -> tuple[Job, str] | None:
+        """The job (as intake judged it, if the index kept it), claimed into running/
+        under the returned name; None if it is not ours to run now (lost to another
+        worker, unreadable, or not yet due)."""
+        stem, priority = taken.stem, taken.priority
+        if not taken.due_known and self._deferred(stem, priority, now):
             return None
         running = self.spool.claim(stem)
         if running is None:
             return None
-        job = kept or self._load(running, stem, priority)
+        job = taken.job or self._load(running, stem, priority)
         if job is None:
             return None
         if job.due > now:
@@ -179,9 +177,9 @@ class WorkerPool:
         return job, running
 
     def _deferred(self, stem: str, priority: str, now: float) -> bool:
-        """Look at a pending file whose due time the index does not know (found by a scan,
-        put back by a retry) before claiming it, so a job waiting for its runAt or its
-        backoff never shows up in running/. True if it is not ours to run now."""
+        """Look at a pending file whose due time the index does not know (see Taken)
+        before claiming it, so a job waiting for its runAt or its backoff never shows up
+        in running/. True if it is not ours to run now."""
         parsed = parse_stem(stem)
         raw = self.spool.read("pending", stem + ".json")
         if raw is None or parsed is None:

@@ -46,7 +46,7 @@ def test_take_wakes_when_a_job_arrives():
     t.start()
     d.add("2-x", "normal")
     t.join(5)
-    assert got == [("2-x", "normal", None)]
+    assert got == [("2-x", "normal", None, True)]
 
 
 def test_close_wakes_takers_with_none():
@@ -90,9 +90,24 @@ def test_kept_jobs_come_back_once_and_only_within_the_memory_cap():
     d.add("2-a", "normal", job=job, size=big)
     d.add("2-b", "normal", job=object(), size=1)  # over the cap: not kept
     d.add("2-c", "normal")
-    assert d.take(timeout=0) == ("2-a", "normal", job)
+    assert d.take(timeout=0) == ("2-a", "normal", job, True)
     d.add("2-d", "normal", job=job, size=1)  # the cap is free again
     d.defer("2-d", "normal", 0.0)  # put back with new bytes: the job is stale
     assert [d.take(timeout=0) for _ in range(3)] == [
-        ("2-b", "normal", None), ("2-c", "normal", None), ("2-d", "normal", None)
+        ("2-b", "normal", None, True), ("2-c", "normal", None, True), ("2-d", "normal", None, True)
     ]  # fmt: skip
+
+
+def test_the_index_says_which_due_times_it_knows():
+    """A scan's stems, and a shared spool's, are read by the worker before it claims them."""
+    d = Dispatcher(Clock())
+    d.add_many([("2-scanned", "normal"), ("2-deferred", "normal")])
+    d.add("2-new", "normal", 0.0)
+    d.add("2-shared", "normal", 0.0, due_known=False)
+    d.defer("2-deferred", "normal", 0.0)  # its due time is known from now on
+    taken = {t.stem: t.due_known for t in iter(lambda: d.take(timeout=0), None)}
+    assert taken == {"2-scanned": False, "2-deferred": True, "2-new": True, "2-shared": False}
+    d.add_many([("2-scanned", "normal")])
+    d.discard("2-scanned")
+    d.add("2-scanned", "normal", 0.0)  # a stem that left the index starts afresh
+    assert d.take(timeout=0).due_known

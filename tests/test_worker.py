@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from spoold.context import Context
-from spoold.dispatch import Dispatcher
+from spoold.dispatch import Dispatcher, Taken
 from spoold.errors import PermanentJobError
 from spoold.intake import Intake
 from spoold.jobs import JobType
@@ -78,7 +78,7 @@ def test_failure_backs_off_in_pending_then_fails_for_good(world):
     intake.dispatcher.add_many([])
     for _ in range(2):
         stem = os.listdir(spool.dirs["pending"])[0][:-5]
-        pool.run_job(stem, "normal", now=10**10)
+        pool.run_job(Taken(stem, "normal", None, due_known=False), now=10**10)
     [failed] = folder_json(spool, "failed")
     assert failed["attempts"] == 3 and failed["status"] == "failed"
     assert os.listdir(spool.dirs["pending"]) == []
@@ -236,3 +236,24 @@ def test_a_file_that_breaks_the_judge_does_not_hold_back_the_rest_of_its_batch(t
     assert sorted(n.rsplit("-", 1)[1] for n in os.listdir(spool.dirs["pending"])) == [
         "0.json", "2.json"
     ]  # fmt: skip
+
+
+def test_a_job_another_daemon_put_back_for_later_is_not_claimed_on_a_shared_spool(tmp_path):
+    """On a shared spool the index's due time may be stale: the worker reads the file
+    before claiming it, so the job never shows up in running/ before its time."""
+    spool = Spool(tmp_path / "spool", node="n1", durable=False)
+    spool.ensure()
+    flaky = Flaky()
+    registry = {"flaky": JobType("flaky", flaky, "normal", 3)}
+    context = Context(spool, Dispatcher(), lambda: registry, lambda: UTC)
+    intake, pool = Intake(context, 10_000, 0.0), WorkerPool(context, Policy, 1)
+    intake.submit({"type": "flaky", "id": "j"}, now=100.0)
+    [name] = os.listdir(spool.dirs["pending"])
+    later = {"type": "flaky", "id": "j", "attempts": 1, "status": "pending",
+             "nextAttemptAt": "2999-01-01T00:00:00Z"}  # fmt: skip
+    (spool.dirs["pending"] / name).write_text(json.dumps(later))  # "another daemon's" retry
+    changed = os.stat(spool.dirs["pending"] / name).st_ctime_ns
+    assert pool.run_once(now=200.0) is None and flaky.calls == []
+    assert os.listdir(spool.dirs["pending"]) == [name]
+    assert os.stat(spool.dirs["pending"] / name).st_ctime_ns == changed  # never renamed
+    assert intake.dispatcher.counts()["total"] == 1  # waits in the index for its time
