@@ -17,7 +17,19 @@ from typing import Any
 import pytest
 import yaml
 
+from spoold.spool import Spool
+
 FOLDERS = ("incoming", "pending", "running", "completed", "failed", "tmp")
+
+
+class CountingSpool(Spool):
+    """A real spool that counts its flushes (syncfs calls)."""
+
+    flushes = 0
+
+    def flush(self) -> None:
+        self.flushes += 1
+        super().flush()
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01) -> Any:

@@ -16,7 +16,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import daemon_env, job_files, wait_until
+from conftest import CountingSpool, daemon_env, job_files, wait_until
 
 from spoold import helper as helper_module
 from spoold.commit import Committer, Outcome
@@ -322,13 +322,6 @@ def test_a_file_that_cannot_be_moved_in_stays_and_its_id_stays_free(spool, intak
 
 
 def test_without_flush_a_batch_is_placed_and_nothing_is_flushed(tmp_path):
-    class CountingSpool(Spool):
-        flushes = 0
-
-        def flush(self) -> None:
-            self.flushes += 1
-            super().flush()
-
     spool = CountingSpool(tmp_path / "spool", durable=False)
     spool.ensure()
     claimed = running_jobs(spool, 3)

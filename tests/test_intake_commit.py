@@ -6,7 +6,7 @@ import threading
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import wait_until
+from conftest import CountingSpool, wait_until
 
 from spoold.commit import Committer
 from spoold.context import Context
@@ -17,16 +17,6 @@ from spoold.spool import Spool
 
 UTC = ZoneInfo("UTC")
 REGISTRY = {"quick": JobType("quick", print)}
-
-
-class CountingSpool(Spool):
-    """A real spool that counts its flushes (syncfs calls)."""
-
-    flushes = 0
-
-    def flush(self) -> None:
-        self.flushes += 1
-        super().flush()
 
 
 @pytest.fixture
