@@ -41,10 +41,10 @@ def default_rand() -> float:
 
 class Taken(NamedTuple):
     """A job taken from the index: its stem, priority, the job when one was kept, and
-    whether the index knew its due time. It does not for a job found by a scan, nor on
-    a shared spool, where another daemon may have put the file back with a later one:
-    the worker then reads the file before claiming it, lest a job not yet due show up
-    in running/."""
+    whether the index knew its due time. It does not for a job found by a scan, put
+    back by an operator or recovered from running/, nor on a shared spool, where
+    another daemon may have put the file back with a later one: the worker then reads
+    the file before claiming it, lest a job not yet due show up in running/."""
 
     stem: str
     priority: str
@@ -73,12 +73,12 @@ class Dispatcher:
         due: float = 0.0,
         job: Job | None = None,
         size: int = 0,
-        due_known: bool = True,
+        due_known: bool = False,
     ) -> None:
         """A job is in pending/ (new, retried, or found by a scan). `job`, judged from the
         file's `size` bytes just written or read, spares the worker reading and decoding
-        the file again; it is kept while the estimate of all kept jobs allows. Without
-        `due_known`, `due` may be stale (see Taken)."""
+        the file again; it is kept while the estimate of all kept jobs allows. Unless
+        the caller says `due_known`, `due` is a guess (see Taken)."""
         with self._cond:
             if stem in self._present:
                 return
@@ -110,12 +110,16 @@ class Dispatcher:
         else:
             heapq.heappush(self._ready[priority], stem)
 
-    def defer(self, stem: str, priority: str, due: float) -> None:
-        """Put back a job that was taken before its time."""
+    def defer(self, stem: str, priority: str, due: float, due_known: bool = True) -> None:
+        """Put back a job that was taken before its time (or whose file changed: without
+        `due_known`, `due` is a guess; see Taken)."""
         with self._cond:
             self._present[stem] = priority
             self._forget(stem)
-            self._unchecked.discard(stem)
+            if due_known:
+                self._unchecked.discard(stem)
+            else:
+                self._unchecked.add(stem)
             self._push(stem, priority, due)
             self._cond.notify()
 

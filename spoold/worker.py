@@ -357,7 +357,7 @@ def recover_running(
         job.completed_at = time.time()
     spool.finish(running, stem.text, job.status, job.to_json())
     if job.status == "pending":
-        dispatcher.defer(stem.text, stem.priority, 0.0)  # new bytes: drop any kept job
+        dispatcher.defer(stem.text, stem.priority, 0.0, due_known=False)  # read it again
     logger.warning("recovered job %s from running/: %s (attempt %d of %d)",
                    stem.id, job.status, job.attempts, job.max_attempts)  # fmt: skip
     return job.status

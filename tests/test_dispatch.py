@@ -46,7 +46,7 @@ def test_take_wakes_when_a_job_arrives():
     t.start()
     d.add("2-x", "normal")
     t.join(5)
-    assert got == [("2-x", "normal", None, True)]
+    assert got == [("2-x", "normal", None, False)]
 
 
 def test_close_wakes_takers_with_none():
@@ -90,24 +90,27 @@ def test_kept_jobs_come_back_once_and_only_within_the_memory_cap():
     d.add("2-a", "normal", job=job, size=big)
     d.add("2-b", "normal", job=object(), size=1)  # over the cap: not kept
     d.add("2-c", "normal")
-    assert d.take(timeout=0) == ("2-a", "normal", job, True)
+    assert d.take(timeout=0) == ("2-a", "normal", job, False)
     d.add("2-d", "normal", job=job, size=1)  # the cap is free again
     d.defer("2-d", "normal", 0.0)  # put back with new bytes: the job is stale
-    assert [d.take(timeout=0) for _ in range(3)] == [
-        ("2-b", "normal", None, True), ("2-c", "normal", None, True), ("2-d", "normal", None, True)
+    assert [d.take(timeout=0)[:3] for _ in range(3)] == [
+        ("2-b", "normal", None), ("2-c", "normal", None), ("2-d", "normal", None)
     ]  # fmt: skip
 
 
 def test_the_index_says_which_due_times_it_knows():
-    """A scan's stems, and a shared spool's, are read by the worker before it claims them."""
+    """Stems whose due time is a guess are read by the worker before it claims them."""
     d = Dispatcher(Clock())
     d.add_many([("2-scanned", "normal"), ("2-deferred", "normal")])
-    d.add("2-new", "normal", 0.0)
-    d.add("2-shared", "normal", 0.0, due_known=False)
+    d.add("2-new", "normal", 0.0, due_known=True)
+    d.add("2-guessed", "normal", 0.0)  # a retry by hand, a shared spool's job: a guess
     d.defer("2-deferred", "normal", 0.0)  # its due time is known from now on
+    d.add("2-recovered", "normal", 0.0, due_known=True)
+    d.defer("2-recovered", "normal", 0.0, due_known=False)  # its file changed
     taken = {t.stem: t.due_known for t in iter(lambda: d.take(timeout=0), None)}
-    assert taken == {"2-scanned": False, "2-deferred": True, "2-new": True, "2-shared": False}
+    assert taken == {"2-scanned": False, "2-deferred": True, "2-new": True,
+                     "2-guessed": False, "2-recovered": False}  # fmt: skip
     d.add_many([("2-scanned", "normal")])
     d.discard("2-scanned")
-    d.add("2-scanned", "normal", 0.0)  # a stem that left the index starts afresh
+    d.add("2-scanned", "normal", 0.0, due_known=True)  # a stem that left starts afresh
     assert d.take(timeout=0).due_known

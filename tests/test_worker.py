@@ -257,3 +257,14 @@ def test_a_job_another_daemon_put_back_for_later_is_not_claimed_on_a_shared_spoo
     assert os.listdir(spool.dirs["pending"]) == [name]
     assert os.stat(spool.dirs["pending"] / name).st_ctime_ns == changed  # never renamed
     assert intake.dispatcher.counts()["total"] == 1  # waits in the index for its time
+
+
+def test_a_job_indexed_without_its_due_time_is_read_before_it_is_claimed(world):
+    """As the HTTP retry indexes a job it put back in pending/: its runAt is unknown."""
+    spool, intake, pool, flaky, _ = world
+    stem = make_stem("normal", spool.accept_ns(), "later")
+    spool.enqueue(stem, json.dumps({"type": "flaky", "runAt": "2999-01-01T00:00:00Z"}).encode())
+    changed = os.stat(spool.dirs["pending"] / f"{stem}.json").st_ctime_ns
+    intake.dispatcher.add(stem, "normal", 0.0)
+    assert pool.run_once(now=200.0) is None and flaky.calls == []
+    assert os.stat(spool.dirs["pending"] / f"{stem}.json").st_ctime_ns == changed  # not claimed
