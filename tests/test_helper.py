@@ -47,9 +47,10 @@ def running_jobs(spool: Spool, count: int) -> list[tuple[str, str]]:
     return claimed
 
 
-def records(spool: Spool) -> dict[str, bytes]:
-    folder = spool.dirs["completed"]
-    return {name: (folder / name).read_bytes() for name in os.listdir(folder)}
+def records(spool: Spool, folder: str = "completed") -> dict[str, bytes]:
+    """Each file's bytes in a folder of the spool (completed/ unless said)."""
+    path = spool.dirs[folder]
+    return {name: (path / name).read_bytes() for name in os.listdir(path)}
 
 
 def not_dot(spool: Spool, folder: str) -> list[str]:
@@ -247,11 +248,6 @@ def incoming(spool: Spool, *names: str) -> list[tuple[str, str]]:
     return moves
 
 
-def pending(spool: Spool) -> dict[str, bytes]:
-    folder = spool.dirs["pending"]
-    return {name: (folder / name).read_bytes() for name in os.listdir(folder)}
-
-
 @pytest.mark.parametrize("where", ["here", "helper"])
 def test_files_are_moved_in_unchanged_and_each_move_says_how_it_went(spool, where):
     (a, stem_a), (b, stem_b), (c, stem_c) = incoming(spool, "a.json", "b.json", "c.json")
@@ -291,7 +287,7 @@ def drop_jobs(spool: Spool, *ids: str) -> list[str]:
 def test_the_intake_moves_files_through_its_helper_and_indexes_them(spool, intake):
     helper = _helper_of(os.getpid(), "intake")
     assert intake.accept_files(drop_jobs(spool, "a", "b"), 0.0) == []
-    assert sorted(n.rsplit("-", 1)[1] for n in pending(spool)) == ["a.json", "b.json"]
+    assert sorted(n.rsplit("-", 1)[1] for n in records(spool, "pending")) == ["a.json", "b.json"]
     assert intake.dispatcher.counts()["total"] == 2
     assert os.listdir(spool.dirs["incoming"]) == []
     assert _alive(helper)
@@ -303,7 +299,7 @@ def test_the_intake_goes_on_without_a_helper_that_died(spool, intake, caplog):
     with caplog.at_level(logging.ERROR, logger="spoold.helper"):
         assert intake.accept_files(drop_jobs(spool, "a", "b", "c"), 0.0) == []
         assert intake.accept_files(drop_jobs(spool, "d"), 0.0) == []
-    assert len(pending(spool)) == 4 and intake.dispatcher.counts()["total"] == 4
+    assert len(records(spool, "pending")) == 4 and intake.dispatcher.counts()["total"] == 4
     assert caplog.text.count("the intake helper stopped") == 1
 
 
