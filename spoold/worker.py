@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from spoold.commit import Committer, Outcome
@@ -134,17 +135,19 @@ class WorkerPool:
                 if me in self._abandoned:
                     return
 
-    def run_once(self, now: float | None = None) -> Job | None:
-        """Take one due job and run it in this thread (tests and tools step with this)."""
+    def run_once(self) -> Job | None:
+        """Take one due job and run it in this thread (tests and tools step with this,
+        moving the pool's clock between steps)."""
         taken = self.dispatcher.take(timeout=0)
-        return self.run_job(taken, now) if taken else None
+        return self.run_job(taken) if taken else None
 
-    def run_job(self, taken: Taken, now: float | None = None) -> Job | None:
+    def run_job(self, taken: Taken) -> Job | None:
         """Claim, run and record one job taken from the index; None if it was lost to
-        another worker or not due.
+        another worker or not due. Every time in the record (startedAt, completedAt,
+        durationMs, nextAttemptAt) comes from the pool's one clock.
 
         Only the run itself is outside the spool's turn (see Spool.turn)."""
-        now = self.clock() if now is None else now
+        now = self.clock()
         with self.spool.turn:
             claimed = self._claim(taken, now)
             if claimed is None:
@@ -236,6 +239,7 @@ class WorkerPool:
         with self.spool.turn:
             outcome = self._outcome(attempt, error, permanent)
             if not self.spool.durable and not self.committer.has_helper:
+                assert outcome.running is not None  # a worker's outcome replaces its running file
                 self.spool.finish(outcome.running, outcome.stem, outcome.folder, outcome.data)
                 outcome.done()
                 return
@@ -304,7 +308,7 @@ class WorkerPool:
         return len(self.active)
 
 
-def _record_or_reject(spool: Spool, running: str, raw: bytes, why: str) -> dict | None:
+def _record_or_reject(spool: Spool, running: str, raw: bytes, why: str) -> dict[str, Any] | None:
     """The JSON object in a running file, or None after moving the file to failed/: only
     spoold writes there, so anything else means someone edited the spool by hand."""
     try:

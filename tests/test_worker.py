@@ -18,6 +18,16 @@ from spoold.worker import Policy, WorkerPool, recover_running
 UTC = ZoneInfo("UTC")
 
 
+class SteppedClock:
+    """The pool's clock, moved by the test (and by a job that "takes" time)."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 class Flaky:
     """Fails `failures` times, then succeeds; remembers what it was given."""
 
@@ -43,7 +53,8 @@ def world(tmp_path):
     intake = Intake(context, 10_000, 0.0)
     finished = []
     pool = WorkerPool(context, lambda: Policy(timeout=5, max_backoff=60), 1,
-                      on_finish=lambda job, folder: finished.append((job.id, folder)))  # fmt: skip
+                      on_finish=lambda job, folder: finished.append((job.id, folder)),
+                      clock=SteppedClock(200.0))  # fmt: skip
     return spool, intake, pool, flaky, finished
 
 
@@ -56,7 +67,7 @@ def folder_json(spool, folder):
 def test_success_writes_a_full_record(world):
     spool, intake, pool, flaky, finished = world
     intake.submit({"type": "flaky", "id": "j1", "x": 1}, now=100.0)
-    job = pool.run_once(now=200.0)
+    job = pool.run_once()
     assert job.status == "completed"
     [record] = folder_json(spool, "completed")
     assert record["id"] == "j1" and record["attempts"] == 1 and record["x"] == 1
@@ -66,19 +77,35 @@ def test_success_writes_a_full_record(world):
     assert os.listdir(spool.dirs["running"]) == []
 
 
+def test_a_stepped_run_takes_every_time_in_the_record_from_the_pool_clock(world):
+    spool, intake, pool, _, _ = world
+    intake.submit({"type": "flaky", "id": "timed"}, now=100.0)
+
+    def takes_a_second_and_a_half(job):
+        pool.clock.now += 1.5
+
+    pool.registry()["flaky"] = JobType("flaky", takes_a_second_and_a_half, "normal", 3)
+    pool.run_once()
+    [record] = folder_json(spool, "completed")
+    assert record["startedAt"] == "1970-01-01T00:03:20.000+00:00"
+    assert record["completedAt"] == "1970-01-01T00:03:21.500+00:00"
+    assert record["durationMs"] == 1500
+
+
 def test_failure_backs_off_in_pending_then_fails_for_good(world):
     spool, intake, pool, flaky, _ = world
     flaky.failures = 10
     intake.submit({"type": "flaky", "id": "j2"}, now=100.0)
-    pool.run_once(now=200.0)
+    pool.run_once()
     [retry] = folder_json(spool, "pending")
     assert retry["attempts"] == 1 and retry["status"] == "pending"
     assert "RuntimeError: boom" in retry["error"] and "nextAttemptAt" in retry
     assert pool.run_once() is None
     intake.dispatcher.add_many([])
     for _ in range(2):
+        pool.clock.now += 3600  # past the backoff
         stem = os.listdir(spool.dirs["pending"])[0][:-5]
-        pool.run_job(Taken(stem, "normal", None, due_known=False), now=10**10)
+        pool.run_job(Taken(stem, "normal", None, due_known=False))
     [failed] = folder_json(spool, "failed")
     assert failed["attempts"] == 3 and failed["status"] == "failed"
     assert os.listdir(spool.dirs["pending"]) == []
@@ -88,7 +115,7 @@ def test_permanent_error_fails_at_once(world):
     spool, intake, pool, flaky, _ = world
     flaky.failures, flaky.error = 1, PermanentJobError("HTTP 400 from hook")
     intake.submit({"type": "flaky", "id": "j3"}, now=100.0)
-    pool.run_once(now=200.0)
+    pool.run_once()
     [failed] = folder_json(spool, "failed")
     assert failed["attempts"] == 1 and failed["error"] == "HTTP 400 from hook"
 
@@ -253,7 +280,7 @@ def test_a_job_another_daemon_put_back_for_later_is_not_claimed_on_a_shared_spoo
              "nextAttemptAt": "2999-01-01T00:00:00Z"}  # fmt: skip
     (spool.dirs["pending"] / name).write_text(json.dumps(later))  # "another daemon's" retry
     changed = os.stat(spool.dirs["pending"] / name).st_ctime_ns
-    assert pool.run_once(now=200.0) is None and flaky.calls == []
+    assert pool.run_once() is None and flaky.calls == []
     assert os.listdir(spool.dirs["pending"]) == [name]
     assert os.stat(spool.dirs["pending"] / name).st_ctime_ns == changed  # never renamed
     assert intake.dispatcher.counts()["total"] == 1  # waits in the index for its time
@@ -266,5 +293,5 @@ def test_a_job_indexed_without_its_due_time_is_read_before_it_is_claimed(world):
     spool.enqueue(stem, json.dumps({"type": "flaky", "runAt": "2999-01-01T00:00:00Z"}).encode())
     changed = os.stat(spool.dirs["pending"] / f"{stem}.json").st_ctime_ns
     intake.dispatcher.add(stem, "normal", 0.0)
-    assert pool.run_once(now=200.0) is None and flaky.calls == []
+    assert pool.run_once() is None and flaky.calls == []
     assert os.stat(spool.dirs["pending"] / f"{stem}.json").st_ctime_ns == changed  # not claimed
