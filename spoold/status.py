@@ -28,12 +28,12 @@ class Durations:
 
     def __init__(self) -> None:
         self.buckets: dict[str, list[int]] = {}
-        self.sums: Counter[str] = Counter()
+        self.sums: dict[str, float] = {}
 
     def observe(self, job_type: str, seconds: float) -> None:
         counts = self.buckets.setdefault(job_type, [0] * (len(DURATION_BUCKETS) + 1))
         counts[bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1
-        self.sums[job_type] += seconds
+        self.sums[job_type] = self.sums.get(job_type, 0.0) + seconds
 
 
 class Stats:
@@ -44,10 +44,8 @@ class Stats:
         self.completed = completed
         self.failed = failed
         self.processed = 0
-        self.retries = 0
         self.outcomes: Counter[tuple[str, str]] = Counter()
         self.durations = Durations()
-        self.version = 0
 
     def finished(self, job: Job, folder: str) -> None:
         """A worker recorded an attempt's outcome in `folder`."""
@@ -59,9 +57,6 @@ class Stats:
                 self.completed += 1
             elif folder == "failed":
                 self.failed += 1
-            else:
-                self.retries += 1
-            self.version += 1
 
     def duration_histograms(self) -> dict[str, tuple[list[int], float]]:
         """Per job type: bucket counts (DURATION_BUCKETS, then +Inf) and the sum of seconds."""
@@ -74,7 +69,6 @@ class Stats:
         with self._lock:
             self.completed += completed
             self.failed += failed
-            self.version += 1
 
 
 class StatusWriter:
