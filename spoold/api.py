@@ -66,7 +66,9 @@ ROUTES: dict[tuple[str, ...], dict[str, tuple[str, bool]]] = {
 QUERY_NAMES = {"completed": {"limit"}, "failed": {"limit"}}  # endpoint → query names it takes
 
 
-def route(method: str, parts: list[str]) -> tuple[tuple[str, bool] | None, dict[str, str], set]:
+def route(
+    method: str, parts: list[str]
+) -> tuple[tuple[str, bool] | None, dict[str, str], set[str]]:
     """(endpoint, path parameters, methods the path allows) for a request."""
     allowed: set[str] = set()
     for pattern, methods in ROUTES.items():
@@ -156,7 +158,8 @@ class Handler(BaseHTTPRequestHandler):
         query = _query(url.query, QUERY_NAMES.get(name, set()))
         body = self._body() if takes_body else self._skip_body()
         request = Request(method, params, query, body)
-        return getattr(self.server.api.endpoints, name)(request)
+        answer: Answer = getattr(self.server.api.endpoints, name)(request)
+        return answer
 
     # ----- safety ------------------------------------------------------------------------
 
@@ -239,7 +242,7 @@ class Handler(BaseHTTPRequestHandler):
         with_body = self.command != "HEAD" and status != HTTPStatus.NO_CONTENT
         self.wfile.write(head + answer.body if with_body else head)
 
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None):
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Errors http.server finds itself (a bad request line, an unknown method, headers
         too long) as JSON like every other answer."""
         self._body_read = False
@@ -313,7 +316,7 @@ class Server(ThreadingHTTPServer):
             self.address_family = socket.AF_INET6
         super().__init__(address, Handler)
 
-    def process_request(self, request: socket.socket, client_address: tuple) -> None:  # type: ignore[override]
+    def process_request(self, request: socket.socket, client_address: tuple[str, int]) -> None:  # type: ignore[override]
         """A thread for the connection, unless MAX_CONNECTIONS are open: then a 503 at once."""
         if not self._slots.acquire(blocking=False):
             logger.warning("http %s: refused, %d connections open", client_address[0],
@@ -331,7 +334,9 @@ class Server(ThreadingHTTPServer):
             self._slots.release()
             raise
 
-    def process_request_thread(self, request: socket.socket, client_address: tuple) -> None:  # type: ignore[override]
+    def process_request_thread(  # type: ignore[override]
+        self, request: socket.socket, client_address: tuple[str, int]
+    ) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
@@ -354,7 +359,7 @@ class Server(ThreadingHTTPServer):
             pass
         self.close_request(request)
 
-    def handle_error(self, request: object, client_address: tuple) -> None:
+    def handle_error(self, request: object, client_address: tuple[str, int]) -> None:
         error = sys.exc_info()[1]
         if isinstance(error, ConnectionError | TimeoutError):
             logger.debug("http %s: connection lost: %s", client_address[0], error)

@@ -90,7 +90,9 @@ def _global_options(parser: argparse.ArgumentParser, default: Any) -> None:
     )
 
 
-def _command(commands: Any, name: str, help_text: str, handler: Callable) -> Any:
+def _command(
+    commands: Any, name: str, help_text: str, handler: Callable[[argparse.Namespace], int]
+) -> Any:
     sub = commands.add_parser(name, help=help_text, description=help_text)
     _global_options(sub, argparse.SUPPRESS)
     sub.set_defaults(handler=handler)

@@ -11,7 +11,7 @@ import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -153,7 +153,13 @@ class _Reader:
                 self.problem((*path, str(key)), f"unknown key{hint}")
         return data
 
-    def get(self, data: dict, path: tuple[str, ...], kind: type | tuple, default: Any) -> Any:
+    def get(
+        self,
+        data: dict[str, Any],
+        path: tuple[str, ...],
+        kind: type | tuple[type, ...],
+        default: Any,
+    ) -> Any:
         """data[key] if present and of the right kind, else record a problem and use default."""
         key = path[-1]
         if key not in data or (data[key] is None and default is None):
@@ -168,15 +174,15 @@ class _Reader:
         return value
 
     def number(
-        self, data: dict, path: tuple[str, ...], default: float, minimum: float = 0
+        self, data: dict[str, Any], path: tuple[str, ...], default: float, minimum: float = 0
     ) -> float:
-        value = self.get(data, path, (int, float), default)
+        value: float = self.get(data, path, (int, float), default)
         if value < minimum:
             self.problem(path, f"must be at least {minimum}, got {value}")
             return default
         return value
 
-    def duration(self, data: dict, path: tuple[str, ...], default: float) -> float:
+    def duration(self, data: dict[str, Any], path: tuple[str, ...], default: float) -> float:
         if path[-1] not in data:
             return default
         try:
@@ -186,7 +192,7 @@ class _Reader:
             return default
 
 
-def _kind_name(kind: type | tuple) -> str:
+def _kind_name(kind: type | tuple[type, ...]) -> str:
     names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
     names |= {list: "a list", dict: "a mapping"}
     if isinstance(kind, tuple):
@@ -223,7 +229,7 @@ def load_config(path: Path | str | None = None, node: str | None = None) -> Conf
     Raises ConfigError listing every problem, each with file, line and key.
     """
     explicit = path is not None
-    path = Path(path) if explicit else DEFAULT_PATH
+    path = Path(path) if path is not None else DEFAULT_PATH
     if not explicit and not path.exists():
         return _override_node(Config(), node)
     try:
@@ -302,7 +308,7 @@ def _build(r: _Reader, data: Any, path: Path | None) -> Config:
     )
 
 
-def _jobs(r: _Reader, top: dict) -> JobsConfig:
+def _jobs(r: _Reader, top: dict[str, Any]) -> JobsConfig:
     p = ("jobs",)
     s = r.section(top.get("jobs"), p, {"timeout", "maxBackoff", "jitter"})
     d = JobsConfig()
@@ -313,7 +319,7 @@ def _jobs(r: _Reader, top: dict) -> JobsConfig:
     )
 
 
-def _http(r: _Reader, top: dict) -> HttpConfig | None:
+def _http(r: _Reader, top: dict[str, Any]) -> HttpConfig | None:
     p = ("http",)
     if "http" in top and top["http"] is None:
         return None
@@ -331,7 +337,7 @@ def _http(r: _Reader, top: dict) -> HttpConfig | None:
     )
 
 
-def _smtp(r: _Reader, top: dict) -> SmtpConfig:
+def _smtp(r: _Reader, top: dict[str, Any]) -> SmtpConfig:
     p = ("smtp",)
     known = {"host", "port", "starttls", "username", "password", "from", "timeout"}
     s = r.section(top.get("smtp"), p, known)
@@ -347,7 +353,7 @@ def _smtp(r: _Reader, top: dict) -> SmtpConfig:
     )
 
 
-def _cleanup(r: _Reader, top: dict) -> CleanupConfig:
+def _cleanup(r: _Reader, top: dict[str, Any]) -> CleanupConfig:
     p = ("cleanup",)
     s = r.section(top.get("cleanup"), p, {"allowedRoots"})
     roots = r.get(s, (*p, "allowedRoots"), list, [])
@@ -360,7 +366,7 @@ def _cleanup(r: _Reader, top: dict) -> CleanupConfig:
     return CleanupConfig(allowed_roots=tuple(good))
 
 
-def _webhook(r: _Reader, top: dict) -> WebhookConfig:
+def _webhook(r: _Reader, top: dict[str, Any]) -> WebhookConfig:
     p = ("webhook",)
     s = r.section(top.get("webhook"), p, {"allowedHosts", "timeout"})
     hosts = r.get(s, (*p, "allowedHosts"), list, None)
@@ -375,7 +381,7 @@ def _webhook(r: _Reader, top: dict) -> WebhookConfig:
     )
 
 
-def _retention(r: _Reader, top: dict) -> RetentionConfig:
+def _retention(r: _Reader, top: dict[str, Any]) -> RetentionConfig:
     p = ("retention",)
     s = r.section(top.get("retention"), p, {"completed", "failed"})
     d = RetentionConfig()
@@ -385,10 +391,16 @@ def _retention(r: _Reader, top: dict) -> RetentionConfig:
     )
 
 
-def _timezone(r: _Reader, data: dict, path: tuple[str, ...], default: str | None) -> str | None:
-    name = r.get(data, path, str, default)
+_Zone = TypeVar("_Zone", str, None)
+
+
+def _timezone(
+    r: _Reader, data: dict[str, Any], path: tuple[str, ...], default: _Zone
+) -> str | _Zone:
+    """A valid zone name from data, else default (the typed default: "UTC" or None)."""
+    name: str | None = r.get(data, path, str, default)
     if name is None:
-        return None
+        return default
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):
@@ -397,7 +409,7 @@ def _timezone(r: _Reader, data: dict, path: tuple[str, ...], default: str | None
     return name
 
 
-def _schedule(r: _Reader, top: dict) -> tuple[TaskConfig, ...]:
+def _schedule(r: _Reader, top: dict[str, Any]) -> tuple[TaskConfig, ...]:
     entries = r.get(top, ("schedule",), list, [])
     tasks: list[TaskConfig] = []
     seen: dict[str, int] = {}
@@ -443,7 +455,7 @@ def _task(r: _Reader, entry: Any, p: tuple[str, ...]) -> TaskConfig | None:
     return TaskConfig(name, cron, job, timezone, catch_up, r.lines.get(p, 0))
 
 
-def _job_types(r: _Reader, top: dict) -> dict[str, str]:
+def _job_types(r: _Reader, top: dict[str, Any]) -> dict[str, str]:
     types = r.get(top, ("jobTypes",), dict, {})
     good = {}
     for name, target in types.items():

@@ -44,7 +44,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 from spoold.spool import Spool
 
@@ -114,7 +114,7 @@ class HelperGone(Exception):
     """The helper process stopped answering (it died, or its pipe broke)."""
 
 
-VERBS: dict[str, Callable[..., list]] = {"accept": accept_files, "commit": commit_files}
+VERBS: dict[str, Callable[..., list[Any]]] = {"accept": accept_files, "commit": commit_files}
 
 
 class FileWork:
@@ -151,7 +151,7 @@ class FileWork:
         """commit_files, in the helper if it runs."""
         return self._do("commit", items, flush)
 
-    def _do(self, verb: str, *args: Any) -> list:
+    def _do(self, verb: str, *args: Any) -> list[Any]:
         if self._helper is not None:
             try:
                 return self._helper.ask(verb, *args)
@@ -187,13 +187,14 @@ class Helper:
             return None
         return cls(process)
 
-    def ask(self, verb: str, *args: object) -> list:
+    def ask(self, verb: str, *args: object) -> list[Any]:
         """VERBS[verb](spool, *args) in the helper; HelperGone if it does not answer."""
         assert self.process.stdin is not None and self.process.stdout is not None
         try:
             with self._lock:
                 send(self.process.stdin, (verb, args))
-                return receive(self.process.stdout)
+                answer: list[Any] = receive(self.process.stdout)
+                return answer
         except (OSError, EOFError, pickle.UnpicklingError) as e:
             raise HelperGone(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__) from e
 
@@ -224,13 +225,13 @@ def _same_spoold() -> dict[str, str]:
     return env
 
 
-def send(stream: BinaryIO, value: object) -> None:
+def send(stream: IO[bytes], value: object) -> None:
     data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     stream.write(HEADER.pack(len(data)) + data)
     stream.flush()
 
 
-def receive(stream: BinaryIO) -> Any:
+def receive(stream: IO[bytes]) -> Any:
     """The next value sent; EOFError at the end of the stream."""
     header = stream.read(HEADER.size)
     if len(header) < HEADER.size:
@@ -273,7 +274,7 @@ def serve(role: str, root: str, node: str, parent: int) -> int:
         spool.drop_spares()
 
 
-def _do(role: str, spool: Spool, verb: str, args: tuple) -> list:
+def _do(role: str, spool: Spool, verb: str, args: tuple[Any, ...]) -> list[Any]:
     """One request's results; an error for each of its files if the request failed
     (a bug: say so, and go on serving)."""
     try:

@@ -179,14 +179,14 @@ class Intake:
             raise InvalidJob(_duplicate(job.id))
         stem = self._stem(job, exclusive_stem)
         try:
-            data = job.to_json()
-            written = self._write(stem, data, exclusive=exclusive_stem is not None)
+            body = job.to_json()
+            written = self._write(stem, body, exclusive=exclusive_stem is not None)
         except BaseException:
             self.ids.release(job.id)
             raise
         if not written:
             raise InvalidJob(_duplicate(job.id))
-        self._index(stem, job, len(data))
+        self._index(stem, job, len(body))
         return job
 
     def _write(self, stem: str, data: bytes, exclusive: bool) -> bool:

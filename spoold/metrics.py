@@ -135,7 +135,7 @@ class SpooldCollector(Collector):
 def _cumulative(counts: list[int]) -> list[tuple[str, float]]:
     """Bucket counts → (le, cumulative count) pairs, +Inf last, as Prometheus wants them."""
     bounds = [*(str(float(b)) for b in DURATION_BUCKETS), "+Inf"]
-    running, pairs = 0, []
+    running, pairs = 0, list[tuple[str, float]]()
     for bound, count in zip(bounds, counts, strict=True):
         running += count
         pairs.append((bound, running))

@@ -267,7 +267,7 @@ def schemas(types: list[str]) -> Schema:
 def document(types: list[str], secured: bool) -> Schema:
     """The whole document, with `types` as the job types a job may name; `secured` when a
     token is set (then every operation but GET /healthz needs it)."""
-    doc = {
+    doc: Schema = {
         "openapi": "3.0.3",
         "info": {
             "title": "spoold",

@@ -29,6 +29,7 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class ConfigWatcher:
         self.events = events
         self._poked = threading.Event()
         self._stop = threading.Event()
-        self._observer: Observer | None = None
+        self._observer: BaseObserver | None = None
         self._thread: threading.Thread | None = None
         self._signature: Signature = None
         self._content: object = _UNSEEN

@@ -126,6 +126,7 @@ class Endpoints:
             record = manage.read_record(self.daemon.spool, found)
             if record is not None:
                 break
+        assert found is not None  # the loop raised 404 where it found nothing
         return ok({"id": job_id, "folder": found.folder, "record": record})
 
     # ----- jobs in ---------------------------------------------------------------------------
@@ -242,7 +243,8 @@ def _batch_items(body: bytes) -> list[Any]:
     except json.JSONDecodeError as e:
         raise ApiError(400, f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from e
     if isinstance(data, dict) and isinstance(data.get("jobs"), list):
-        return data["jobs"]
+        jobs: list[Any] = data["jobs"]
+        return jobs
     if not isinstance(data, list):
         raise ApiError(400, 'a batch must be a JSON list of jobs [...] (or {"jobs": [...]})')
     return data

@@ -36,6 +36,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from spoold.errors import SpoolUnusable
 from spoold.times import iso, utc_second
@@ -655,5 +656,5 @@ def _unique_names(name: str) -> Iterator[str]:
         yield f"{base}.{n}.json"
 
 
-def _dump(value: dict) -> bytes:
+def _dump(value: dict[str, Any]) -> bytes:
     return json.dumps(value, ensure_ascii=False, indent=1).encode() + b"\n"

@@ -31,9 +31,17 @@ from watchdog.events import (
 from watchdog.observers import Observer
 
 try:
-    from watchdog.observers.inotify_c import InotifyConstants, InotifyEvent, InotifyFD
+    from watchdog.observers.inotify_c import (
+        CallbackId,
+        InotifyConstants,
+        InotifyEvent,
+        InotifyFD,
+        Mask,
+    )
+
+    RAW_EVENTS = True
 except ImportError:  # not Linux, or a watchdog without the shared reader
-    InotifyFD = None
+    RAW_EVENTS = False
 
 from spoold.spool import is_job_name
 
@@ -78,10 +86,15 @@ class _InotifyCallback:
         logger.warning("file events were lost (inotify queue overflow): rescanning incoming/")
         self.overflow()
 
+    def on_events_lost(self) -> None:
+        """Nothing more to do: on_queue_overflow already asked for a rescan."""
 
-def _watch_raw(folder: str, offer: Callable[[str], None], overflow: Callable[[], None]):
+
+def _watch_raw(
+    folder: str, offer: Callable[[str], None], overflow: Callable[[], None]
+) -> Callable[[], None]:
     """Watch folder with watchdog's shared inotify reader; returns the stop function."""
-    mask = (
+    mask = Mask(
         InotifyConstants.IN_MOVED_TO
         | InotifyConstants.IN_CLOSE_WRITE
         | InotifyConstants.IN_CREATE
@@ -89,11 +102,12 @@ def _watch_raw(folder: str, offer: Callable[[str], None], overflow: Callable[[],
     )
     reader = InotifyFD.get_instance()
     callback = _InotifyCallback(offer, overflow)
-    wd = reader.add_callback(os.fsencode(folder), mask, callback, id(callback))
-    return lambda: reader.remove_callbacks([(wd, id(callback))])
+    callback_id = CallbackId(id(callback))
+    wd = reader.add_callback(os.fsencode(folder), mask, callback, callback_id)
+    return lambda: reader.remove_callbacks([(wd, callback_id)])
 
 
-def _watch_observer(folder: str, offer: Callable[[str], None]):
+def _watch_observer(folder: str, offer: Callable[[str], None]) -> Callable[[], None]:
     """Watch folder with a watchdog Observer (any platform); returns the stop function."""
     observer = Observer()
     observer.schedule(_Handler(offer), folder, recursive=False)
@@ -153,7 +167,7 @@ class Watcher:
 
     def _start_events(self) -> None:
         try:
-            if InotifyFD is not None:
+            if RAW_EVENTS:
                 self._stop_events = _watch_raw(self.folder, self.offer, self._overflowed)
             else:
                 self._stop_events = _watch_observer(self.folder, self.offer)

@@ -42,7 +42,8 @@ def _checked(name: str, target: str, builtins: set[str]) -> Callable[[dict[str, 
     function = load_target(target)
     if not callable(function):
         raise ValueError(f"{target!r} is not a function (its type is {type(function).__name__})")
-    return function
+    checked: Callable[[dict[str, Any]], None] = function
+    return checked
 
 
 def load_target(target: str) -> Any:
