@@ -15,8 +15,17 @@ from typing import Any
 
 from spoold import __version__
 from spoold.config import Config, load_config
-from spoold.errors import ConfigError, InvalidJob, SpoolError
-from spoold.jobs import PRIORITIES, build_registry
+from spoold.errors import (
+    ConfigError,
+    CronError,
+    InvalidJob,
+    NotRetryable,
+    SpoolError,
+    TaskBusy,
+    UnknownTask,
+)
+from spoold.jobs.registry import build_registry
+from spoold.names import PRIORITIES
 
 logger = logging.getLogger("spoold")
 
@@ -323,7 +332,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
         return 0
     try:
         print(manage.retry(spool, args.id))
-    except manage.NotRetryable as e:
+    except NotRetryable as e:
         print(f"spoold retry: {e}", file=sys.stderr)
         return 1
     return 0
@@ -361,7 +370,7 @@ def _add_next(commands: Any) -> None:
 
 
 def cmd_next(args: argparse.Namespace) -> int:
-    from spoold.cron import CronError, format_next
+    from spoold.cron import format_next
 
     if args.n < 1:
         print("spoold next: -n must be at least 1", file=sys.stderr)
@@ -398,7 +407,6 @@ def _add_run_task(commands: Any) -> None:
 
 
 def cmd_run_task(args: argparse.Namespace) -> int:
-    from spoold.errors import TaskBusy, UnknownTask
     from spoold.scheduler import standalone
 
     config = _config(args)

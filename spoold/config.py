@@ -17,10 +17,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 from spoold.errors import ConfigError
+from spoold.names import ID_RE
 
 DEFAULT_PATH = Path("config/spoold.yaml")
 NAME_RULE = "1-128 of A-Z a-z 0-9 . _ - (not starting with .)"
-NAME_RE = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9._\-]{0,127}$")
 DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -244,7 +244,7 @@ def load_config(path: Path | str | None = None, node: str | None = None) -> Conf
 def _override_node(config: Config, node: str | None) -> Config:
     if node is None:
         return config
-    if not NAME_RE.match(node):
+    if not ID_RE.match(node):
         raise ConfigError([f"--node {node!r}: use {NAME_RULE}"])
     return replace(config, node=node)
 
@@ -278,7 +278,7 @@ def _build(r: _Reader, data: Any, path: Path | None) -> Config:
     top = r.section(data, (), TOP_KEYS)
     d = Config()
     node = r.get(top, ("node",), str, None)
-    if node is not None and not NAME_RE.match(node):
+    if node is not None and not ID_RE.match(node):
         r.problem(("node",), f"use {NAME_RULE}")
     durability = r.get(top, ("durability",), str, d.durability)
     if durability not in ("fsync", "relaxed"):
@@ -436,7 +436,7 @@ def _task(r: _Reader, entry: Any, p: tuple[str, ...]) -> TaskConfig | None:
     for key, value in (("name", name), ("cron", cron), ("job", job)):
         if value is None and key not in s:
             r.problem((*p, key), "is required")
-    if name is not None and not NAME_RE.match(name):
+    if name is not None and not ID_RE.match(name):
         r.problem((*p, "name"), f"use {NAME_RULE}")
     if cron is not None:
         from spoold.cron import cron_problem
@@ -462,7 +462,7 @@ def _job_types(r: _Reader, top: dict[str, Any]) -> dict[str, str]:
         p = ("jobTypes", str(name))
         if not isinstance(target, str) or ":" not in target:
             r.problem(p, f"expected 'package.module:function', got {target!r}")
-        elif not NAME_RE.match(str(name)):
+        elif not ID_RE.match(str(name)):
             r.problem(p, "a type name uses A-Z a-z 0-9 . _ -")
         else:
             good[str(name)] = target

@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
-from spoold.errors import SpoolError
+from spoold.errors import CronError
 
 FIELDS = ("minute", "hour", "day of month", "month", "day of week")
 _ALLOWED = (
@@ -48,10 +48,6 @@ _SHAPES = (
 _COUNTS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 # Any fixed instant will do: cronsim checks the fields when it is built.
 _PROBE = datetime(2000, 1, 1, tzinfo=UTC)
-
-
-class CronError(SpoolError, ValueError):
-    """A cron string or time zone spoold cannot schedule by; the message says what to fix."""
 
 
 def normalize(expr: str) -> str:

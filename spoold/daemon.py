@@ -23,11 +23,13 @@ from spoold.dispatch import Dispatcher
 from spoold.errors import ConfigError
 from spoold.intake import Intake
 from spoold.job import Job
-from spoold.jobs import JobType, build_registry
+from spoold.jobs import JobType
+from spoold.jobs.registry import build_registry
+from spoold.names import ERROR_SUFFIX, stem_of
 from spoold.reload import ConfigWatcher
 from spoold.retention import prune
 from spoold.scheduler import Scheduler, check_tasks
-from spoold.spool import ERROR_SUFFIX, Spool, parse_stem
+from spoold.spool import Spool
 from spoold.status import Stats, StatusWriter
 from spoold.times import iso
 from spoold.watcher import Watcher
@@ -148,7 +150,7 @@ class Daemon:
         for name in self.spool.names("pending"):
             if name[:-5] in self.dispatcher:  # known: skip the parse (this runs every rescan)
                 continue
-            stem = parse_stem(name[:-5]) if name.endswith(".json") else None
+            stem = stem_of(name)
             if stem:
                 found.append((stem.text, stem.priority))
                 self.intake.ids.reserve(stem.id)
@@ -184,7 +186,7 @@ class Daemon:
         for folder, age in (("completed", retention.completed), ("failed", retention.failed)):
             removed = prune(self.spool, folder, age, time.time())
             for name in removed:
-                stem = parse_stem(name[:-5])
+                stem = stem_of(name)
                 if stem:
                     self.intake.ids.release(stem.id)
             self.stats.changed(**{folder: -len(removed)})

@@ -18,8 +18,7 @@ from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 from spoold.job import Job
-from spoold.jobs import PRIORITIES
-from spoold.spool import parse_stem
+from spoold.names import PRIORITIES, parse_stem
 
 # The judged jobs kept for the workers are capped by an estimate of their memory:
 # measured with tracemalloc, a decoded job takes about 3 times its JSON's bytes plus

@@ -31,3 +31,19 @@ class UnknownTask(SpoolError, LookupError):
 
 class TaskBusy(SpoolError):
     """A task's previous run is still pending or running, so it is not run again now."""
+
+
+class CronError(SpoolError, ValueError):
+    """A cron string or time zone spoold cannot schedule by; the message says what to fix."""
+
+
+class Rejected(SpoolError):
+    """An incoming file that must go to failed/ unread; the message says why."""
+
+
+class NotRetryable(SpoolError):
+    """The job cannot be retried; the message says why."""
+
+
+class HelperGone(SpoolError):
+    """A helper process stopped answering (it died, or its pipe broke)."""

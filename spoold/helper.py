@@ -46,6 +46,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from spoold.errors import HelperGone
 from spoold.spool import Spool
 
 logger = logging.getLogger("spoold.helper")
@@ -108,10 +109,6 @@ def _commit_one(spool: Spool, item: Item, flush: bool) -> OSError | None:
     except OSError as e:
         return e
     return None
-
-
-class HelperGone(Exception):
-    """The helper process stopped answering (it died, or its pipe broke)."""
 
 
 VERBS: dict[str, Callable[..., list[Any]]] = {"accept": accept_files, "commit": commit_files}

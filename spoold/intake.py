@@ -14,10 +14,11 @@ from typing import Any
 
 from spoold.commit import Outcome
 from spoold.context import Context
-from spoold.errors import InvalidJob
+from spoold.errors import InvalidJob, Rejected
 from spoold.helper import FileWork
-from spoold.job import Job, decode_object, new_job, priority_from_name
-from spoold.spool import Rejected, Spool, make_stem, parse_stem, running_stem
+from spoold.job import Job, decode_object, new_job
+from spoold.names import make_stem, parse_stem, priority_from_name, running_stem, stem_of
+from spoold.spool import Spool
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ class IdRegistry:
         """One scan of every job folder at start."""
         for folder in ("pending", "completed", "failed"):
             for name in spool.names(folder):
-                stem = parse_stem(name[:-5]) if name.endswith(".json") else None
+                stem = stem_of(name)
                 if stem:
                     self._ids.add(stem.id)
         for name in spool.names("running"):

@@ -9,30 +9,21 @@ from __future__ import annotations
 
 import codecs
 import json
-import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 from zoneinfo import ZoneInfo
 
 from spoold.errors import InvalidJob
-from spoold.jobs import PRIORITIES, JobType
+from spoold.jobs import JobType
+from spoold.names import ID_RE, ID_RULE, PRIORITIES
 from spoold.times import iso, iso_or_none, parse_time
 
-ID_RE = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9._\-]{0,127}$")
-NAME_PRIORITY_RE = re.compile(r"^(critical|high|normal|low)[-_.]")
 # Fields spoold writes itself; a producer setting them would forge the job's history.
 STATE_FIELDS = (
     "status", "attempts", "createdAt", "startedAt", "completedAt", "error",
     "durationMs", "previousErrors", "nextAttemptAt",
 )  # fmt: skip
-ID_RULE = "1-128 of A-Z a-z 0-9 . _ - (not starting with .)"
-
-
-def priority_from_name(name: str) -> str | None:
-    """'high-invoice-42.json' → 'high'; None when the name names no priority."""
-    match = NAME_PRIORITY_RE.match(name)
-    return match.group(1) if match else None
 
 
 @dataclass

@@ -12,8 +12,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from spoold.errors import NotRetryable
 from spoold.job import dump_record
-from spoold.spool import ERROR_SUFFIX, Spool, parse_stem, running_stem
+from spoold.names import ERROR_SUFFIX, parse_stem, running_stem, stem_of
+from spoold.spool import Spool
 from spoold.times import iso
 
 JOB_FOLDERS = ("pending", "running", "completed", "failed")
@@ -54,10 +56,6 @@ def read_record(spool: Spool, found: Found) -> dict[str, Any] | None:
     except ValueError:
         return None
     return record if isinstance(record, dict) else None
-
-
-class NotRetryable(Exception):
-    """The job cannot be retried; the message says why."""
 
 
 def retry(spool: Spool, job_id: str) -> str:
@@ -112,7 +110,7 @@ def retry_all(spool: Spool) -> list[str]:
     for name in sorted(spool.names("failed")):
         if name.endswith(ERROR_SUFFIX):
             continue
-        stem = parse_stem(name[:-5]) if name.endswith(".json") else None
+        stem = stem_of(name)
         try:
             if stem:
                 done.append(_retry_found(spool, Found("failed", name, stem.text)))

@@ -9,9 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from spoold import __version__
-from spoold.jobs import PRIORITIES
+from spoold.names import ID_PATTERN, ID_RULE, PRIORITIES
 
-ID_PATTERN = r"^[A-Za-z0-9_\-][A-Za-z0-9._\-]{0,127}$"
 MAX_LIMIT = 1000
 # Names GET /jobs/<name> answers itself (stats, lists), so they never reach the job lookup.
 RESERVED_IDS = ["stats", "completed", "failed"]
@@ -49,7 +48,7 @@ BODY_ERRORS = {
 }
 JOB_ID = {"type": "string", "pattern": ID_PATTERN, "maxLength": 128}
 ID_PARAM = {"name": "id", "in": "path", "required": True, "schema": JOB_ID,
-            "description": "A job id: 1-128 of A-Z a-z 0-9 . _ - (not starting .)"}  # fmt: skip
+            "description": f"A job id: {ID_RULE}"}  # fmt: skip
 GET_ID_PARAM = {**ID_PARAM, "schema": {**JOB_ID, "not": {"enum": RESERVED_IDS}}}
 TASK_PARAM = {"name": "name", "in": "path", "required": True, "schema": JOB_ID,
               "description": "A scheduled task's name."}  # fmt: skip

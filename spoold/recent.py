@@ -16,7 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from spoold.spool import Spool, parse_stem
+from spoold.names import stem_of
+from spoold.spool import Spool
 
 KEEP = 1000  # entries kept per folder: also the largest `limit` answered
 MAX_RECORD_BYTES = 16384  # a larger record is not kept in memory but read back when asked for
@@ -99,7 +100,7 @@ class Recent:
         """One listing of folder: job id → file name (for records too large to keep)."""
         found = {}
         for name in self.spool.names(folder):
-            stem = parse_stem(name[:-5]) if name.endswith(".json") else None
+            stem = stem_of(name)
             if stem:
                 found[stem.id] = name
         return found
@@ -108,7 +109,7 @@ class Recent:
         """Add the newest records already on disk behind what this daemon finished itself."""
         found = []
         for name in self.spool.names(folder):
-            stem = parse_stem(name[:-5]) if name.endswith(".json") else None
+            stem = stem_of(name)
             mtime = self.spool.mtime(folder, name) if stem else None
             if stem and mtime is not None:
                 found.append((mtime, stem.id, name))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from spoold.spool import ERROR_SUFFIX, Spool
+from spoold.names import ERROR_SUFFIX
+from spoold.spool import Spool
 
 logger = logging.getLogger(__name__)
 

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from spoold import manage, metrics, openapi
-from spoold.errors import InvalidJob, TaskBusy, UnknownTask
-from spoold.job import ID_RE, ID_RULE, Job, decode_object
+from spoold.errors import InvalidJob, NotRetryable, TaskBusy, UnknownTask
+from spoold.job import Job, decode_object
+from spoold.names import ID_RE, ID_RULE, stem_of
 from spoold.page import status_page
 from spoold.recent import Recent
-from spoold.spool import parse_stem
 
 if TYPE_CHECKING:
     from spoold.daemon import Daemon
@@ -171,10 +171,10 @@ class Endpoints:
         daemon = self.daemon
         try:
             where = manage.retry(daemon.spool, job_id)
-        except manage.NotRetryable as e:
+        except NotRetryable as e:
             raise ApiError(409 if job_id in daemon.intake.ids else 404, str(e)) from e
         folder, _, name = where.partition("/")
-        stem = parse_stem(name[:-5]) if folder == "pending" else None
+        stem = stem_of(name) if folder == "pending" else None
         if stem:
             daemon.dispatcher.add(stem.text, stem.priority, 0.0)
         daemon.stats.changed(failed=-1)
@@ -188,7 +188,7 @@ class Endpoints:
             found = manage.cancel(daemon.spool, job_id)
         except LookupError as e:
             raise ApiError(404, str(e.args[0] if e.args else e)) from e
-        except manage.NotRetryable as e:
+        except NotRetryable as e:
             raise ApiError(409, str(e)) from e
         daemon.dispatcher.discard(found.stem)
         daemon.stats.changed(failed=1)

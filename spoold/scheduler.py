@@ -35,7 +35,8 @@ from spoold.cron import fire_times_between, next_times, zone
 from spoold.errors import ConfigError, InvalidJob, TaskBusy, UnknownTask
 from spoold.intake import Intake
 from spoold.job import new_job
-from spoold.spool import Spool, make_stem
+from spoold.names import make_stem
+from spoold.spool import Spool
 from spoold.taskstate import (
     MARKER,
     POINTER,
@@ -433,7 +434,7 @@ def standalone(config: Config) -> Scheduler:
     enqueues is in pending/ at once; a running daemon indexes it at its next rescan."""
     from spoold.context import Context
     from spoold.dispatch import Dispatcher
-    from spoold.jobs import build_registry
+    from spoold.jobs.registry import build_registry
 
     registry = build_registry(config, dict)
     tz = ZoneInfo(config.timezone)

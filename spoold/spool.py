@@ -19,7 +19,6 @@ Names carry the state a reader needs without opening files:
 
 from __future__ import annotations
 
-import calendar
 import contextlib
 import ctypes
 import fcntl
@@ -27,7 +26,6 @@ import itertools
 import json
 import logging
 import os
-import re
 import shutil
 import stat
 import threading
@@ -38,62 +36,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from spoold.errors import SpoolUnusable
-from spoold.times import iso, utc_second
+from spoold.errors import Rejected, SpoolUnusable
+from spoold.names import ERROR_SUFFIX, is_job_name, running_stem
+from spoold.times import iso
 
 logger = logging.getLogger(__name__)
 
 FOLDERS = ("incoming", "pending", "running", "completed", "failed", "tmp")
 # Made by the scheduler when it starts (spool.ensure_extra), not by ensure().
 EXTRA_FOLDERS = ("schedule",)
-RANKS = {"critical": 0, "high": 1, "normal": 2, "low": 3}
-STEM_RE = re.compile(
-    r"^(?P<rank>[0-3])-(?P<priority>critical|high|normal|low)-"
-    r"(?P<ts>\d{8}T\d{6}\.\d{9})Z-(?P<id>[A-Za-z0-9_\-][A-Za-z0-9._\-]{0,127})$"
-)
-ERROR_SUFFIX = ".error.json"
 MAX_SPARES = 256  # as many as the committer's batch, so a batch reuses files
-
-
-@dataclass(frozen=True)
-class Stem:
-    """What a pending name says: priority, acceptance time, id."""
-
-    priority: str
-    accepted: float
-    id: str
-    text: str
-
-
-def make_stem(priority: str, accepted_ns: int, job_id: str) -> str:
-    """The dispatch-order name of a job, without '.json'."""
-    seconds, nanos = divmod(accepted_ns, 1_000_000_000)
-    ts = utc_second(seconds, "%Y%m%dT%H%M%S")
-    return f"{RANKS[priority]}-{priority}-{ts}.{nanos:09d}Z-{job_id}"
-
-
-def parse_stem(stem: str) -> Stem | None:
-    """Read a stem back; None for names spoold did not make."""
-    match = STEM_RE.match(stem)
-    if not match:
-        return None
-    ts = match.group("ts")
-    fields = (int(ts[0:4]), int(ts[4:6]), int(ts[6:8]), int(ts[9:11]), int(ts[11:13]))
-    accepted = calendar.timegm((*fields, int(ts[13:15]))) + int(ts[16:]) / 1e9
-    return Stem(match.group("priority"), accepted, match.group("id"), stem)
-
-
-def running_stem(name: str) -> tuple[str, str] | None:
-    """'<stem>@<owner>.json' → (stem, owner)."""
-    if not name.endswith(".json") or "@" not in name:
-        return None
-    stem, owner = name[:-5].rsplit("@", 1)
-    return stem, owner
-
-
-def is_job_name(name: str) -> bool:
-    """Names in incoming/ that spoold takes: '*.json', not a dot-file."""
-    return name.endswith(".json") and not name.startswith(".")
 
 
 @dataclass(frozen=True)
@@ -102,10 +54,6 @@ class Incoming:
 
     raw: bytes
     mtime: float
-
-
-class Rejected(Exception):
-    """An incoming file that must go to failed/ unread; the message says why."""
 
 
 class Spool:

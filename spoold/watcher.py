@@ -43,7 +43,7 @@ try:
 except ImportError:  # not Linux, or a watchdog without the shared reader
     RAW_EVENTS = False
 
-from spoold.spool import is_job_name
+from spoold.names import is_job_name
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,8 @@ from spoold.dispatch import Dispatcher, Taken, backoff_seconds, default_rand
 from spoold.errors import PermanentJobError
 from spoold.job import Job, from_record
 from spoold.jobs import JobType
-from spoold.spool import Spool, parse_stem, running_stem
+from spoold.names import parse_stem, running_stem
+from spoold.spool import Spool
 
 logger = logging.getLogger(__name__)
 

@@ -20,9 +20,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from spoold.api import route, segments
 from spoold.config import load_config
 from spoold.daemon import Daemon
+from spoold.names import make_stem
 from spoold.page import status_page
 from spoold.recent import MAX_RECORD_BYTES, Recent
-from spoold.spool import Spool, make_stem
+from spoold.spool import Spool
 
 # ----- routing ------------------------------------------------------------------------------
 

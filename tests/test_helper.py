@@ -22,10 +22,12 @@ from spoold import helper as helper_module
 from spoold.commit import Committer, Outcome
 from spoold.context import Context
 from spoold.dispatch import Dispatcher
-from spoold.helper import Helper, HelperGone, accept_files, commit_files
+from spoold.errors import HelperGone
+from spoold.helper import Helper, accept_files, commit_files
 from spoold.intake import Intake
 from spoold.jobs import JobType
-from spoold.spool import Spool, make_stem
+from spoold.names import make_stem
+from spoold.spool import Spool
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux helper")
 

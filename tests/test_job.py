@@ -6,8 +6,9 @@ import pytest
 
 from spoold.config import Config
 from spoold.errors import InvalidJob
-from spoold.job import decode_object, from_record, new_job, priority_from_name
-from spoold.jobs import build_registry
+from spoold.job import decode_object, from_record, new_job
+from spoold.jobs.registry import build_registry
+from spoold.names import priority_from_name
 
 REGISTRY = build_registry(Config(), dict)
 UTC = ZoneInfo("UTC")

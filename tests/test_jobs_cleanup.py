@@ -12,8 +12,8 @@ import pytest
 
 from spoold.config import CleanupConfig, Config
 from spoold.errors import PermanentJobError
-from spoold.jobs import build_registry
 from spoold.jobs.cleanup import clean_directory, validate
+from spoold.jobs.registry import build_registry
 
 DAY = 86400
 

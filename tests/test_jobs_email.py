@@ -12,8 +12,8 @@ from helpers_servers import SmtpServer, TlsFiles, closed_port, smtp_server, tls_
 
 from spoold.config import Config, SmtpConfig
 from spoold.errors import PermanentJobError
-from spoold.jobs import build_registry
 from spoold.jobs.email import send_email, validate
+from spoold.jobs.registry import build_registry
 
 REFUSE = {
     "nobody@example.com": "550 5.1.1 No such user here",

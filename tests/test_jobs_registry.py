@@ -13,7 +13,9 @@ import pytest
 
 from spoold.config import Config, parse_config
 from spoold.errors import ConfigError
-from spoold.jobs import PRIORITIES, JobType, build_registry
+from spoold.jobs import JobType
+from spoold.jobs.registry import build_registry
+from spoold.names import PRIORITIES
 
 PLUGIN = "spoold_test_plugin"
 

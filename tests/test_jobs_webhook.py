@@ -11,7 +11,7 @@ from helpers_servers import DROP, HANG, Answer, HttpServer, closed_port, http_se
 
 from spoold.config import Config, WebhookConfig
 from spoold.errors import PermanentJobError
-from spoold.jobs import build_registry
+from spoold.jobs.registry import build_registry
 from spoold.jobs.webhook import post_webhook, validate
 
 ANY_HOST = WebhookConfig(allowed_hosts=None, timeout=5.0)

@@ -17,7 +17,8 @@ from spoold.context import Context
 from spoold.dispatch import Dispatcher
 from spoold.errors import ConfigError, TaskBusy, UnknownTask
 from spoold.intake import Intake
-from spoold.jobs import JobType, build_registry
+from spoold.jobs import JobType
+from spoold.jobs.registry import build_registry
 from spoold.scheduler import Scheduler, check_tasks, latest_fire
 from spoold.spool import Spool
 from spoold.taskstate import fire_id, run_now_id

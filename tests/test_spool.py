@@ -5,7 +5,9 @@ import threading
 
 import pytest
 
-from spoold.spool import Rejected, Spool, make_stem, parse_stem, running_stem
+from spoold.errors import Rejected
+from spoold.names import make_stem, parse_stem, running_stem
+from spoold.spool import Spool
 
 
 @pytest.fixture

@@ -11,7 +11,8 @@ from spoold.dispatch import Dispatcher, Taken
 from spoold.errors import PermanentJobError
 from spoold.intake import Intake
 from spoold.jobs import JobType
-from spoold.spool import Spool, make_stem, parse_stem
+from spoold.names import make_stem, parse_stem
+from spoold.spool import Spool
 from spoold.times import parse_time
 from spoold.worker import Policy, WorkerPool, recover_running
 

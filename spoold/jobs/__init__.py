@@ -1,21 +1,16 @@
-"""The job types a spool can run, registered by name.
+"""The job types a spool can run: what a type is (``JobType``).
 
 Built-ins and a user's ``package.module:function`` plug-ins are the same thing
 to the worker: a ``JobType`` whose ``run`` raises on failure. Each built-in
-lives in its own small module; this one only knows their names and defaults.
+lives in its own small module; ``registry`` binds them to the config. This module
+imports none of them, so that knowing what a job type is does not load smtplib.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
-
-from spoold.config import Config
-from spoold.jobs import basic, cleanup, email, plugin, webhook
-
-PRIORITIES = ("critical", "high", "normal", "low")
 
 Job = dict[str, Any]
 
@@ -34,42 +29,3 @@ class JobType:
     priority: str = "normal"
     max_attempts: int = 3
     validate: Callable[[Job], list[str]] = no_problems
-
-
-def build_registry(config: Config, queue_stats: Callable[[], dict[str, Any]]) -> dict[str, JobType]:
-    """All built-ins configured from config, plus config.job_types plug-ins.
-
-    Raises ConfigError naming the jobTypes key of every plug-in that cannot be
-    imported, is not callable, or would shadow a built-in.
-    """
-    registry = builtin_types(config, queue_stats)
-    functions = plugin.load_functions(config, set(registry))
-    registry.update({name: JobType(name, run) for name, run in functions.items()})
-    return registry
-
-
-def builtin_types(config: Config, queue_stats: Callable[[], dict[str, Any]]) -> dict[str, JobType]:
-    """The six built-in types, each bound to its part of the config."""
-    types = [
-        JobType(
-            "send_email",
-            partial(email.send_email, config.smtp),
-            "normal",
-            3,
-            email.validate,
-        ),
-        JobType(
-            "webhook",
-            partial(webhook.post_webhook, config.webhook),
-            "high",
-            5,
-            partial(webhook.validate, config.webhook),
-        ),
-        JobType(
-            "cleanup", partial(cleanup.clean_directory, config.cleanup), "low", 1, cleanup.validate
-        ),
-        JobType("log", basic.log_message, "low", 1, basic.validate_log),
-        JobType("queue_stats", partial(basic.log_queue_stats, queue_stats), "low", 1),
-        JobType("noop", basic.noop, "normal", 1),
-    ]
-    return {job_type.name: job_type for job_type in types}

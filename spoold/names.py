@@ -1,0 +1,83 @@
+"""The spool's names, spelled once: job ids, priorities, and the file names a job gets.
+
+A pending job's name is its *stem* plus ``.json``: ``<rank>-<priority>-<accepted
+UTC>Z-<id>``, so that plain ``ls pending/`` shows dispatch order and ``grep`` finds an
+id in any folder. A running job's name adds ``@<owner>`` (the daemon holding it).
+Every other module reads and makes these names through this one.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+from dataclasses import dataclass
+
+from spoold.times import utc_second
+
+PRIORITIES = ("critical", "high", "normal", "low")
+RANKS = {priority: rank for rank, priority in enumerate(PRIORITIES)}
+
+ID_PATTERN = r"^[A-Za-z0-9_\-][A-Za-z0-9._\-]{0,127}$"
+ID_RE = re.compile(ID_PATTERN)
+ID_RULE = "1-128 of A-Z a-z 0-9 . _ - (not starting with .)"
+
+STEM_RE = re.compile(
+    rf"^(?P<rank>[0-{len(PRIORITIES) - 1}])-(?P<priority>{'|'.join(PRIORITIES)})-"
+    rf"(?P<ts>\d{{8}}T\d{{6}}\.\d{{9}})Z-(?P<id>{ID_PATTERN[1:-1]})$"
+)
+NAME_PRIORITY_RE = re.compile(rf"^({'|'.join(PRIORITIES)})[-_.]")
+JSON = ".json"
+ERROR_SUFFIX = ".error.json"
+
+
+@dataclass(frozen=True)
+class Stem:
+    """What a pending name says: priority, acceptance time, id."""
+
+    priority: str
+    accepted: float
+    id: str
+    text: str
+
+
+def make_stem(priority: str, accepted_ns: int, job_id: str) -> str:
+    """The dispatch-order name of a job, without '.json'."""
+    seconds, nanos = divmod(accepted_ns, 1_000_000_000)
+    ts = utc_second(seconds, "%Y%m%dT%H%M%S")
+    return f"{RANKS[priority]}-{priority}-{ts}.{nanos:09d}Z-{job_id}"
+
+
+def parse_stem(stem: str) -> Stem | None:
+    """Read a stem back; None for names spoold did not make."""
+    match = STEM_RE.match(stem)
+    if not match:
+        return None
+    ts = match.group("ts")
+    fields = (int(ts[0:4]), int(ts[4:6]), int(ts[6:8]), int(ts[9:11]), int(ts[11:13]))
+    accepted = calendar.timegm((*fields, int(ts[13:15]))) + int(ts[16:]) / 1e9
+    return Stem(match.group("priority"), accepted, match.group("id"), stem)
+
+
+def stem_of(name: str) -> Stem | None:
+    """The stem of a job's file name ('<stem>.json' in pending/, completed/, failed/);
+    None for any other name."""
+    return parse_stem(name[: -len(JSON)]) if name.endswith(JSON) else None
+
+
+def running_stem(name: str) -> tuple[str, str] | None:
+    """'<stem>@<owner>.json' → (stem, owner)."""
+    if not name.endswith(JSON) or "@" not in name:
+        return None
+    stem, owner = name[: -len(JSON)].rsplit("@", 1)
+    return stem, owner
+
+
+def is_job_name(name: str) -> bool:
+    """Names in incoming/ that spoold takes: '*.json', not a dot-file."""
+    return name.endswith(JSON) and not name.startswith(".")
+
+
+def priority_from_name(name: str) -> str | None:
+    """'high-invoice-42.json' → 'high'; None when the name names no priority."""
+    match = NAME_PRIORITY_RE.match(name)
+    return match.group(1) if match else None
