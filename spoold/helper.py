@@ -13,8 +13,8 @@ other:
            and only then drop the running files they replace. Without
            `durability: fsync` the same, without the flushes.
 
-In alternating runs with 4 workers and 20,000 jobs, the commit helper took fsync
-from ~5.6k to ~7.4k jobs/s, and the intake helper added 5-20% to both modes.
+What each helper bought is measured in bench/README.md ("What the design choices
+bought").
 A helper shares nothing with the daemon but the spool folder and a pipe: a batch
 goes in, each file's result comes back. The daemon keeps every decision (what
 is admitted, under which name, what a job's outcome is); a helper only does the

@@ -81,7 +81,7 @@ class Spool:
         # Taken around each job's bookkeeping (accept, claim, record) by intake, workers and
         # committer: a performance device, not a correctness one. Under the GIL those threads
         # cannot do that work in parallel anyway; letting them try hands the GIL over at
-        # every syscall, which cost more than the work itself (4 workers: 3.4k → 5.5k jobs/s).
+        # every syscall, which cost more than the work itself (bench/README.md has the figures).
         # Never held across a job's run or the committer's flushes (only a rejected file's
         # explanation, which is rare, is written and flushed inside it).
         self.turn = threading.Lock()
