@@ -13,8 +13,8 @@ from spoold.jobs import PRIORITIES
 
 ID_PATTERN = r"^[A-Za-z0-9_\-][A-Za-z0-9._\-]{0,127}$"
 MAX_LIMIT = 1000
-# Names GET /jobs/<name> answers itself (stats, lists), so they never reach the job lookup.
-RESERVED_IDS = ["stats", "completed", "failed", "history"]
+# Names of fixed paths under /jobs/ (routes.ROUTES): never a job id in /jobs/<id>.
+RESERVED_IDS = ["batch", "stats", "completed", "failed", "history"]
 
 Schema = dict[str, Any]
 
@@ -50,7 +50,7 @@ BODY_ERRORS = {
 JOB_ID = {"type": "string", "pattern": ID_PATTERN, "maxLength": 128}
 ID_PARAM = {"name": "id", "in": "path", "required": True, "schema": JOB_ID,
             "description": "A job id: 1-128 of A-Z a-z 0-9 . _ - (not starting .)"}  # fmt: skip
-GET_ID_PARAM = {**ID_PARAM, "schema": {**JOB_ID, "not": {"enum": RESERVED_IDS}}}
+PATH_ID_PARAM = {**ID_PARAM, "schema": {**JOB_ID, "not": {"enum": RESERVED_IDS}}}
 TASK_PARAM = {"name": "name", "in": "path", "required": True, "schema": JOB_ID,
               "description": "A scheduled task's name."}  # fmt: skip
 
@@ -134,14 +134,14 @@ def paths() -> Schema:
         "/jobs/{id}": {
             "get": {
                 "summary": "Which folder a job is in, and its record.",
-                "parameters": [GET_ID_PARAM],
+                "parameters": [PATH_ID_PARAM],
                 "responses": {"200": json_answer("Found.", ref("JobInfo")),
                               "400": error("Not a job id."), "404": error("No such job."),
                               **COMMON_ERRORS},
             },
             "delete": {
                 "summary": "Cancel a pending job: it moves to failed/ with error 'cancelled'.",
-                "parameters": [ID_PARAM],
+                "parameters": [PATH_ID_PARAM],
                 "responses": {"200": json_answer("Cancelled.", ref("Cancelled")),
                               "400": error("Not a job id."), "404": error("No such job."),
                               "409": error("The job is not pending (running, or finished)."),
