@@ -20,8 +20,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import spoold
 from spoold.api import segments
-from spoold.config import load_config
+from spoold.browser import is_loopback, loopback_host_header
+from spoold.config import load_config, parse_config
 from spoold.daemon import Daemon
+from spoold.errors import ConfigError
 from spoold.history import History
 from spoold.openapi import RESERVED_IDS
 from spoold.page import status_page
@@ -337,3 +339,44 @@ def test_every_finish_listener_hears_each_outcome(start_inprocess):
         minutes = client.get("/jobs/history").json["minutes"]
         assert sum(m["completed"] for m in minutes) == 1
     assert daemon.stats.completed == 1
+
+
+# ----- browser safety: config and names ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "words"),
+    [
+        ("http: {corsOrigins: '*'}", "http.corsOrigins", "expected a list"),
+        ("http: {corsOrigins: ['*', 'http://a.example']}", "http.corsOrigins.0", "list it alone"),
+        ("http: {corsOrigins: ['http://a.example/app']}", "http.corsOrigins.0", "no path"),
+        ("http: {corsOrigins: [localhost:3000]}", "http.corsOrigins.0", "scheme://host"),
+        ("http: {corsOrigins: ['http://ok.example', 3]}", "http.corsOrigins.1", "got 3"),
+        ("http: {corsOrigin: ['*']}", "http.corsOrigin", "did you mean 'corsOrigins'"),
+    ],
+)
+def test_bad_cors_origins_are_named_with_key_and_line(tmp_path, text, key, words):
+    path = tmp_path / "c.yaml"
+    path.write_text("workers: 1\n" + text + "\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    [problem] = caught.value.problems
+    assert problem.startswith(f"{path}:2: {key}: ") and words in problem, problem
+
+
+def test_cors_origins_default_to_none_and_are_kept_lower_case():
+    assert parse_config("").http.cors_origins == ()
+    assert parse_config("http: {corsOrigins: ['*']}").http.cors_origins == ("*",)
+    listed = parse_config("http: {corsOrigins: ['HTTP://Dash.Example:8443']}").http
+    assert listed.cors_origins == ("http://dash.example:8443",)
+
+
+def test_which_names_are_loopback():
+    for host in ("127.0.0.1", "127.9.9.9", "::1", "localhost", "LocalHost"):
+        assert is_loopback(host), host
+    for host in ("0.0.0.0", "::", "192.168.1.10", "10.0.0.1", "example.com", ""):
+        assert not is_loopback(host), host
+    for value in ("localhost:8080", "[::1]:8080", "[::1]", "127.0.0.1:1"):
+        assert loopback_host_header(value), value
+    for value in ("::1", "[::1", "[::1]:", "localhost:", "localhost:80:80", "[127.0.0.1]x"):
+        assert not loopback_host_header(value), value
