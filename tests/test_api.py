@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import DaemonProcess, base_config, free_port, records, wait_until
+from conftest import DaemonProcess, base_config, free_port, records, spoold_cli, wait_until
 from helpers_api import Client, Reply, folder_of, ids_in_spool, raw, raw_json, raw_status
 from helpers_servers import http_server
 from prometheus_client.parser import text_string_to_metric_families
@@ -253,6 +253,30 @@ def test_a_failed_job_retried_over_http_runs_again(client, served):
         web.wait_for(2)
     record = client.get("/jobs/second-life").json["record"]
     assert record["status"] == "completed" and "404" in record["previousErrors"][0]
+
+
+def test_run_now_again_as_soon_as_the_last_run_finished(start_daemon):
+    """Over HTTP and with `spoold run-task`, back to back: every run runs (run ids are to
+    the second; a second run within it gets its own)."""
+    task = {"name": "again", "cron": "0 0 1 1 *", "job": {"type": "noop"}}
+    daemon = start_daemon(http=http_config(), schedule=[task])
+    ids = []
+    with Client(daemon.config["http"]["port"]) as client:
+        for how in ("http", "cli", "http", "cli"):
+            if how == "http":
+                reply = client.post("/scheduler/again/run")
+                assert reply.status == 200, reply.body
+                ids.append(reply.json["jobId"])
+            else:
+                result = spoold_cli("run-task", "again", "--config", str(daemon.config_path),
+                                    cwd=daemon.workdir)  # fmt: skip
+                assert result.returncode == 0, result.stderr
+                ids.append(result.stdout.strip())
+            wait_until(lambda: folder_of(daemon.spool, ids[-1]) == "completed")
+            wait_until(lambda: client.get("/scheduler").json["tasks"][0]["isRunning"] is False)
+    assert len(set(ids)) == 4
+    assert sorted(r["id"] for r in records(daemon.spool, "completed")) == sorted(ids)
+    assert daemon.stop() == 0
 
 
 def test_run_now_of_an_unknown_task_is_404(client):

@@ -9,12 +9,13 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from conftest import wait_until
+from conftest import records, wait_until
 from helpers_api import Client
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -25,11 +26,13 @@ from spoold.config import load_config, parse_config
 from spoold.daemon import Daemon
 from spoold.errors import ConfigError
 from spoold.history import History
+from spoold.job import ID_RE
 from spoold.openapi import RESERVED_IDS
 from spoold.page import status_page
 from spoold.recent import MAX_RECORD_BYTES, Recent
 from spoold.routes import ROUTES, route
 from spoold.spool import Spool, make_stem
+from spoold.taskstate import run_now_id
 
 # ----- routing ------------------------------------------------------------------------------
 
@@ -233,6 +236,34 @@ def test_run_now_enqueues_and_a_busy_task_is_409(start_inprocess):
         assert client.post("/scheduler/other/run").status == 404
         tasks = client.get("/scheduler").json["tasks"]
         assert [t["name"] for t in tasks] == ["later"]
+
+
+def test_run_now_twice_within_one_second_runs_twice(start_inprocess):
+    daemon = start_inprocess(schedule=[{"name": "again", "cron": "0 0 1 1 *",
+                                        "job": {"type": "noop"}}])  # fmt: skip
+    frozen = datetime.now(UTC).replace(microsecond=0)
+    daemon.scheduler.clock = lambda: frozen  # both requests in the same second, surely
+    ids: list[str] = []
+    with client_of(daemon) as client:
+        for _ in range(3):
+            reply = client.post("/scheduler/again/run")
+            assert reply.status == 200, reply.body
+            ids.append(reply.json["jobId"])
+            wait_until(lambda: client.get(f"/jobs/{ids[-1]}").json["folder"] == "completed")
+        wait_until(lambda: client.get("/scheduler").json["tasks"][0]["runCount"] == 3)
+    stamp = f"{frozen:%Y%m%dT%H%M%SZ}"
+    assert ids == [f"again.run-{stamp}", f"again.run-{stamp}-2", f"again.run-{stamp}-3"]
+    done = [r["id"] for r in records(daemon.spool.root, "completed")]
+    assert sorted(done) == sorted(ids)
+
+
+def test_run_ids_of_one_second_stay_distinct_and_short():
+    moment = datetime(2026, 6, 1, 10, 0, 30, tzinfo=UTC)
+    for task in ("t", "x" * 128):
+        ids = [run_now_id(task, moment, n) for n in (1, 2, 99)]
+        assert len(set(ids)) == 3 and all(len(i) <= 128 and ID_RE.match(i) for i in ids), ids
+    assert run_now_id("t", moment) == "t.run-20260601T100030Z"  # the first keeps its name
+    assert run_now_id("t", moment, 2) == "t.run-20260601T100030Z-2"
 
 
 def test_two_daemons_in_one_process_have_their_own_metrics(start_inprocess):
