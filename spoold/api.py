@@ -17,16 +17,13 @@ import time
 from email.utils import formatdate
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from spoold.browser import Cors, is_loopback, loopback_host_header
 from spoold.config import HttpConfig
 from spoold.errors import SpoolError
-from spoold.job import Job
-from spoold.routes import JSON, Answer, ApiError, Endpoints, Request
-
-if TYPE_CHECKING:
-    from spoold.daemon import Daemon
+from spoold.routes import JSON, QUERY_NAMES, Answer, ApiError, Endpoints, Request, route
+from spoold.service import Service
 
 logger = logging.getLogger(__name__)
 
@@ -34,63 +31,9 @@ SOCKET_TIMEOUT = 10.0  # seconds a client may be silent mid-request (or idle bet
 LINGER_SECONDS = 1.0  # after answering, how long unread input is drained so the answer arrives
 LINGER_BYTES = 4 << 20
 MAX_CONNECTIONS = 256  # open connections (one thread each); more are refused with a 503
-BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-        b"Access-Control-Allow-Origin: *\r\nRetry-After: 1\r\nConnection: close\r\n"
-        b"Content-Length: 54\r\n\r\n"
-        b'{"error": "too many open connections: try again soon"}')  # fmt: skip
+BUSY_BODY = b'{"error": "too many open connections: try again soon"}'
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")  # methods that change nothing
 LENGTH_RE = re.compile(r"^[0-9]{1,18}$")
-CORS_HEADERS = {
-    "Access-Control-Allow-Origin": "*",
-    "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
-    "Access-Control-Allow-Headers": "Authorization, Content-Type",
-    "Access-Control-Max-Age": "600",
-}
-ID, NAME = "{id}", "{name}"
-# path pattern → method → (endpoint, takes a JSON body). Fixed names before placeholders.
-ROUTES: dict[tuple[str, ...], dict[str, tuple[str, bool]]] = {
-    (): {"GET": ("page", False)},
-    ("healthz",): {"GET": ("healthz", False)},
-    ("metrics",): {"GET": ("metrics_text", False)},
-    ("openapi.json",): {"GET": ("openapi", False)},
-    ("types",): {"GET": ("types", False)},
-    ("jobs",): {"POST": ("submit", True)},
-    ("jobs", "batch"): {"POST": ("batch", True)},
-    ("jobs", "stats"): {"GET": ("stats", False)},
-    ("jobs", "completed"): {"GET": ("completed", False)},
-    ("jobs", "failed"): {"GET": ("failed", False)},
-    ("jobs", ID): {"GET": ("job", False), "DELETE": ("cancel", False)},
-    ("jobs", ID, "retry"): {"POST": ("retry", False)},
-    ("scheduler",): {"GET": ("scheduler", False)},
-    ("scheduler", NAME, "run"): {"POST": ("run_task", False)},
-}
-QUERY_NAMES = {"completed": {"limit"}, "failed": {"limit"}}  # endpoint → query names it takes
-
-
-def route(
-    method: str, parts: list[str]
-) -> tuple[tuple[str, bool] | None, dict[str, str], set[str]]:
-    """(endpoint, path parameters, methods the path allows) for a request."""
-    allowed: set[str] = set()
-    for pattern, methods in ROUTES.items():
-        params = _bind(pattern, parts)
-        if params is None:
-            continue
-        if method in methods:
-            return methods[method], params, allowed | set(methods)
-        allowed |= set(methods)
-    return None, {}, allowed
-
-
-def _bind(pattern: tuple[str, ...], parts: list[str]) -> dict[str, str] | None:
-    if len(pattern) != len(parts):
-        return None
-    params = {}
-    for expected, part in zip(pattern, parts, strict=True):
-        if expected in (ID, NAME):
-            params[expected[1:-1]] = part
-        elif expected != part:
-            return None
-    return params
 
 
 def segments(path: str) -> list[str]:
@@ -147,6 +90,7 @@ class Handler(BaseHTTPRequestHandler):
             parts = segments(url.path)
         except UnicodeDecodeError as e:
             raise ApiError(400, "the path is not UTF-8 once %-decoded") from e
+        self._check_host(url.netloc)
         if method == "OPTIONS":
             return Answer(204, b"", "")
         if parts != ["healthz"]:  # GET /healthz needs no token; other methods get their 405
@@ -156,12 +100,27 @@ class Handler(BaseHTTPRequestHandler):
             raise _not_found(method, url.path, allowed)
         name, takes_body = endpoint
         query = _query(url.query, QUERY_NAMES.get(name, set()))
+        if method not in SAFE_METHODS:
+            self._json_only()
         body = self._body() if takes_body else self._skip_body()
         request = Request(method, params, query, body)
         answer: Answer = getattr(self.server.api.endpoints, name)(request)
         return answer
 
     # ----- safety ------------------------------------------------------------------------
+
+    def _check_host(self, target_host: str) -> None:
+        """While listening on loopback, only requests for a loopback name (browser.py): the
+        request target's host when it has one (absolute form), else the Host headers."""
+        if not self.server.api.loopback:
+            return
+        names = [target_host] if target_host else self.headers.get_all("Host") or []
+        for name in names:
+            if not loopback_host_header(name):
+                raise ApiError(403, f"Host {name[:100]!r} is not a loopback name: this API"
+                                    " listens on loopback and answers requests for localhost,"
+                                    " 127.0.0.1 or [::1] only (a defence against DNS"
+                                    " rebinding); use one of those in the URL")  # fmt: skip
 
     def _authorize(self) -> None:
         token = self.server.api.token()
@@ -191,13 +150,18 @@ class Handler(BaseHTTPRequestHandler):
                                 " (http.maxBodyBytes)")  # fmt: skip
         return length
 
+    def _json_only(self) -> None:
+        """A request that changes state is JSON or has no type at all: a web page can send
+        a form or text/plain to any site without asking first (no CORS preflight), and
+        must not be able to enqueue, retry or cancel that way (415)."""
+        media = self.headers.get("Content-Type", JSON).split(";")[0].strip().lower()
+        if media != JSON and not media.endswith("+json"):
+            raise ApiError(415, f"send JSON with Content-Type: {JSON} (got {media[:60]!r})")
+
     def _body(self) -> bytes:
         length = self._length()
         if length is None:
             raise ApiError(411, "send the body with a Content-Length header")
-        media = self.headers.get("Content-Type", JSON).split(";")[0].strip().lower()
-        if media != JSON and not media.endswith("+json"):
-            raise ApiError(415, f"send JSON with Content-Type: {JSON} (got {media[:60]!r})")
         return self._read(length)
 
     def _skip_body(self) -> bytes:
@@ -230,7 +194,7 @@ class Handler(BaseHTTPRequestHandler):
         self.log_request(answer.status)
         status = HTTPStatus(answer.status)
         headers = {"Server": self.server_version, "Date": _http_date(),
-                   **CORS_HEADERS, "Cache-Control": "no-store", **answer.headers}  # fmt: skip
+                   **self._cors(), "Cache-Control": "no-store", **answer.headers}  # fmt: skip
         if status != HTTPStatus.NO_CONTENT:
             headers |= {"Content-Type": answer.content_type, "X-Content-Type-Options": "nosniff",
                         "Content-Length": str(len(answer.body))}  # fmt: skip
@@ -241,6 +205,10 @@ class Handler(BaseHTTPRequestHandler):
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "strict")
         with_body = self.command != "HEAD" and status != HTTPStatus.NO_CONTENT
         self.wfile.write(head + answer.body if with_body else head)
+
+    def _cors(self) -> dict[str, str]:
+        headers = getattr(self, "headers", None)  # None when the request line was refused
+        return self.server.api.cors.headers(headers.get("Origin") if headers else None)
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Errors http.server finds itself (a bad request line, an unknown method, headers
@@ -303,6 +271,14 @@ def _safe_segments(path: str | None) -> list[str]:
         return []
 
 
+def _busy_answer(cors: dict[str, str]) -> bytes:
+    """The 503 sent, unread, to a connection over the limit (so no Origin is known)."""
+    headers = {"Content-Type": JSON, **cors, "Retry-After": "1", "Connection": "close",
+               "Content-Length": str(len(BUSY_BODY))}  # fmt: skip
+    lines = ["HTTP/1.1 503 Service Unavailable", *(f"{k}: {v}" for k, v in headers.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + BUSY_BODY
+
+
 class Server(ThreadingHTTPServer):
     """A thread per connection; threads never keep the process alive."""
 
@@ -312,6 +288,7 @@ class Server(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], api: ApiServer) -> None:
         self.api = api
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.busy = _busy_answer(api.cors.headers(None))
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, Handler)
@@ -323,7 +300,7 @@ class Server(ThreadingHTTPServer):
                            MAX_CONNECTIONS)  # fmt: skip
             try:
                 request.settimeout(1.0)
-                request.sendall(BUSY)
+                request.sendall(self.busy)
             except OSError:
                 pass
             self.close_request(request)
@@ -371,23 +348,19 @@ class ApiServer:
     """The daemon's HTTP API: bind() early in start (a busy port stops the start with a
     reason), serve() once everything runs, stop() before the workers stop."""
 
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
-        assert daemon.config.http is not None
-        self._http: HttpConfig = daemon.config.http
-        self.endpoints = Endpoints(daemon, lambda: self.token() is not None)
+    def __init__(self, service: Service, http: HttpConfig) -> None:
+        self._http = http  # an edit of the http section waits for a restart
+        self.cors = Cors(http.cors_origins)
+        self.loopback = is_loopback(http.host)  # then the Host must name loopback too
+        self.endpoints = Endpoints(service, lambda: self.token() is not None)
         self._server: Server | None = None
         self._thread: threading.Thread | None = None
 
-    def _config(self) -> HttpConfig:
-        """The http section in force (a reload may change token and body limit)."""
-        return self.daemon.config.http or self._http
-
     def token(self) -> str | None:
-        return self._config().token
+        return self._http.token
 
     def max_body(self) -> int:
-        return self._config().max_body_bytes
+        return self._http.max_body_bytes
 
     def bind(self) -> None:
         host, port = self._http.host, self._http.port
@@ -418,7 +391,3 @@ class ApiServer:
             self._server.shutdown()
             self._thread.join(5)
         self._server.server_close()
-
-    def finished(self, job: Job, folder: str) -> None:
-        """The worker's on_finish hook."""
-        self.endpoints.finished(job, folder)

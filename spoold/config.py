@@ -17,10 +17,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 from spoold.errors import ConfigError
-from spoold.names import ID_RE
+from spoold.names import ID_RE, ID_RULE
 
 DEFAULT_PATH = Path("config/spoold.yaml")
-NAME_RULE = "1-128 of A-Z a-z 0-9 . _ - (not starting with .)"
+NAME_RULE = ID_RULE
 DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -38,6 +38,7 @@ class HttpConfig:
     port: int = 8080
     token: str | None = None
     max_body_bytes: int = 1048576
+    cors_origins: tuple[str, ...] = ()  # () no CORS headers, ("*",) any origin, else these
 
 
 @dataclass(frozen=True)
@@ -323,7 +324,7 @@ def _http(r: _Reader, top: dict[str, Any]) -> HttpConfig | None:
     p = ("http",)
     if "http" in top and top["http"] is None:
         return None
-    s = r.section(top.get("http"), p, {"host", "port", "token", "maxBodyBytes"})
+    s = r.section(top.get("http"), p, {"host", "port", "token", "maxBodyBytes", "corsOrigins"})
     d = HttpConfig()
     port = int(r.number(s, (*p, "port"), d.port))
     if port > 65535:
@@ -334,7 +335,29 @@ def _http(r: _Reader, top: dict[str, Any]) -> HttpConfig | None:
         port=port,
         token=token,
         max_body_bytes=int(r.number(s, (*p, "maxBodyBytes"), d.max_body_bytes, minimum=1)),
+        cors_origins=_cors_origins(r, s, (*p, "corsOrigins")),
     )
+
+
+ORIGIN_RE = re.compile(r"^[a-z][a-z0-9+.-]*://[^/?#@\s]+$")
+
+
+def _cors_origins(r: _Reader, s: dict[str, Any], path: tuple[str, ...]) -> tuple[str, ...]:
+    """["*"], or origins as a browser sends them (scheme://host[:port], no path), lower-cased
+    because a browser's Origin is."""
+    origins = r.get(s, path, list, [])
+    good = []
+    for index, origin in enumerate(origins):
+        if origin == "*" and len(origins) == 1:
+            good.append(origin)
+        elif origin == "*":
+            r.problem((*path, str(index)), "'*' allows every origin: list it alone, or not at all")
+        elif isinstance(origin, str) and ORIGIN_RE.match(origin.lower()):
+            good.append(origin.lower())
+        else:
+            example = "an origin such as 'http://localhost:3000' (scheme://host[:port], no path)"
+            r.problem((*path, str(index)), f"expected {example}, got {origin!r}")
+    return tuple(good)
 
 
 def _smtp(r: _Reader, top: dict[str, Any]) -> SmtpConfig:

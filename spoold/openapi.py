@@ -9,11 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 from spoold import __version__
-from spoold.names import ID_PATTERN, ID_RULE, PRIORITIES
+from spoold.names import PRIORITIES
 
+ID_PATTERN = r"^[A-Za-z0-9_\-][A-Za-z0-9._\-]{0,127}$"
 MAX_LIMIT = 1000
-# Names GET /jobs/<name> answers itself (stats, lists), so they never reach the job lookup.
-RESERVED_IDS = ["stats", "completed", "failed"]
+# Names of fixed paths under /jobs/ (routes.ROUTES): never a job id in /jobs/<id>.
+RESERVED_IDS = ["batch", "stats", "completed", "failed", "history"]
 
 Schema = dict[str, Any]
 
@@ -39,7 +40,10 @@ def json_body(schema: Schema, description: str) -> Schema:
             "content": {"application/json": {"schema": schema}}}  # fmt: skip
 
 
-COMMON_ERRORS = {"401": error("The token is set and the request lacks it (or it is wrong).")}
+COMMON_ERRORS = {
+    "401": error("The token is set and the request lacks it (or it is wrong)."),
+    "403": error("The API listens on loopback and the Host is not a loopback name."),
+}
 BODY_ERRORS = {
     "400": error("Bad JSON, or not what the endpoint expects."),
     "411": error("No Content-Length (chunked bodies are not accepted)."),
@@ -48,8 +52,8 @@ BODY_ERRORS = {
 }
 JOB_ID = {"type": "string", "pattern": ID_PATTERN, "maxLength": 128}
 ID_PARAM = {"name": "id", "in": "path", "required": True, "schema": JOB_ID,
-            "description": f"A job id: {ID_RULE}"}  # fmt: skip
-GET_ID_PARAM = {**ID_PARAM, "schema": {**JOB_ID, "not": {"enum": RESERVED_IDS}}}
+            "description": "A job id: 1-128 of A-Z a-z 0-9 . _ - (not starting .)"}  # fmt: skip
+PATH_ID_PARAM = {**ID_PARAM, "schema": {**JOB_ID, "not": {"enum": RESERVED_IDS}}}
 TASK_PARAM = {"name": "name", "in": "path", "required": True, "schema": JOB_ID,
               "description": "A scheduled task's name."}  # fmt: skip
 
@@ -80,7 +84,8 @@ def paths() -> Schema:
         }},
         "/healthz": {"get": {
             "summary": "200 while the daemon serves (needs no token).", "security": [],
-            "responses": {"200": json_answer("Serving.", ref("Health"))},
+            "responses": {"200": json_answer("Serving.", ref("Health")),
+                          "403": COMMON_ERRORS["403"]},
         }},
         "/metrics": {"get": {
             "summary": "The daemon's counters in the Prometheus text format.",
@@ -119,19 +124,28 @@ def paths() -> Schema:
             "summary": "Queue and worker statistics, as in status.json.",
             "responses": {"200": json_answer("Statistics.", ref("Stats")), **COMMON_ERRORS},
         }},
+        "/jobs/history": {"get": {
+            "summary": "Jobs this daemon finished per minute over the last hour, oldest first.",
+            "responses": {"200": json_answer("60 minutes, every one present.", ref("History")),
+                          **COMMON_ERRORS},
+        }},
+        "/status": {"get": {
+            "summary": "The daemon's current status.json, with its version and uptime.",
+            "responses": {"200": json_answer("The snapshot.", ref("Status")), **COMMON_ERRORS},
+        }},
         "/jobs/completed": job_list("The newest completed jobs.", 10),
         "/jobs/failed": job_list("The newest failed jobs.", 100),
         "/jobs/{id}": {
             "get": {
                 "summary": "Which folder a job is in, and its record.",
-                "parameters": [GET_ID_PARAM],
+                "parameters": [PATH_ID_PARAM],
                 "responses": {"200": json_answer("Found.", ref("JobInfo")),
                               "400": error("Not a job id."), "404": error("No such job."),
                               **COMMON_ERRORS},
             },
             "delete": {
                 "summary": "Cancel a pending job: it moves to failed/ with error 'cancelled'.",
-                "parameters": [ID_PARAM],
+                "parameters": [PATH_ID_PARAM],
                 "responses": {"200": json_answer("Cancelled.", ref("Cancelled")),
                               "400": error("Not a job id."), "404": error("No such job."),
                               "409": error("The job is not pending (running, or finished)."),
@@ -191,6 +205,29 @@ def schemas(types: list[str]) -> Schema:
         "required": ["total", *PRIORITIES],
         "properties": {name: integer for name in ("total", *PRIORITIES)},
     }
+    stats = {
+        "queue": {"type": "object",
+                  "required": ["pending", "running", "completed", "failed"],
+                  "properties": {"pending": pending, "running": integer,
+                                 "completed": integer, "failed": integer}},
+        "worker": {"type": "object", "required": [
+            "workerId", "isRunning", "activeJobs", "processedJobs", "concurrency"],
+            "properties": {"workerId": string, "isRunning": {"type": "boolean"},
+                           "activeJobs": integer, "processedJobs": integer,
+                           "concurrency": integer}},
+    }  # fmt: skip
+    status = {
+        "node": string, "pid": integer, "startedAt": time, "updatedAt": time, **stats,
+        "scheduler": ref("Scheduler"),
+        "config": {"type": "object", "required": ["path", "loadedAt", "error"], "properties": {
+            "path": nullable(string), "loadedAt": time, "error": nullable(string)}},
+        "version": string, "uptimeSeconds": {"type": "number", "minimum": 0},
+    }  # fmt: skip
+    minute = {
+        "type": "object",
+        "required": ["minute", "completed", "failed"],
+        "properties": {"minute": time, "completed": integer, "failed": integer},
+    }
     return {
         "Error": {"type": "object", "required": ["error"], "properties": {"error": string}},
         "Rejected": {"type": "object", "required": ["error"], "properties": {
@@ -221,17 +258,10 @@ def schemas(types: list[str]) -> Schema:
                 {"type": "object", "required": ["error", "status"], "properties": {
                     "error": string, "status": {"type": "string", "enum": ["failed"]}}},
             ]}}}},
-        "Stats": {"type": "object", "required": ["queue", "worker"], "properties": {
-            "queue": {"type": "object",
-                      "required": ["pending", "running", "completed", "failed"],
-                      "properties": {"pending": pending, "running": integer,
-                                     "completed": integer, "failed": integer}},
-            "worker": {"type": "object", "required": [
-                "workerId", "isRunning", "activeJobs", "processedJobs", "concurrency"],
-                "properties": {"workerId": string, "isRunning": {"type": "boolean"},
-                               "activeJobs": integer, "processedJobs": integer,
-                               "concurrency": integer}},
-        }},
+        "Stats": {"type": "object", "required": ["queue", "worker"], "properties": stats},
+        "Status": {"type": "object", "required": sorted(status), "properties": status},
+        "History": {"type": "object", "required": ["minutes"], "properties": {"minutes": {
+            "type": "array", "minItems": 60, "maxItems": 60, "items": minute}}},
         "Record": record,
         "JobList": {"type": "object", "required": ["jobs"],
                     "properties": {"jobs": {"type": "array", "items": ref("Record")}}},
@@ -271,9 +301,10 @@ def document(types: list[str], secured: bool) -> Schema:
         "info": {
             "title": "spoold",
             "version": __version__,
-            "description": "A job daemon whose queue is a folder. JSON in and out; CORS on"
-            " every answer. When a token is set (http.token or SPOOLD_TOKEN), every request"
-            " but OPTIONS and GET /healthz needs `Authorization: Bearer <token>`.",
+            "description": "A job daemon whose queue is a folder. JSON in and out; CORS for"
+            " the origins in http.corsOrigins only. When a token is set (http.token or"
+            " SPOOLD_TOKEN), every request but OPTIONS and GET /healthz needs"
+            " `Authorization: Bearer <token>`.",
         },
         "paths": paths(),
         "components": {

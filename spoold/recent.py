@@ -16,7 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from spoold.names import stem_of
+from spoold.job import Job
+from spoold.names import parse_stem
 from spoold.spool import Spool
 
 KEEP = 1000  # entries kept per folder: also the largest `limit` answered
@@ -43,6 +44,10 @@ class Recent:
         self._lock = threading.Lock()
         self._entries: dict[str, deque[Entry]] = {f: deque(maxlen=keep) for f in FOLDERS}
         self._seeded: set[str] = set()
+
+    def finished(self, job: Job, folder: str) -> None:
+        """The daemon's finish listener: a final record (completed or failed) joins the list."""
+        self.add(folder, job.to_record())
 
     def add(self, folder: str, record: dict[str, Any], name: str | None = None) -> None:
         """A job's final record was just written into folder (completed or failed)."""
@@ -100,7 +105,7 @@ class Recent:
         """One listing of folder: job id → file name (for records too large to keep)."""
         found = {}
         for name in self.spool.names(folder):
-            stem = stem_of(name)
+            stem = parse_stem(name[:-5]) if name.endswith(".json") else None
             if stem:
                 found[stem.id] = name
         return found
@@ -109,7 +114,7 @@ class Recent:
         """Add the newest records already on disk behind what this daemon finished itself."""
         found = []
         for name in self.spool.names(folder):
-            stem = stem_of(name)
+            stem = parse_stem(name[:-5]) if name.endswith(".json") else None
             mtime = self.spool.mtime(folder, name) if stem else None
             if stem and mtime is not None:
                 found.append((mtime, stem.id, name))
