@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from spoold import __version__
 from spoold.config import Config, load_config
 from spoold.errors import ConfigError, InvalidJob, SpoolError
 from spoold.jobs import PRIORITIES, build_registry
+from spoold.logs import FORMATS, formatter
 
 logger = logging.getLogger("spoold")
 
@@ -34,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `spoold` command; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    _setup_logging(args.verbose)
+    _setup_logging(args.verbose, args.log_format or "text")
     handler: Callable[[argparse.Namespace], int] = getattr(args, "handler", cmd_run)
     try:
         return handler(args)
@@ -76,8 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _global_options(parser: argparse.ArgumentParser, default: Any) -> None:
-    """--config/--node/-v on the main parser and again on every sub-command, so they go
-    before or after it; the sub-command's copy only overrides when given."""
+    """--config/--node/-v/--log-format on the main parser and again on every sub-command,
+    so they go before or after it; the sub-command's copy only overrides when given."""
     kwargs = {"default": argparse.SUPPRESS} if default is argparse.SUPPRESS else {}
     parser.add_argument(
         "--config", metavar="PATH", help="config file (default: config/spoold.yaml)", **kwargs
@@ -88,6 +90,13 @@ def _global_options(parser: argparse.ArgumentParser, default: Any) -> None:
     parser.add_argument(
         "-v", "--verbose", action="count", help="more log output (-vv for debug)", **kwargs
     )
+    parser.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        help="text: a line a record, control characters escaped (the default); json: a"
+        " JSON object a line (time, level, logger, message, exception) for log shippers",
+        **kwargs,
+    )
 
 
 def _command(commands: Any, name: str, help_text: str, handler: Callable) -> Any:
@@ -97,15 +106,24 @@ def _command(commands: Any, name: str, help_text: str, handler: Callable) -> Any
     return sub
 
 
-def _setup_logging(verbose: int | None) -> None:
+def _setup_logging(verbose: int | None, log_format: str) -> None:
+    """Every record to stderr in the chosen format (see logs.py); so are warnings and a
+    thread's uncaught exception, which would otherwise be written raw, unescaped."""
     level = {0: logging.INFO, 1: logging.INFO}.get(verbose or 0, logging.DEBUG)
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter(log_format))
+    logging.basicConfig(level=level, handlers=[handler])
+    logging.captureWarnings(True)
+    threading.excepthook = _log_thread_death
     if level > logging.DEBUG:
         logging.getLogger("watchdog").setLevel(logging.WARNING)
+
+
+def _log_thread_death(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:
+        return  # threading's own hook is silent on it too
+    name = args.thread.name if args.thread else "?"
+    logger.critical("thread %s died of an uncaught error", name, exc_info=args.exc_value)
 
 
 def _config(args: argparse.Namespace) -> Config:
