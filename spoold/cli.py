@@ -120,8 +120,8 @@ def _setup_logging(verbose: int | None, log_format: str) -> None:
 
 
 def _log_thread_death(args: threading.ExceptHookArgs) -> None:
-    if args.exc_type is SystemExit:
-        return  # threading's own hook is silent on it too
+    """threading.excepthook: a thread's death in the log (even by SystemExit, on which
+    threading's own hook is silent), as the daemon's health check will notice it."""
     name = args.thread.name if args.thread else "?"
     logger.critical("thread %s died of an uncaught error", name, exc_info=args.exc_value)
 
