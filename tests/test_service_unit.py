@@ -35,11 +35,12 @@ def directives() -> dict[str, str]:
 
 def installed_copy(tmp_path: Path) -> Path:
     """The unit as shipped, but starting this checkout's spoold: verify checks that the
-    command exists, and /usr/local/bin/spoold need not exist here."""
+    command exists, and the one the unit names need not exist here."""
     spoold = Path(sys.executable).parent / "spoold"
     if not spoold.exists():
         pytest.skip(f"no spoold entry point beside {sys.executable} (pip install -e .)")
-    text = UNIT.read_text().replace("/usr/local/bin/spoold", str(spoold))
+    shipped = shlex.split(directives()["ExecStart"])[0]
+    text = UNIT.read_text().replace(shipped, str(spoold))
     copy = tmp_path / "spoold.service"
     copy.write_text(text)
     return copy
