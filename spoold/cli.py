@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from spoold import __version__
@@ -107,14 +108,15 @@ def _command(commands: Any, name: str, help_text: str, handler: Callable) -> Any
 
 
 def _setup_logging(verbose: int | None, log_format: str) -> None:
-    """Every record to stderr in the chosen format (see logs.py); so are warnings and a
-    thread's uncaught exception, which would otherwise be written raw, unescaped."""
+    """Every record to stderr in the chosen format (see logs.py); so are warnings and an
+    uncaught error in any thread, which Python would otherwise write raw, unescaped."""
     level = {0: logging.INFO, 1: logging.INFO}.get(verbose or 0, logging.DEBUG)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter(log_format))
     logging.basicConfig(level=level, handlers=[handler])
     logging.captureWarnings(True)
     threading.excepthook = _log_thread_death
+    sys.excepthook = _log_crash
     if level > logging.DEBUG:
         logging.getLogger("watchdog").setLevel(logging.WARNING)
 
@@ -124,6 +126,11 @@ def _log_thread_death(args: threading.ExceptHookArgs) -> None:
     threading's own hook is silent), as the daemon's health check will notice it."""
     name = args.thread.name if args.thread else "?"
     logger.critical("thread %s died of an uncaught error", name, exc_info=args.exc_value)
+
+
+def _log_crash(kind: type[BaseException], error: BaseException, tb: TracebackType | None) -> None:
+    """sys.excepthook: an error nothing caught ends spoold, its traceback in the log."""
+    logger.critical("spoold ended on an unexpected error", exc_info=(kind, error, tb))
 
 
 def _config(args: argparse.Namespace) -> Config:

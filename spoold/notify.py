@@ -74,7 +74,7 @@ class Service:
         self.troubles = troubles
         self.counts = counts
         self._next_ping = 0.0
-        self._next_status = 0.0
+        self._next_look = 0.0
         self._status = ""
         self._unwell: list[str] = []
 
@@ -94,32 +94,28 @@ class Service:
         return cls(notifier, watchdog, troubles, counts)
 
     def ready(self, now: float) -> None:
-        """The daemon serves: READY=1 with the first STATUS."""
+        """The daemon serves: READY=1 with the first STATUS, and the first ping."""
         if self.notifier:
-            self._status = self._current()
+            self._look(now)
             self.notifier.send("READY=1", f"STATUS={self._status}")
-            self._next_status = now + STATUS_EVERY
-            self.tick(now)
+            self._ping(now)
 
     def tick(self, now: float) -> None:
-        """Ping if a ping is due and the daemon is healthy; send STATUS if it changed."""
+        """Send STATUS if it changed, and a ping if one is due and the daemon is healthy."""
         if not self.notifier:
             return
-        if now >= self._next_status:
-            self._next_status = now + STATUS_EVERY
-            status = self._current()
-            if status != self._status:
-                self._status = status
-                self.notifier.send(f"STATUS={status}")
-        if self.ping_every and now >= self._next_ping and not self._unwell:
-            self._next_ping = now + self.ping_every
-            self.notifier.send("WATCHDOG=1")
+        if now >= self._next_look:
+            before = self._status
+            self._look(now)
+            if self._status != before:
+                self.notifier.send(f"STATUS={self._status}")
+        self._ping(now)
 
     def wait(self, now: float) -> float:
         """Seconds until the next tick is due (the main loop sleeps this long)."""
         due = [IDLE_TICK]
         if self.notifier:
-            due.append(self._next_status - now)
+            due.append(self._next_look - now)
         if self.notifier and self.ping_every:
             due.append(self._next_ping - now)
         return max(min(due), 0.0)
@@ -130,16 +126,17 @@ class Service:
             self.notifier.send("STOPPING=1", f"STATUS=stopping: {detail}")
             self.notifier.close()
 
-    def _current(self) -> str:
-        """The STATUS text: queue counts, and what is broken if anything is (checked here,
-        at most once a second, so a ping never goes out on a stale verdict)."""
+    def _look(self, now: float) -> None:
+        """Check the daemon's health and read its queue: at most once a second, as both
+        take locks the workers use."""
+        self._next_look = now + STATUS_EVERY
         self._check_health()
-        queue = self.counts()
-        pending = queue["pending"]
-        total = pending["total"] if isinstance(pending, dict) else pending
-        text = (f"pending {total}, running {queue['running']}, completed {queue['completed']},"
-                f" failed {queue['failed']}")  # fmt: skip
-        return f"{text}; UNHEALTHY: {', '.join(self._unwell)}" if self._unwell else text
+        self._status = status_text(self.counts(), self._unwell)
+
+    def _ping(self, now: float) -> None:
+        if self.notifier and self.ping_every and now >= self._next_ping and not self._unwell:
+            self._next_ping = now + self.ping_every
+            self.notifier.send("WATCHDOG=1")
 
     def _check_health(self) -> None:
         unwell = self.troubles()
@@ -149,6 +146,13 @@ class Service:
         elif self._unwell and not unwell:
             logger.info("healthy again: watchdog pings resume")
         self._unwell = unwell
+
+
+def status_text(queue: dict[str, Any], troubles: list[str]) -> str:
+    """What `systemctl status` shows: the queue (as in status.json), and what is broken."""
+    text = (f"pending {queue['pending']['total']}, running {queue['running']},"
+            f" completed {queue['completed']}, failed {queue['failed']}")  # fmt: skip
+    return f"{text}; UNHEALTHY: {', '.join(troubles)}" if troubles else text
 
 
 def _notifier(address: str) -> Notifier | None:

@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import logging
 import re
+import subprocess
+import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import job_files, spoold_cli, wait_until
+from conftest import daemon_env, job_files, spoold_cli, wait_until
 
 from spoold.cli import build_parser
 from spoold.logs import INDENT, JsonFormatter, TextFormatter, escape
@@ -101,6 +103,31 @@ def test_json_logs_are_one_object_a_line_and_keep_the_text_exact(start_daemon, t
     assert died["exception"].startswith("Traceback (most recent call last):\n")
     assert died["exception"].endswith(f"SystemExit: bye\n{FORGED}")
     assert any(e["logger"] == "spoold.daemon" and "serving" in e["message"] for e in entries)
+
+
+CRASH = f"""
+from spoold.cli import _setup_logging
+_setup_logging(0, FORMAT)
+raise ValueError("first\\n{FORGED}")
+"""
+
+
+def crash(tmp_path: Path, log_format: str) -> subprocess.CompletedProcess[str]:
+    """A process that sets up logging as spoold does, then dies of an uncaught error."""
+    command = [sys.executable, "-c", CRASH.replace("FORMAT", repr(log_format))]
+    return subprocess.run(command, capture_output=True, text=True, env=daemon_env(), cwd=tmp_path)
+
+
+def test_a_crash_is_logged_in_the_chosen_format_too(tmp_path):
+    text = crash(tmp_path, "text")
+    first, *rest = text.stderr.rstrip("\n").split("\n")
+    assert text.returncode == 1
+    assert RECORD.match(first) and first.endswith("spoold ended on an unexpected error")
+    assert rest[-2:] == [INDENT + "ValueError: first", INDENT + FORGED]
+    assert all(line.startswith(INDENT) for line in rest)
+    [entry] = [json.loads(line) for line in crash(tmp_path, "json").stderr.splitlines()]
+    assert entry["level"] == "CRITICAL"
+    assert entry["exception"].endswith(f"ValueError: first\n{FORGED}")
 
 
 # ----- the formatters on their own ----------------------------------------------------------------

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 from conftest import DaemonProcess, base_config, free_port, job_files, wait_until
 
+from spoold.notify import Notifier, Service
+
 WATCHDOG_USEC = 400_000  # a ping every 0.2 s
 
 
@@ -194,6 +196,49 @@ def test_a_dead_worker_thread_stops_the_pings_until_it_is_replaced(manager, tmp_
     wait_until(lambda: [at for at, _ in manager.with_key("WATCHDOG") if at > healed])
     assert "healthy again" in daemon.log()
     assert daemon.stop() == 0
+
+
+def test_stepped_service_pings_half_periods_and_reports_changes_once_a_second(manager):
+    """Service driven with given times; a datagram on a local socket is readable as soon
+    as it is sent, so what each step sent is read right after it."""
+    queue = {"pending": {"total": 2}, "running": 1, "completed": 5, "failed": 0}
+    troubles: list[str] = []
+    service = Service(Notifier(manager.address), 1.0, lambda: list(troubles), lambda: queue)
+
+    def sent_at(now: float) -> list[dict[str, str]]:
+        service.tick(now)
+        sent = [fields for _, fields in manager.receive()]
+        manager.received.clear()
+        return sent
+
+    service.ready(100.0)
+    assert sent_at(100.0) == [
+        {"READY": "1", "STATUS": "pending 2, running 1, completed 5, failed 0"},
+        {"WATCHDOG": "1"},
+    ]
+    assert service.wait(100.0) == 0.5
+    assert sent_at(100.4) == []
+    assert sent_at(100.5) == [{"WATCHDOG": "1"}]
+    queue["completed"] = 6
+    assert sent_at(100.9) == []  # changed, but the last STATUS is not a second old
+    assert sent_at(101.0) == [
+        {"STATUS": "pending 2, running 1, completed 6, failed 0"},
+        {"WATCHDOG": "1"},
+    ]
+    assert sent_at(102.0) == [{"WATCHDOG": "1"}]  # no change, no STATUS
+    troubles.append("workers")
+    assert sent_at(103.0) == [
+        {"STATUS": "pending 2, running 1, completed 6, failed 0; UNHEALTHY: workers"}
+    ]
+    assert sent_at(103.5) == []  # no ping while unhealthy
+    troubles.clear()
+    assert sent_at(104.0) == [
+        {"STATUS": "pending 2, running 1, completed 6, failed 0"},
+        {"WATCHDOG": "1"},
+    ]
+    service.stopping("running jobs get 5s")
+    stopping = {"STOPPING": "1", "STATUS": "stopping: running jobs get 5s"}
+    assert [fields for _, fields in manager.receive()] == [stopping]
 
 
 # ----- bad input: a socket that is not there, a period that is not a number --------------------
