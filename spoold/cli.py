@@ -15,11 +15,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from spoold import __version__
+from spoold import __version__, logs
 from spoold.config import Config, load_config
 from spoold.errors import ConfigError, InvalidJob, SpoolError
 from spoold.jobs import PRIORITIES, build_registry
-from spoold.logs import FORMATS, formatter
 
 logger = logging.getLogger("spoold")
 
@@ -93,7 +92,7 @@ def _global_options(parser: argparse.ArgumentParser, default: Any) -> None:
     )
     parser.add_argument(
         "--log-format",
-        choices=FORMATS,
+        choices=logs.FORMATS,
         help="text: a line a record, control characters escaped (the default); json: a"
         " JSON object a line (time, level, logger, message, exception) for log shippers",
         **kwargs,
@@ -111,9 +110,7 @@ def _setup_logging(verbose: int | None, log_format: str) -> None:
     """Every record to stderr in the chosen format (see logs.py); so are warnings and an
     uncaught error in any thread, which Python would otherwise write raw, unescaped."""
     level = {0: logging.INFO, 1: logging.INFO}.get(verbose or 0, logging.DEBUG)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(formatter(log_format))
-    logging.basicConfig(level=level, handlers=[handler])
+    logs.setup(level, log_format)
     logging.captureWarnings(True)
     threading.excepthook = _log_thread_death
     sys.excepthook = _log_crash

@@ -10,17 +10,21 @@ for readability, each indented, so that a line starting with a character other t
 a space always starts a record. The JSON format is safe by construction: one
 `json.dumps` a record, in ASCII.
 
-cli.py chooses the format and installs the handler; nothing else configures logging.
+cli.py chooses the format and calls setup(); so does a helper process (helper.py),
+which writes to the daemon's stderr, with the choice it inherits in SPOOLD_LOG_FORMAT.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
 FORMATS = ("text", "json")
+FORMAT_VARIABLE = "SPOOLD_LOG_FORMAT"
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Continuation lines (a traceback's) start with this: never how a record starts.
 INDENT = "    "
@@ -95,3 +99,12 @@ def _utc(created: float) -> str:
 def formatter(name: str) -> logging.Formatter:
     """The formatter of a --log-format choice (one of FORMATS)."""
     return JsonFormatter() if name == "json" else TextFormatter()
+
+
+def setup(level: int, name: str) -> None:
+    """Records of `level` and above to stderr in format `name`; the choice is left in the
+    environment for the helper processes, which write to the same stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter(name))
+    logging.basicConfig(level=level, handlers=[handler])
+    os.environ[FORMAT_VARIABLE] = name

@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import subprocess
 import sys
 from datetime import datetime, timedelta
 from pathlib import Path
+from subprocess import PIPE
 
 import pytest
 from conftest import daemon_env, job_files, spoold_cli, wait_until
 
 from spoold.cli import build_parser
+from spoold.helper import receive, send
 from spoold.logs import INDENT, JsonFormatter, TextFormatter, escape
+from spoold.spool import Spool
 
 FORGED = "2026-12-04 12:00:00,000 ERROR spoold.daemon: FORGED"
 # A record starts with its time and level; anything else on a line of its own is forged.
@@ -128,6 +132,31 @@ def test_a_crash_is_logged_in_the_chosen_format_too(tmp_path):
     [entry] = [json.loads(line) for line in crash(tmp_path, "json").stderr.splitlines()]
     assert entry["level"] == "CRITICAL"
     assert entry["exception"].endswith(f"ValueError: first\n{FORGED}")
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_a_helper_process_logs_as_the_daemon_does(tmp_path, log_format):
+    """The helpers write to the daemon's stderr: same format, same escaping. A request
+    for a verb it does not know is a bug it logs, with the verb's text."""
+    Spool(tmp_path / "spool", None).ensure()
+    command = [sys.executable, "-m", "spoold.helper", "commit", str(tmp_path / "spool"), "",
+               str(os.getpid())]  # fmt: skip
+    env = daemon_env({"SPOOLD_LOG_FORMAT": log_format})
+    helper = subprocess.Popen(command, stdin=PIPE, stdout=PIPE, stderr=PIPE, env=env)
+    assert helper.stdin and helper.stdout and helper.stderr
+    send(helper.stdin, (f"evil\n{FORGED}", ([1],)))
+    [error] = receive(helper.stdout)
+    helper.stdin.close()
+    stderr = helper.stderr.read().decode()
+    assert helper.wait(10) == 0 and "internal error in the commit helper" in str(error)
+    lines = stderr.rstrip("\n").split("\n")
+    if log_format == "json":
+        [entry] = [json.loads(line) for line in lines]
+        assert entry["message"] == f"commit helper: evil\n{FORGED} of 1 file(s) failed"
+        assert entry["exception"].startswith("Traceback")
+    else:
+        assert lines[0].endswith(f"commit helper: evil\\n{FORGED} of 1 file(s) failed")
+        assert RECORD.match(lines[0]) and all(line.startswith(INDENT) for line in lines[1:])
 
 
 # ----- the formatters on their own ----------------------------------------------------------------
