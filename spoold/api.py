@@ -380,6 +380,11 @@ class ApiServer:
         logger.info("HTTP API on http://%s:%d%s", host, port, warning)
 
     @property
+    def alive(self) -> bool:
+        """Whether the serving thread still runs (the daemon's health check)."""
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
     def address(self) -> tuple[str, int]:
         assert self._server is not None
         return self._server.server_address[:2]  # type: ignore[return-value]

@@ -6,14 +6,16 @@ import argparse
 import json
 import logging
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
-from spoold import __version__
+from spoold import __version__, logs
 from spoold.config import Config, load_config
 from spoold.errors import (
     ConfigError,
@@ -43,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `spoold` command; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    _setup_logging(args.verbose)
+    _setup_logging(args.verbose, args.log_format or "text")
     handler: Callable[[argparse.Namespace], int] = getattr(args, "handler", cmd_run)
     try:
         return handler(args)
@@ -85,8 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _global_options(parser: argparse.ArgumentParser, default: Any) -> None:
-    """--config/--node/-v on the main parser and again on every sub-command, so they go
-    before or after it; the sub-command's copy only overrides when given."""
+    """--config/--node/-v/--log-format on the main parser and again on every sub-command,
+    so they go before or after it; the sub-command's copy only overrides when given."""
     kwargs = {"default": argparse.SUPPRESS} if default is argparse.SUPPRESS else {}
     parser.add_argument(
         "--config", metavar="PATH", help="config file (default: config/spoold.yaml)", **kwargs
@@ -96,6 +98,13 @@ def _global_options(parser: argparse.ArgumentParser, default: Any) -> None:
     )
     parser.add_argument(
         "-v", "--verbose", action="count", help="more log output (-vv for debug)", **kwargs
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=logs.FORMATS,
+        help="text: a line a record, control characters escaped (the default); json: a"
+        " JSON object a line (time, level, logger, message, exception) for log shippers",
+        **kwargs,
     )
 
 
@@ -108,15 +117,28 @@ def _command(
     return sub
 
 
-def _setup_logging(verbose: int | None) -> None:
+def _setup_logging(verbose: int | None, log_format: str) -> None:
+    """Every record to stderr in the chosen format (see logs.py); so are warnings and an
+    uncaught error in any thread, which Python would otherwise write raw, unescaped."""
     level = {0: logging.INFO, 1: logging.INFO}.get(verbose or 0, logging.DEBUG)
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.setup(level, log_format)
+    logging.captureWarnings(True)
+    threading.excepthook = _log_thread_death
+    sys.excepthook = _log_crash
     if level > logging.DEBUG:
         logging.getLogger("watchdog").setLevel(logging.WARNING)
+
+
+def _log_thread_death(args: threading.ExceptHookArgs) -> None:
+    """threading.excepthook: a thread's death in the log (even by SystemExit, on which
+    threading's own hook is silent), as the daemon's health check will notice it."""
+    name = args.thread.name if args.thread else "?"
+    logger.critical("thread %s died of an uncaught error", name, exc_info=args.exc_value)
+
+
+def _log_crash(kind: type[BaseException], error: BaseException, tb: TracebackType | None) -> None:
+    """sys.excepthook: an error nothing caught ends spoold, its traceback in the log."""
+    logger.critical("spoold ended on an unexpected error", exc_info=(kind, error, tb))
 
 
 def _config(args: argparse.Namespace) -> Config:

@@ -69,6 +69,11 @@ class Committer:
         """Whether a helper process does the file work (see the module's docstring)."""
         return self._files.in_helper
 
+    @property
+    def alive(self) -> bool:
+        """False only if the thread ended while it should run (the daemon's health check)."""
+        return not self._running or self._thread.is_alive()
+
     def start(self) -> None:
         """Start the committer thread (and the helper: from a thread that lives as long as
         the daemon, since the helper is killed when the thread that started it ends)."""

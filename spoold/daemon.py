@@ -28,6 +28,7 @@ from spoold.job import Job
 from spoold.jobs import JobType
 from spoold.jobs.registry import build_registry
 from spoold.names import ERROR_SUFFIX, parse_stem, stem_of
+from spoold.notify import SystemdLink
 from spoold.recent import Recent
 from spoold.reload import ConfigWatcher
 from spoold.retention import prune
@@ -141,16 +142,32 @@ class Daemon:
         logger.info("spoold stopped")
 
     def run(self) -> int:
-        """Foreground: serve until SIGINT or SIGTERM, then stop cleanly."""
+        """Foreground: serve until SIGINT or SIGTERM, then stop cleanly. A service manager
+        hears when it serves, that it is healthy, and when it stops (see notify.py)."""
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda signum, frame: self._stop.set())
+        service = SystemdLink.from_env(self.troubles, self.queue_stats)
         self.start()
-        while not self._stop.wait(0.5):
-            pass
-        logger.info("stopping: no new jobs are claimed; running jobs get %ss",
-                    self.config.shutdown_grace)  # fmt: skip
+        service.ready(time.monotonic())
+        while not self._stop.wait(service.wait(time.monotonic())):
+            service.tick(time.monotonic())
+        grace = self.config.shutdown_grace
+        service.stopping(f"running jobs get {grace}s")
+        logger.info("stopping: no new jobs are claimed; running jobs get %ss", grace)
         self.stop()
         return 0
+
+    def troubles(self) -> list[str]:
+        """The parts whose threads ended while the daemon runs; empty when it is healthy."""
+        parts = {
+            "workers": self.pool.alive,
+            "intake": self.watcher.alive,
+            "scheduler": self.scheduler.is_running,
+            "status": self.status.alive,
+            "housekeeping": self._housekeeper.is_alive(),
+            "http": self.api.alive if self.api else True,
+        }
+        return [name for name, alive in parts.items() if not alive]
 
     # ----- start-up scans and periodic chores -----------------------------------------------
 

@@ -46,6 +46,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from spoold import logs
 from spoold.errors import HelperGone
 from spoold.spool import Spool
 
@@ -253,8 +254,7 @@ def _die_with(parent: int) -> None:
 
 def serve(role: str, root: str, node: str, parent: int) -> int:
     """The helper: do each request read from stdin, answer on stdout, until EOF."""
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    logs.setup(logging.INFO, os.environ.get(logs.FORMAT_VARIABLE, "text"))  # as the daemon's
     _die_with(parent)
     spool = Spool(Path(root), node or None, durable=True)
     stdin, stdout = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")

@@ -91,6 +91,11 @@ class StatusWriter:
         self._thread.join(5)
         self.flush()
 
+    @property
+    def alive(self) -> bool:
+        """Whether the writing thread still runs (the daemon's health check)."""
+        return self._thread.is_alive()
+
     def flush(self) -> None:
         """Write the snapshot now if it differs from the last one written."""
         snap = self.snapshot()

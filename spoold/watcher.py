@@ -165,6 +165,11 @@ class Watcher:
             thread.start()
             self._threads.append(thread)
 
+    @property
+    def alive(self) -> bool:
+        """Whether the intake and rescan threads still run (the daemon's health check)."""
+        return all(thread.is_alive() for thread in self._threads)
+
     def _start_events(self) -> None:
         try:
             if RAW_EVENTS:

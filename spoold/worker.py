@@ -123,6 +123,15 @@ class WorkerPool:
     def is_running(self) -> bool:
         return bool(self._threads) and not self._stopping.is_set()
 
+    @property
+    def alive(self) -> bool:
+        """Whether the monitor, the committer and every worker thread still run (an
+        abandoned one may end; the monitor replaced it): the daemon's health check."""
+        with self._lock:
+            workers = [t for t in self._threads if t.ident not in self._abandoned]
+        monitor = self._monitor is not None and self._monitor.is_alive()
+        return monitor and self.committer.alive and all(t.is_alive() for t in workers)
+
     # ----- the work ---------------------------------------------------------------------
 
     def _work_loop(self) -> None:

@@ -85,9 +85,16 @@ def records(spool: Path, folder: str) -> list[dict[str, Any]]:
 
 
 class DaemonProcess:
-    """spoold run as a real subprocess, its log captured in a file."""
+    """spoold run as a real subprocess, its log captured in a file; `env` adds to (or,
+    with a None value, takes out of) the environment it runs in."""
 
-    def __init__(self, workdir: Path, config: dict[str, Any], args: list[str]) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        config: dict[str, Any],
+        args: list[str],
+        env: dict[str, str | None] | None = None,
+    ) -> None:
         self.workdir = workdir
         self.config = config
         self.spool = workdir / config.get("spool", "spool")
@@ -97,7 +104,7 @@ class DaemonProcess:
         self._log = self.log_path.open("wb")
         command = [sys.executable, "-m", "spoold", "run", "--config", str(self.config_path), *args]
         self.proc = subprocess.Popen(
-            command, cwd=workdir, stdout=self._log, stderr=subprocess.STDOUT, env=daemon_env()
+            command, cwd=workdir, stdout=self._log, stderr=subprocess.STDOUT, env=daemon_env(env)
         )
 
     @property
@@ -148,11 +155,17 @@ class DaemonProcess:
         self._log.close()
 
 
-def daemon_env() -> dict[str, str]:
+def daemon_env(extra: dict[str, str | None] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    env.pop("SPOOLD_TOKEN", None)
+    for name in ("SPOOLD_TOKEN", "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+        env.pop(name, None)  # a test's daemon answers to no service manager but the test's
+    for name, value in (extra or {}).items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     return env
 
 
@@ -174,11 +187,17 @@ def base_config(**overrides: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def start_daemon(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
-    """start_daemon(**config overrides, args=[...], workdir=...) → a ready DaemonProcess."""
+    """start_daemon(**config overrides, args=[...], workdir=..., env={...}) → a ready
+    DaemonProcess."""
     started: list[DaemonProcess] = []
 
-    def start(args: list[str] | None = None, workdir: Path | None = None, **overrides: Any):
-        daemon = DaemonProcess(workdir or tmp_path, base_config(**overrides), args or [])
+    def start(
+        args: list[str] | None = None,
+        workdir: Path | None = None,
+        env: dict[str, str | None] | None = None,
+        **overrides: Any,
+    ):
+        daemon = DaemonProcess(workdir or tmp_path, base_config(**overrides), args or [], env)
         started.append(daemon)
         return daemon.wait_ready()
 
