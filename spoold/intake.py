@@ -179,7 +179,7 @@ class Intake:
             raise InvalidJob(_duplicate(job.id))
         stem = self._stem(job, exclusive_stem)
         try:
-            data = job.to_json()
+            data = _record_bytes(job)
             written = self._write(stem, data, exclusive=exclusive_stem is not None)
         except BaseException:
             self.ids.release(job.id)
@@ -207,6 +207,15 @@ class Intake:
         if errors:
             raise errors[0]
         return True
+
+
+def _record_bytes(job: Job) -> bytes:
+    """The job's first record; InvalidJob if a field holds what JSON cannot (a NaN or a
+    string that is not Unicode, from a YAML schedule or a command line)."""
+    try:
+        return job.to_json()
+    except ValueError as e:  # UnicodeEncodeError too
+        raise InvalidJob(f"the job cannot be written as strict JSON: {e}") from e
 
 
 def _duplicate(job_id: str) -> str:

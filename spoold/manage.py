@@ -7,11 +7,12 @@ at its next rescan.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from typing import Any
 
+from spoold import strictjson
+from spoold.errors import InvalidJob
 from spoold.job import dump_record
 from spoold.spool import ERROR_SUFFIX, Spool, parse_stem, running_stem
 from spoold.times import iso
@@ -50,8 +51,8 @@ def read_record(spool: Spool, found: Found) -> dict[str, Any] | None:
     """The job's file as JSON, or None if it vanished or is not JSON."""
     raw = spool.read(found.folder, found.name)
     try:
-        record = json.loads(raw) if raw is not None else None
-    except ValueError:
+        record = strictjson.loads(raw) if raw is not None else None
+    except InvalidJob:  # edited by hand into something that is no record
         return None
     return record if isinstance(record, dict) else None
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from spoold import manage, metrics, openapi
+from spoold import manage, metrics, openapi, strictjson
 from spoold.errors import InvalidJob, TaskBusy, UnknownTask
 from spoold.job import ID_RE, ID_RULE, Job, decode_object
 from spoold.page import status_page
@@ -65,7 +65,7 @@ class ApiError(Exception):
 
 
 def dump(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False).encode()
+    return json.dumps(value, ensure_ascii=False, allow_nan=False).encode()
 
 
 def ok(value: Any) -> Answer:
@@ -236,11 +236,9 @@ def _limit(request: Request, default: int) -> int:
 def _batch_items(body: bytes) -> list[Any]:
     """A batch body: a JSON list of jobs, or {"jobs": [...]}."""
     try:
-        data = json.loads(body)
-    except UnicodeDecodeError as e:
-        raise ApiError(400, f"the body is not UTF-8 text (byte {e.start})") from e
-    except json.JSONDecodeError as e:
-        raise ApiError(400, f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from e
+        data = strictjson.loads(body)
+    except InvalidJob as e:
+        raise ApiError(400, str(e)) from e
     if isinstance(data, dict) and isinstance(data.get("jobs"), list):
         return data["jobs"]
     if not isinstance(data, list):
