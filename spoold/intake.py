@@ -162,7 +162,14 @@ class Intake:
         self.dispatcher.add(stem, job.priority, job.due, None if shared else job, size, not shared)
 
     def _reject(self, name: str, reason: str) -> None:
-        where = self.spool.reject(name, reason)
+        """Move incoming/<name> to failed/ with its explanation; if the explanation cannot
+        be written (a full disk), the file stays in incoming/ for the next rescan."""
+        try:
+            where = self.spool.reject(name, reason)
+        except OSError as e:
+            logger.error("cannot reject incoming/%s (%s): left there, judged again at the"
+                         " next rescan; it was rejected because: %s", name, e, reason)  # fmt: skip
+            return
         if where:
             self.rejected += 1
             logger.warning("rejected incoming/%s → failed/%s: %s", name, where, reason)
