@@ -39,7 +39,7 @@ from pathlib import Path
 
 from spoold import rejects
 from spoold.errors import SpoolUnusable
-from spoold.rejects import ERROR_SUFFIX
+from spoold.rejects import ERROR_SUFFIX as ERROR_SUFFIX  # re-exported: its old home
 from spoold.times import utc_second
 
 logger = logging.getLogger(__name__)
