@@ -17,6 +17,7 @@ from spoold.context import Context
 from spoold.errors import InvalidJob
 from spoold.helper import FileWork
 from spoold.job import Job, decode_object, new_job, priority_from_name
+from spoold.rejects import printable
 from spoold.spool import Rejected, Spool, make_stem, parse_stem, running_stem
 
 logger = logging.getLogger(__name__)
@@ -168,11 +169,12 @@ class Intake:
             where = self.spool.reject(name, reason)
         except OSError as e:
             logger.error("cannot reject incoming/%s (%s): left there, judged again at the"
-                         " next rescan; it was rejected because: %s", name, e, reason)  # fmt: skip
+                         " next rescan; it was rejected because: %s", printable(name), e,
+                         reason)  # fmt: skip
             return
         if where:
             self.rejected += 1
-            logger.warning("rejected incoming/%s → failed/%s: %s", name, where, reason)
+            logger.warning("rejected incoming/%s → failed/%s: %s", printable(name), where, reason)
 
     def submit(self, data: dict[str, Any], now: float, exclusive_stem: str | None = None) -> Job:
         """Write a job straight into pending/, durably, before returning (HTTP, schedules).

@@ -14,6 +14,7 @@ from typing import Any
 from spoold import strictjson
 from spoold.errors import InvalidJob
 from spoold.job import dump_record
+from spoold.rejects import readable
 from spoold.spool import ERROR_SUFFIX, Spool, parse_stem, running_stem
 from spoold.times import iso
 
@@ -87,7 +88,7 @@ def _restore(spool: Spool, name: str) -> str:
     restored = spool.restore_rejected(name)
     if restored is None:
         raise NotRetryable(f"failed/{name} vanished before it could be retried")
-    return f"incoming/{restored}"
+    return f"incoming/{readable(restored)}"  # a name that is not UTF-8 printed as \\xNN
 
 
 def _reset(record: dict[str, Any]) -> bytes:

@@ -4,8 +4,8 @@ A rejected file keeps its own name in failed/, beside <that name>.error.json,
 whenever that can be: SPEC 2. Two kinds of name cannot: one that is not valid
 UTF-8 (no JSON text can name it, so no explanation could say which file it
 explains) and one so long that the suffix does not fit in a file name. Such a
-file gets a safe name instead, still ending in .json; its bytes are never
-changed, and its original name is kept in the explanation (`file`, and
+file gets a safe name instead (one that is also a job id, ending in .json);
+its bytes are never changed, and its original name is kept in the explanation (`file`, and
 `fileHex` with the exact bytes where they are not UTF-8), from where
 `spoold retry` restores it.
 """
@@ -26,7 +26,10 @@ from spoold.times import iso
 ERROR_SUFFIX = ".error.json"
 NAME_MAX = 255  # bytes in one file name (ext4, xfs, btrfs, tmpfs, NFS)
 ROOM = NAME_MAX - len(ERROR_SUFFIX)  # the longest name that leaves room for the suffix
-SAFE_BYTES = 200  # a safe name's length: room left for a '.<n>' that makes it unique
+SAFE_BYTES = 200  # a name this long leaves room for a '.<n>' that makes it unique
+SAFE_STEM = 100  # a safe name is at most 118 characters, '.<n>' included less than 128
+NOT_ID_CHARACTER = re.compile(r"[^A-Za-z0-9._\-]")
+CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 ESCAPED_BYTE = re.compile("[\udc80-\udcff]")  # how os.fsdecode carries a byte that is not UTF-8
 
 
@@ -50,15 +53,12 @@ def numbered(name: str, n: int) -> str:
 
 
 def safe_name(name: str) -> str:
-    """A name for failed/ that is UTF-8 and at most SAFE_BYTES long: each byte that is not
-    UTF-8 as %XX, cut short with '~' and a hash of the whole name where needed."""
-    text = ESCAPED_BYTE.sub(lambda m: f"%{ord(m.group()) - 0xDC00:02X}", name)
-    if _size(text) <= SAFE_BYTES:
-        return text
+    """A name for failed/ that is also a job id (so `POST /jobs/<name>/retry` reaches it):
+    the name's id characters, each other character as '_', cut short, and a hash of the
+    whole name so that two names made alike stay apart."""
     digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:12]
-    tail = f"~{digest}.json"
-    head = text.encode()[: SAFE_BYTES - len(tail)].decode(errors="ignore")
-    return head + tail
+    stem = name[:-5] if name.endswith(".json") else name
+    return f"{NOT_ID_CHARACTER.sub('_', stem)[:SAFE_STEM]}-{digest}.json"
 
 
 def explanation(name: str, reason: str, node: str, now: float) -> bytes:
@@ -79,6 +79,12 @@ def readable(text: str) -> str:
     except UnicodeEncodeError:
         raw = text.encode(errors="backslashreplace")
     return raw.decode(errors="backslashreplace")
+
+
+def printable(name: str) -> str:
+    """A file name for a log line: readable, with control characters escaped, so that
+    a name holding a newline or a terminal escape cannot forge or garble log lines."""
+    return CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), readable(name))
 
 
 def original_name(raw: bytes | None) -> str | None:

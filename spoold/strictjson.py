@@ -51,7 +51,8 @@ def _parse(text: str) -> Any:
     try:
         return json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
     except json.JSONDecodeError as e:
-        raise InvalidJob(f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from e
+        what = e.msg.removesuffix(" at")  # "Invalid control character at"
+        raise InvalidJob(f"not valid JSON: {what} at line {e.lineno} column {e.colno}") from e
     except RecursionError as e:
         raise InvalidJob(_too_deep()) from e
     except _NotFinite as e:

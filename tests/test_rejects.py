@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from spoold import rejects
+from spoold.job import ID_RE
 from spoold.spool import Spool
 
 LONG = "high-" + "x" * 245 + ".json"  # 255 bytes: a file name, but no room for .error.json
@@ -46,8 +47,7 @@ def test_a_name_with_no_room_for_the_suffix_gets_a_safe_name_and_keeps_its_bytes
     second = spool.reject(LONG, "not valid JSON")
     assert first and second and first != second
     for name, data in ((first, b"one"), (second, b"two")):
-        assert name.startswith("high-xxx") and name.endswith(".json")
-        assert len(name.encode()) + len(rejects.ERROR_SUFFIX) <= 255
+        assert name.startswith("high-xxx") and name.endswith(".json") and ID_RE.match(name)
         assert (spool.dirs["failed"] / name).read_bytes() == data
         said = explanation(spool, name)
         assert said["file"] == LONG and "not valid JSON" in said["error"]
@@ -67,11 +67,13 @@ def test_a_long_name_that_fits_is_kept_and_its_twin_gets_a_shorter_unique_one(sp
 
 def test_a_name_that_is_not_utf8_gets_a_safe_name_and_its_bytes_in_the_explanation(spool):
     put(spool, NOT_UTF8, b"\xff not json")
-    assert spool.reject(NOT_UTF8, "not UTF-8 text (byte 0)") == "caf%E9-%FF.json"
-    said = explanation(spool, "caf%E9-%FF.json")
+    name = spool.reject(NOT_UTF8, "not UTF-8 text (byte 0)")
+    assert name is not None and name.startswith("caf_-_-") and name.endswith(".json")
+    assert ID_RE.match(name), "a job id, so that POST /jobs/<name>/retry reaches it"
+    said = explanation(spool, name)
     assert said["file"] == "caf\\xe9-\\xff.json"
     assert bytes.fromhex(said["fileHex"]) == b"caf\xe9-\xff.json"
-    assert (spool.dirs["failed"] / "caf%E9-%FF.json").read_bytes() == b"\xff not json"
+    assert (spool.dirs["failed"] / name).read_bytes() == b"\xff not json"
 
 
 @pytest.mark.parametrize("name", [LONG, NOT_UTF8, "plain.json"])
