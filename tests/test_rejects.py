@@ -5,14 +5,20 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from spoold import rejects
+from spoold.context import Context
+from spoold.dispatch import Dispatcher
+from spoold.intake import Intake
 from spoold.job import ID_RE
 from spoold.spool import Spool
 
@@ -148,3 +154,21 @@ def test_on_a_full_disk_a_bad_file_stays_in_incoming_until_it_can_be_explained(t
     filler.unlink()
     assert spool.reject("bad.json", "not valid JSON") == "bad.json"
     assert failed(spool) == ["bad.json", "bad.json.error.json"]
+
+
+def test_the_intake_leaves_a_bad_file_in_incoming_while_the_disk_is_full(tiny_spool, caplog):
+    spool, fill, filler = tiny_spool
+    context = Context(spool, Dispatcher(), lambda: {}, lambda: ZoneInfo("UTC"))
+    intake = Intake(context, 10_000, settle_seconds=0.0)
+    put(spool, "bad.json", b"{broken")
+    fill()
+    with caplog.at_level(logging.ERROR, logger="spoold.intake"):
+        assert intake.accept_files(["bad.json"], time.time()) == []
+    [record] = [r for r in caplog.records if r.name == "spoold.intake"]
+    assert "left there, judged again at the next rescan" in record.getMessage()
+    assert "No space left on device" in record.getMessage() and record.exc_info is None
+    assert failed(spool) == [] and os.listdir(spool.dirs["incoming"]) == ["bad.json"]
+    filler.unlink()
+    intake.accept_files(["bad.json"], time.time())
+    assert failed(spool) == ["bad.json", "bad.json.error.json"]
+    assert "not valid JSON" in explanation(spool, "bad.json")["error"]
