@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -15,7 +16,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from spoold import __version__, logs
+from spoold import __version__, logs, strictjson
 from spoold.config import Config, load_config
 from spoold.errors import (
     ConfigError,
@@ -196,9 +197,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
     except (InvalidJob, ValueError) as e:
         print(f"spoold submit: {e}", file=sys.stderr)
         return 2
+    try:
+        data = strictjson.dumps(job, indent=1)
+    except ValueError as e:  # a key=value from a command line that is not valid Unicode
+        print(f"spoold submit: the job cannot be written as JSON: {e}", file=sys.stderr)
+        return 2
     spool = Spool(config.spool, config.node, durable=True)
     spool.ensure()
-    data = json.dumps(job, ensure_ascii=False, indent=1).encode() + b"\n"
     name = f"{job['id']}.json"
     if not spool.write("incoming", name, data, exclusive=True):
         taken = f"incoming/{name} is already waiting: a job with id {job['id']!r} was just"
@@ -249,8 +254,8 @@ def _parse_fields(pairs: list[str]) -> dict[str, Any]:
         if not sep or not key:
             raise SystemExit(f"spoold submit: {pair!r} is not key=value")
         try:
-            fields[key] = json.loads(value)
-        except ValueError:
+            fields[key] = strictjson.loads(os.fsencode(value))
+        except InvalidJob:  # not JSON (NaN and 1e999 neither): the text itself
             fields[key] = value
     return fields
 

@@ -18,6 +18,7 @@ from spoold.errors import InvalidJob, Rejected
 from spoold.helper import FileWork
 from spoold.job import Job, decode_object, new_job
 from spoold.names import make_stem, parse_stem, priority_from_name, running_stem, stem_of
+from spoold.rejects import printable
 from spoold.spool import Spool
 
 logger = logging.getLogger(__name__)
@@ -163,10 +164,18 @@ class Intake:
         self.dispatcher.add(stem, job.priority, job.due, None if shared else job, size, not shared)
 
     def _reject(self, name: str, reason: str) -> None:
-        where = self.spool.reject(name, reason)
+        """Move incoming/<name> to failed/ with its explanation; if the explanation cannot
+        be written (a full disk), the file stays in incoming/ for the next rescan."""
+        try:
+            where = self.spool.reject(name, reason)
+        except OSError as e:
+            logger.error("cannot reject incoming/%s (%s): left there, judged again at the"
+                         " next rescan; it was rejected because: %s", printable(name), e,
+                         reason)  # fmt: skip
+            return
         if where:
             self.rejected += 1
-            logger.warning("rejected incoming/%s → failed/%s: %s", name, where, reason)
+            logger.warning("rejected incoming/%s → failed/%s: %s", printable(name), where, reason)
 
     def submit(self, data: dict[str, Any], now: float, exclusive_stem: str | None = None) -> Job:
         """Write a job straight into pending/, durably, before returning (HTTP, schedules).
@@ -180,7 +189,7 @@ class Intake:
             raise InvalidJob(_duplicate(job.id))
         stem = self._stem(job, exclusive_stem)
         try:
-            body = job.to_json()
+            body = _record_bytes(job)
             written = self._write(stem, body, exclusive=exclusive_stem is not None)
         except BaseException:
             self.ids.release(job.id)
@@ -208,6 +217,15 @@ class Intake:
         if errors:
             raise errors[0]
         return True
+
+
+def _record_bytes(job: Job) -> bytes:
+    """The job's first record; InvalidJob if a field holds what JSON cannot (a NaN or a
+    string that is not Unicode, from a YAML schedule or a command line)."""
+    try:
+        return job.to_json()
+    except ValueError as e:  # UnicodeEncodeError too
+        raise InvalidJob(f"the job cannot be written as strict JSON: {e}") from e
 
 
 def _duplicate(job_id: str) -> str:

@@ -7,13 +7,13 @@ same answer with the same words.
 
 from __future__ import annotations
 
-import codecs
-import json
+import math
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 from zoneinfo import ZoneInfo
 
+from spoold import strictjson
 from spoold.errors import InvalidJob
 from spoold.jobs import JobType
 from spoold.names import ID_RE, ID_RULE, PRIORITIES
@@ -85,21 +85,14 @@ class Job:
 
 
 def dump_record(record: dict[str, Any]) -> bytes:
-    """A record as spoold writes them all: compact JSON on one line (json's C encoder
+    """A record as spoold writes them all: strict JSON on one line (json's C encoder
     serves only indent=None, and this runs for every job)."""
-    return json.dumps(record, ensure_ascii=False).encode() + b"\n"
+    return strictjson.dumps(record)
 
 
 def decode_object(raw: bytes) -> dict[str, Any]:
     """Bytes → the job's JSON object, or InvalidJob saying what is wrong and where."""
-    bom = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
-    try:  # not decode("utf-8-sig"): that codec is Python code, and this runs for every job
-        data = json.loads(raw[bom:].decode())
-    except UnicodeDecodeError as e:
-        where = e.start + bom
-        raise InvalidJob(f"not UTF-8 text (byte {where}): save the file as UTF-8") from e
-    except json.JSONDecodeError as e:
-        raise InvalidJob(f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from e
+    data = strictjson.loads(raw)
     if not isinstance(data, dict):
         raise InvalidJob(f"a job must be a JSON object {{...}}, got {_json_kind(data)}")
     return data
@@ -170,7 +163,14 @@ def _is_int(value: Any) -> TypeGuard[int]:
 
 
 def _is_number(value: Any) -> TypeGuard[float]:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """A JSON number a float can hold (an int of 400 digits cannot: it would overflow
+    where the worker adds it to a clock)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _run_at(data: dict[str, Any], tz: ZoneInfo, problems: list[str]) -> float | None:

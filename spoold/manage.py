@@ -7,14 +7,15 @@ at its next rescan.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from spoold.errors import NotRetryable
+from spoold import strictjson
+from spoold.errors import InvalidJob, NotRetryable
 from spoold.job import dump_record
 from spoold.names import ERROR_SUFFIX, parse_stem, running_stem, stem_of
+from spoold.rejects import readable
 from spoold.spool import Spool
 from spoold.times import iso
 
@@ -52,8 +53,8 @@ def read_record(spool: Spool, found: Found) -> dict[str, Any] | None:
     """The job's file as JSON, or None if it vanished or is not JSON."""
     raw = spool.read(found.folder, found.name)
     try:
-        record = json.loads(raw) if raw is not None else None
-    except ValueError:
+        record = strictjson.loads(raw) if raw is not None else None
+    except InvalidJob:  # edited by hand into something that is no record
         return None
     return record if isinstance(record, dict) else None
 
@@ -84,7 +85,7 @@ def _restore(spool: Spool, name: str) -> str:
     restored = spool.restore_rejected(name)
     if restored is None:
         raise NotRetryable(f"failed/{name} vanished before it could be retried")
-    return f"incoming/{restored}"
+    return f"incoming/{readable(restored)}"  # a name that is not UTF-8 printed as \\xNN
 
 
 def _reset(record: dict[str, Any]) -> bytes:

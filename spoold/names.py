@@ -18,12 +18,13 @@ PRIORITIES = ("critical", "high", "normal", "low")
 RANKS = {priority: rank for rank, priority in enumerate(PRIORITIES)}
 
 ID_PATTERN = r"^[A-Za-z0-9_\-][A-Za-z0-9._\-]{0,127}$"
-ID_RE = re.compile(ID_PATTERN)
+# \Z, not $: "$" also matches before a final newline, and "a\n" is no id.
+ID_RE = re.compile(ID_PATTERN[:-1] + r"\Z")
 ID_RULE = "1-128 of A-Z a-z 0-9 . _ - (not starting with .)"
 
 STEM_RE = re.compile(
     rf"^(?P<rank>[0-{len(PRIORITIES) - 1}])-(?P<priority>{'|'.join(PRIORITIES)})-"
-    rf"(?P<ts>\d{{8}}T\d{{6}}\.\d{{9}})Z-(?P<id>{ID_PATTERN[1:-1]})$"
+    rf"(?P<ts>\d{{8}}T\d{{6}}\.\d{{9}})Z-(?P<id>{ID_PATTERN[1:-1]})\Z"
 )
 NAME_PRIORITY_RE = re.compile(rf"^({'|'.join(PRIORITIES)})[-_.]")
 JSON = ".json"

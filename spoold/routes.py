@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from spoold import __version__, metrics, openapi
+from spoold import __version__, metrics, openapi, strictjson
 from spoold.errors import InvalidJob
 from spoold.job import Job, decode_object
 from spoold.names import ID_RE, ID_RULE
@@ -114,7 +114,7 @@ class ApiError(Exception):
 
 
 def dump(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False).encode()
+    return json.dumps(value, ensure_ascii=False, allow_nan=False).encode()
 
 
 def ok(value: Any) -> Answer:
@@ -266,11 +266,9 @@ def _limit(request: Request, default: int) -> int:
 def _batch_items(body: bytes) -> list[Any]:
     """A batch body: a JSON list of jobs, or {"jobs": [...]}."""
     try:
-        data = json.loads(body)
-    except UnicodeDecodeError as e:
-        raise ApiError(400, f"the body is not UTF-8 text (byte {e.start})") from e
-    except json.JSONDecodeError as e:
-        raise ApiError(400, f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from e
+        data = strictjson.loads(body)
+    except InvalidJob as e:
+        raise ApiError(400, str(e)) from e
     if isinstance(data, dict) and isinstance(data.get("jobs"), list):
         jobs: list[Any] = data["jobs"]
         return jobs

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import fcntl
 import itertools
-import json
 import logging
 import os
 import shutil
@@ -34,17 +34,17 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from spoold import rejects
 from spoold.errors import Rejected, SpoolUnusable
 from spoold.names import ERROR_SUFFIX, is_job_name, running_stem
-from spoold.times import iso
 
 logger = logging.getLogger(__name__)
 
 FOLDERS = ("incoming", "pending", "running", "completed", "failed", "tmp")
 # Made by the scheduler when it starts (spool.ensure_extra), not by ensure().
 EXTRA_FOLDERS = ("schedule",)
+GONE = (errno.ENOENT, errno.ESTALE)  # a file another daemon or host took from under us
 MAX_SPARES = 256  # as many as the committer's batch, so a batch reuses files
 
 
@@ -216,25 +216,15 @@ class Spool:
         return (n for n in self.names("incoming") if is_job_name(n))
 
     def read_incoming(self, name: str, max_bytes: int) -> Incoming | None:
-        """The bytes of incoming/name; None if gone; Rejected if it must not be read."""
-        path = self._p["incoming"] + name
+        """The bytes of incoming/name; Rejected if it must not be read; None if it is gone,
+        whenever it went (another daemon or host may take it between any two calls)."""
         try:
-            st = os.lstat(path)
-            _check_regular(st, max_bytes)
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except FileNotFoundError:
-            return None
+            return _read_regular(self._p["incoming"] + name, max_bytes)
         except OSError as e:
-            raise Rejected(f"cannot be opened without following it: {e.strerror}") from e
-        try:
-            opened = os.fstat(fd)
-            _check_regular(opened, max_bytes)
-            raw = _read_all(fd, max_bytes + 1, opened.st_size + 1)
-        finally:
-            os.close(fd)
-        if len(raw) > max_bytes:
-            raise Rejected(f"larger than maxJobBytes ({max_bytes} bytes)")
-        return Incoming(raw, st.st_mtime)
+            if e.errno not in GONE:
+                raise
+            logger.debug("incoming/%s went while it was read (%s)", name, e.strerror)
+            return None
 
     def accept(self, name: str, stem: str) -> bool:
         """incoming/name → pending/stem.json, the producer's bytes unchanged. True if the
@@ -245,20 +235,30 @@ class Spool:
         return os.path.exists(self._p["pending"] + stem + ".json")
 
     def reject(self, name: str, reason: str, folder: str = "incoming") -> str | None:
-        """Move a bad file to failed/ under its own name (made unique if taken), unread,
-        and write <name>.error.json beside it. Returns the name in failed/, or None if gone."""
+        """Move a bad file to failed/, unread, beside <its name there>.error.json saying why.
+
+        The explanation is written first and the file moved only once it exists, so no
+        file is ever in failed/ unexplained: an OSError (a full disk) leaves the file where
+        it was, to be judged again. The name in failed/ is the file's own, made unique if
+        taken, or a safe one where the own name cannot be kept (see rejects). Returns the
+        name in failed/, or None if the file is gone."""
         if folder == "running":
             self.let_go(name)
-        for candidate in _unique_names(name):
-            target = self.dirs["failed"] / candidate
-            if os.path.lexists(target) or os.path.lexists(str(target) + ERROR_SUFFIX):
+        explanation = rejects.explanation(name, reason, self.node, time.time())
+        for candidate in rejects.failed_names(name):
+            target = self._p["failed"] + candidate
+            if os.path.lexists(target):
                 continue
-            if not self._move(folder, name, "failed", candidate):
-                return None
-            explanation = {"file": name, "error": reason, "rejectedAt": iso(time.time())}
-            explanation["node"] = self.node
-            self.write("failed", candidate + ERROR_SUFFIX, _dump(explanation))
-            return candidate
+            if not self.write("failed", candidate + ERROR_SUFFIX, explanation, exclusive=True):
+                continue  # another daemon is rejecting a file of this name right now
+            try:
+                if self._move(folder, name, "failed", candidate):
+                    return candidate
+            except OSError:
+                _unlink_quiet(target + ERROR_SUFFIX)
+                raise
+            _unlink_quiet(target + ERROR_SUFFIX)
+            return None
         return None
 
     # ----- pending and running ---------------------------------------------------------------
@@ -496,9 +496,12 @@ class Spool:
             return None
 
     def restore_rejected(self, name: str) -> str | None:
-        """failed/<rejected file> → incoming/ to be judged again; its .error.json goes."""
-        for candidate in _unique_names(name):
-            if os.path.lexists(self.dirs["incoming"] / candidate):
+        """failed/<rejected file> → incoming/ under the name it had there (or its name in
+        failed/, made unique if taken) to be judged again; its .error.json goes."""
+        original = rejects.original_name(self.read("failed", name + ERROR_SUFFIX))
+        candidates = itertools.chain([original] if original else [], _unique_names(name))
+        for candidate in candidates:
+            if os.path.lexists(self._p["incoming"] + candidate):
                 continue
             if not self._move("failed", name, "incoming", candidate):
                 return None
@@ -564,6 +567,28 @@ def _unlink_quiet(path: str) -> None:
         os.unlink(path)
 
 
+def _read_regular(path: str, max_bytes: int) -> Incoming:
+    """Read a file that must be a regular file of at most max_bytes, never following
+    or opening anything else (Rejected); OSError as the system gives it."""
+    st = os.lstat(path)
+    _check_regular(st, max_bytes)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as e:
+        if e.errno in GONE:
+            raise
+        raise Rejected(f"cannot be opened: {e.strerror}") from e
+    try:
+        opened = os.fstat(fd)
+        _check_regular(opened, max_bytes)
+        raw = _read_all(fd, max_bytes + 1, opened.st_size + 1)
+    finally:
+        os.close(fd)
+    if len(raw) > max_bytes:
+        raise Rejected(f"larger than maxJobBytes ({max_bytes} bytes)")
+    return Incoming(raw, st.st_mtime)
+
+
 def _check_regular(st: os.stat_result, max_bytes: int) -> None:
     if not stat.S_ISREG(st.st_mode):
         raise Rejected(f"not a regular file ({_file_kind(st.st_mode)}): drop a plain JSON file")
@@ -599,10 +624,5 @@ def _read_all(fd: int, limit: int, expected: int) -> bytes:
 def _unique_names(name: str) -> Iterator[str]:
     """name, then name.1.json, name.2.json, ...: '.json' kept at the end."""
     yield name
-    base = name[:-5] if name.endswith(".json") else name
     for n in itertools.count(1):
-        yield f"{base}.{n}.json"
-
-
-def _dump(value: dict[str, Any]) -> bytes:
-    return json.dumps(value, ensure_ascii=False, indent=1).encode() + b"\n"
+        yield rejects.numbered(name, n)

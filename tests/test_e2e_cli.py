@@ -90,8 +90,10 @@ def test_submit_without_a_daemon_drops_a_file_that_a_later_daemon_runs(start_dae
         (["submit", "noop", "--run-at", "soon"], ["soon"]),
         (["submit", "-f", "missing.json"], ["missing.json"]),
         (["submit"], ["type"]),
+        (["submit", "noop", "timeout=1e999"], ["field 'timeout'", "1e999"]),  # not inf
+        (["submit", "noop", "timeout=NaN"], ["field 'timeout'", "NaN"]),
     ],
-    ids=["unknown-type", "bad-id", "bad-field", "bad-run-at", "no-file", "nothing"],
+    ids=["unknown-type", "bad-id", "bad-field", "bad-run-at", "no-file", "nothing", "inf", "nan"],
 )
 def test_submit_refuses_a_bad_job_and_writes_nothing(tmp_path, args, words):
     write_config(tmp_path)
@@ -104,10 +106,21 @@ def test_submit_refuses_a_bad_job_and_writes_nothing(tmp_path, args, words):
     assert job_files(tmp_path / "spool", "incoming") == []
 
 
-def test_submit_bad_json_on_stdin_is_refused(tmp_path):
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ('{"type": "noop",', "not valid JSON"),
+        ('{"type": "noop", "timeout": NaN}', "NaN is not finite"),
+        ('{"type": "noop", "n": 1e999}', "1e999 is not finite"),
+        ('{"type": "noop", "x": ' + "[" * 5000 + "]" * 5000 + "}", "nested too deeply"),
+        ('{"type": "noop", "n": ' + "1" * 5000 + "}", "more than 4300 digits"),
+    ],
+)
+def test_submit_bad_json_on_stdin_is_refused(tmp_path, text, words):
     write_config(tmp_path)
-    result = cli(tmp_path, "submit", "-f", "-", input='{"type": "noop",')
-    assert result.returncode != 0 and "not valid JSON" in result.stderr
+    result = cli(tmp_path, "submit", "-f", "-", input=text)
+    assert result.returncode != 0 and words in result.stderr
+    assert "Traceback" not in result.stderr
     assert job_files(tmp_path / "spool", "incoming") == []
 
 

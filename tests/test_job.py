@@ -78,10 +78,12 @@ def test_a_utf8_bom_is_skipped_and_a_bad_byte_is_counted_from_the_files_start():
         ({"type": "noop", "id": ".hidden"}, "field 'id'"),
         ({"type": "noop", "id": "x" * 129}, "field 'id'"),
         ({"type": "noop", "id": 7}, "field 'id'"),
+        ({"type": "noop", "id": "a\n"}, "field 'id'"),  # "$" would match before the newline
         ({"type": "noop", "priority": "urgent"}, "field 'priority' must be one of"),
         ({"type": "noop", "maxAttempts": 0}, "field 'maxAttempts'"),
         ({"type": "noop", "maxAttempts": "3"}, "field 'maxAttempts'"),
         ({"type": "noop", "timeout": -1}, "field 'timeout'"),
+        ({"type": "noop", "timeout": 10**400}, "field 'timeout'"),  # no float holds it
         ({"type": "noop", "runAt": "tomorrow"}, "field 'runAt' must be an ISO 8601 time"),
         ({"type": "noop", "runAt": 5}, "field 'runAt'"),
         ({"type": "noop", "attempts": 3}, "field 'attempts' is set by spoold"),

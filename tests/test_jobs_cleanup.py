@@ -16,6 +16,7 @@ from spoold.jobs.cleanup import clean_directory, validate
 from spoold.jobs.registry import build_registry
 
 DAY = 86400
+ANYWHERE = CleanupConfig(allowed_roots=(Path("/"),))
 
 
 def cleanup_job(directory: Path | str, max_age_days: float = 7, **fields: Any) -> dict[str, Any]:
@@ -190,14 +191,33 @@ FOLDER, DAYS = "a folder path string", "a number of days, 0 or more"
     ],
 )
 def test_validate_names_the_field_and_what_it_must_be(fields: dict[str, Any], problem: str) -> None:
-    problems = validate({"type": "cleanup", **fields})
+    problems = validate(ANYWHERE, {"type": "cleanup", **fields})
     assert len(problems) == 1
     assert problems[0].startswith(problem)
 
 
 def test_validate_accepts_whole_and_fractional_days() -> None:
-    assert validate({"directory": "/var/tmp", "maxAgeDays": 0}) == []
-    assert validate({"directory": "/var/tmp", "maxAgeDays": 1.5}) == []
+    assert validate(ANYWHERE, {"directory": "/var/tmp", "maxAgeDays": 0}) == []
+    assert validate(ANYWHERE, {"directory": "/var/tmp", "maxAgeDays": 1.5}) == []
+
+
+def test_validate_refuses_a_folder_outside_the_allowed_roots_before_the_job_is_accepted(
+    root: Path, allowed: CleanupConfig, tmp_path: Path
+) -> None:
+    (root / "logs" / "out").symlink_to(tmp_path)
+    assert validate(allowed, cleanup_job(root / "logs")) == []
+    for outside in (tmp_path, root / "logs" / ".." / "..", root / "logs" / "out"):
+        [problem] = validate(allowed, cleanup_job(outside))
+        assert problem.startswith("field 'directory': cleanup of") and "allowedRoots" in problem
+    [problem] = validate(CleanupConfig(), cleanup_job(root))
+    assert (
+        "list the folders cleanup may delete from in the config's cleanup.allowedRoots" in problem
+    )
+
+
+def test_validate_refuses_days_no_clock_can_subtract() -> None:
+    [problem] = validate(ANYWHERE, {"directory": "/var/tmp", "maxAgeDays": 10**400})
+    assert problem.startswith("field 'maxAgeDays' must be a number of days")
 
 
 def test_run_refuses_a_job_that_would_not_validate(root: Path, allowed: CleanupConfig) -> None:

@@ -15,6 +15,7 @@ from spoold.errors import PermanentJobError
 from spoold.jobs.email import send_email, validate
 from spoold.jobs.registry import build_registry
 
+ONE_LINE = "field 'subject' must be a string of one line, without control characters"
 REFUSE = {
     "nobody@example.com": "550 5.1.1 No such user here",
     "busy@example.com": "450 4.2.1 Mailbox busy, try later",
@@ -148,8 +149,19 @@ def test_an_untrusted_certificate_is_not_accepted(certificate: TlsFiles) -> None
         ({"to": "a@example.com", "subject": 3}, "field 'subject' must be a string of one line"),
         ({"to": "a@example.com", "subject": "a\r\nBcc: x@evil.test"}, "field 'subject' must be"),
         ({"to": "a@example.com", "body": ["x"]}, "field 'body' must be a string, got [\"x\"]"),
+        # What Python's email takes for a line break, or no header may hold: refused at
+        # intake, not three failed attempts at run time (each escaped in the message).
+        ({"to": "a@example.com", "subject": "a\u2028b"}, ONE_LINE + ', got "a\\u2028b"'),
+        ({"to": "a@example.com", "subject": "a\x85b"}, "field 'subject' must be"),
+        ({"to": "a@example.com", "subject": "a\x0bb"}, "field 'subject' must be"),
+        ({"to": "a@example.com", "subject": "a\x00b"}, "field 'subject' must be"),
+        ({"to": "a@example.com\u2029"}, "field 'to' must be"),
+        ({"to": "a@example.com", "cc": ["b@example.com\x0c"]}, "field 'cc' must be"),
+        ({"to": "a@"}, "field 'to' must be"),
+        ({"to": "@example.com"}, "field 'to' must be"),
+        ({"to": "Ann <a@exa\x00mple.com>"}, "field 'to' must be"),
     ],
-)
+)  # fmt: skip
 def test_validate_names_the_field_and_what_it_must_be(fields: dict[str, Any], problem: str) -> None:
     problems = validate({"type": "send_email", **fields})
     assert len(problems) == 1
@@ -157,8 +169,16 @@ def test_validate_names_the_field_and_what_it_must_be(fields: dict[str, Any], pr
 
 
 def test_validate_accepts_a_well_formed_job() -> None:
-    job = {"to": ["Ann <a@example.com>"], "cc": [], "subject": "Hi", "body": "x\ny"}
+    job = {"to": ["Ann <a@example.com>"], "cc": [], "subject": "Hi\tthere é", "body": "x\ny"}
     assert validate(job) == []
+
+
+def test_a_subject_python_would_refuse_to_send_is_refused_before_any_attempt(
+    smtp: SmtpServer,
+) -> None:
+    with pytest.raises(PermanentJobError, match="field 'subject'"):
+        send_email(smtp.config(), email_job(to="a@example.com", subject="a\u2028b"))
+    assert smtp.messages == []
 
 
 def test_run_refuses_a_job_that_would_not_validate(smtp: SmtpServer) -> None:

@@ -170,6 +170,14 @@ def test_an_empty_allowed_hosts_list_refuses_every_host() -> None:
         ({"url": "http://example.com", "headers": {"X-A": 1}}, "field 'headers' must be"),
         ({"url": "http://example.com", "headers": {"X A": "1"}}, "field 'headers' must be"),
         ({"url": "http://example.com", "headers": {"X-A": "1\r\nX-B: 2"}}, "field 'headers'"),
+        # What urllib would refuse at every attempt is refused when the job is accepted.
+        ({"url": "http://example.com/caf\u00e9"}, "field 'url' must be ASCII after the host"),
+        ({"url": "http://example.com/?q=\u2028"}, "field 'url' must be ASCII after the host"),
+        ({"url": "http://a..b/"}, "field 'url' has a host name that cannot be looked up"),
+        ({"url": f"http://{'a' * 64}.example/"}, "field 'url' has a host name that cannot"),
+        ({"url": "http://example.com", "headers": {"X-A": "\u20ac"}}, "field 'headers' must be"),
+        ({"url": "http://example.com", "headers": {"X-A": "a\u2028b"}}, "field 'headers'"),
+        ({"url": "http://example.com", "headers": {"X-A\n": "1"}}, "field 'headers'"),
     ],
 )
 def test_validate_names_the_field_and_what_it_must_be(fields: dict[str, Any], problem: str) -> None:
@@ -182,6 +190,8 @@ def test_validate_accepts_any_json_payload_and_string_headers() -> None:
     for payload in ({"a": [1, None]}, [1, 2], "text", 3.5, None, False):
         job = {"url": "https://example.com/h", "payload": payload, "headers": {"X-A": "b"}}
         assert validate(ANY_HOST, job) == []
+    job = {"url": "http://b\u00fccher.example/%C3%A9?a=1#x", "headers": {"X-A": "caf\u00e9\t1"}}
+    assert validate(ANY_HOST, job) == []
 
 
 def test_run_refuses_a_scheme_it_would_not_accept() -> None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
 logger = logging.getLogger(__name__)
 # A log job's message goes to its own logger, so an operator can route or mute it alone.
 message_logger = logging.getLogger("spoold.jobs.log")
+LINE_BREAKS = re.compile("[\x85\u2028\u2029]")
 
 
 def validate_log(job: dict[str, Any]) -> list[str]:
@@ -46,4 +48,5 @@ def shown(value: Any, limit: int = 60) -> str:
         text = json.dumps(value, ensure_ascii=False)
     except (TypeError, ValueError):
         text = repr(value)
+    text = LINE_BREAKS.sub(lambda m: f"\\u{ord(m.group()):04x}", text)  # JSON keeps these as is
     return text if len(text) <= limit else text[: limit - 3] + "..."

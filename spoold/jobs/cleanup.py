@@ -24,26 +24,39 @@ logger = logging.getLogger(__name__)
 DAY = 86400.0
 
 
-def validate(job: dict[str, Any]) -> list[str]:
-    """Problems with directory and maxAgeDays, found before the job is accepted."""
+def validate(config: CleanupConfig, job: dict[str, Any]) -> list[str]:
+    """Problems with directory and maxAgeDays, found before the job is accepted; a folder
+    outside cleanup.allowedRoots among them (it is checked again when the job runs)."""
     problems = []
     directory = job.get("directory")
     if not isinstance(directory, str) or not directory or "\0" in directory:
         problems.append(wrong_field(job, "directory", "a folder path string"))
+    elif (refusal := _root_refusal(config, directory)) is not None:
+        problems.append(f"field 'directory': {refusal}")
     age = job.get("maxAgeDays")
-    if isinstance(age, bool) or not isinstance(age, int | float) or not 0 <= age < math.inf:
+    if not _is_days(age):
         problems.append(wrong_field(job, "maxAgeDays", "a number of days, 0 or more"))
     return problems
 
 
+def _is_days(value: Any) -> bool:
+    """A number of days, 0 or more, that a float holds (so that it times a day)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return value >= 0 and math.isfinite(value * DAY)
+    except OverflowError:
+        return False
+
+
 def clean_directory(config: CleanupConfig, job: dict[str, Any]) -> None:
     """Delete the regular files in job['directory'] last modified over maxAgeDays ago."""
-    problems = validate(job)
+    problems = validate(config, job)  # the config may have changed since the job was accepted
     if problems:
         raise PermanentJobError("; ".join(problems))
     directory = job["directory"]
     cutoff = time.time() - job["maxAgeDays"] * DAY
-    real = allowed_real_path(config, directory)
+    real = os.path.realpath(directory)
     fd = _open_folder(directory, real)
     try:
         removed, errors = _remove_old_files(fd, cutoff)
@@ -54,21 +67,21 @@ def clean_directory(config: CleanupConfig, job: dict[str, Any]) -> None:
         raise OSError(f"cleanup of {real} removed {removed} file(s) but not: {'; '.join(errors)}")
 
 
-def allowed_real_path(config: CleanupConfig, directory: str) -> str:
-    """The folder's real path if it lies inside an allowed root; PermanentJobError if not."""
+def _root_refusal(config: CleanupConfig, directory: str) -> str | None:
+    """Why cleanup may not delete in directory (its real path, symlinks resolved), or None."""
     if not config.allowed_roots:
-        raise PermanentJobError(
+        return (
             f"cleanup of {directory!r} refused: no folder is allowed; list the folders cleanup "
             "may delete from in the config's cleanup.allowedRoots"
         )
     real = os.path.realpath(directory)
     roots = [os.path.realpath(root) for root in config.allowed_roots]
     if not any(Path(real).is_relative_to(root) for root in roots):
-        raise PermanentJobError(
+        return (
             f"cleanup of {directory!r} refused: {real} is not inside cleanup.allowedRoots "
             f"({', '.join(roots)})"
         )
-    return real
+    return None
 
 
 def _open_folder(directory: str, real: str) -> int:

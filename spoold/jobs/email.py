@@ -7,7 +7,9 @@ ordinary exceptions and the job is retried.
 
 from __future__ import annotations
 
+import email.errors
 import logging
+import re
 import smtplib
 import ssl
 from email.message import EmailMessage
@@ -21,21 +23,33 @@ from spoold.jobs.basic import wrong_field
 logger = logging.getLogger(__name__)
 
 ADDRESSES = "an email address string or a list of them"
+UNSAFE_IN_HEADER = re.compile("[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
+ADDRESS_UNSAFE = re.compile(r"[\s\x00-\x1f\x7f]")
 
 
 def validate(job: dict[str, Any]) -> list[str]:
-    """Problems with to, cc, subject and body, found before the job is accepted."""
+    """Problems with to, cc, subject and body, found before the job is accepted: all that
+    can be judged without a server, so a run fails only for what a server says."""
     problems = []
     if not _addresses_ok(job.get("to"), allow_empty=False):
         problems.append(wrong_field(job, "to", ADDRESSES))
     if job.get("cc") is not None and not _addresses_ok(job["cc"], allow_empty=True):
         problems.append(wrong_field(job, "cc", ADDRESSES))
     subject = job.get("subject")
-    if subject is not None and not (isinstance(subject, str) and _one_line(subject)):
-        problems.append(wrong_field(job, "subject", "a string of one line"))
+    if subject is not None and not (isinstance(subject, str) and header_safe(subject)):
+        problems.append(
+            wrong_field(job, "subject", "a string of one line, without control characters")
+        )
     if job.get("body") is not None and not isinstance(job["body"], str):
         problems.append(wrong_field(job, "body", "a string"))
     return problems
+
+
+def header_safe(text: str) -> bool:
+    """Whether text can be a header value as it is: no control character (a tab aside)
+    and nothing Python's email takes for a line break (U+2028, U+0085, ...), which
+    would inject headers or be refused when the message is built."""
+    return not UNSAFE_IN_HEADER.search(text)
 
 
 def _addresses_ok(value: Any, allow_empty: bool) -> bool:
@@ -48,16 +62,15 @@ def _addresses_ok(value: Any, allow_empty: bool) -> bool:
 
 
 def _is_address(value: Any) -> bool:
-    """Exactly one address such as 'a@example.com' or 'Ann <a@example.com>'."""
-    if not isinstance(value, str) or not _one_line(value):
+    """Exactly one address such as 'a@example.com' or 'Ann <a@example.com>': one '@'
+    with something on both sides, no space or control character in the address."""
+    if not isinstance(value, str) or not header_safe(value):
         return False
     parsed = getaddresses([value])
-    return len(parsed) == 1 and "@" in parsed[0][1]
-
-
-def _one_line(text: str) -> bool:
-    """A header value must not contain line breaks (they would inject headers)."""
-    return "\r" not in text and "\n" not in text
+    if len(parsed) != 1:
+        return False
+    local, at, domain = parsed[0][1].rpartition("@")
+    return bool(local and at and domain) and not ADDRESS_UNSAFE.search(parsed[0][1])
 
 
 def _as_list(value: Any) -> list[str]:
@@ -92,8 +105,11 @@ def send_email(smtp: SmtpConfig, job: dict[str, Any]) -> None:
     problems = validate(job)
     if problems:
         raise PermanentJobError("; ".join(problems))
-    message = build_message(job, smtp.sender)
-    recipients = envelope_recipients(job)
+    try:
+        message = build_message(job, smtp.sender)
+        recipients = envelope_recipients(job)
+    except (ValueError, TypeError, IndexError, email.errors.MessageError) as e:
+        raise PermanentJobError(f"the message cannot be built: {type(e).__name__}: {e}") from e
     where = f"SMTP server {smtp.host}:{smtp.port}"
     try:
         refused = _deliver(smtp, message, recipients, _timeout(job, smtp.timeout))

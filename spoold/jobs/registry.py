@@ -40,7 +40,11 @@ def builtin_types(config: Config, queue_stats: Callable[[], dict[str, Any]]) -> 
             partial(webhook.validate, config.webhook),
         ),
         JobType(
-            "cleanup", partial(cleanup.clean_directory, config.cleanup), "low", 1, cleanup.validate
+            "cleanup",
+            partial(cleanup.clean_directory, config.cleanup),
+            "low",
+            1,
+            partial(cleanup.validate, config.cleanup),
         ),
         JobType("log", basic.log_message, "low", 1, basic.validate_log),
         JobType("queue_stats", partial(basic.log_queue_stats, queue_stats), "low", 1),

@@ -24,7 +24,8 @@ from spoold.jobs.basic import shown, wrong_field
 logger = logging.getLogger(__name__)
 
 SCHEMES = ("http", "https")
-HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # an RFC 9110 token
+HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")  # an RFC 9110 token
+UNSAFE_IN_VALUE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]|[^\x00-\xff]")
 RETRY_STATUSES = {429}
 SNIPPET_BYTES = 200
 
@@ -55,12 +56,25 @@ def url_problem(url: str, allowed_hosts: tuple[str, ...] | None) -> str | None:
         return f"must be an http:// or https:// URL, got {shown(url)}"
     if not parts.hostname:
         return f"has no host name: {shown(url)}"
+    if not _host_ok(parts.hostname):
+        return f"has a host name that cannot be looked up (empty or over-long label): {shown(url)}"
+    if not (parts.path + parts.query + parts.fragment).isascii():
+        return f"must be ASCII after the host: percent-encode other characters, got {shown(url)}"
     if parts.username is not None or parts.password is not None:
         return "must not contain credentials (user:password@); send them in 'headers'"
     if allowed_hosts is not None and parts.hostname not in allowed_hosts:
         allowed = ", ".join(allowed_hosts) or "none"
         return f"host {parts.hostname!r} is not in webhook.allowedHosts ({allowed})"
     return None
+
+
+def _host_ok(hostname: str) -> bool:
+    """Whether the resolver can be asked for hostname (it is IDNA-encoded first)."""
+    try:
+        hostname.encode("idna")
+    except UnicodeError:
+        return False
+    return True
 
 
 def _payload_problems(job: dict[str, Any]) -> list[str]:
@@ -75,7 +89,7 @@ def _header_problems(job: dict[str, Any]) -> list[str]:
     headers = job.get("headers")
     if headers is None:
         return []
-    expected = "a mapping of header names to one-line string values"
+    expected = "a mapping of header names to one-line Latin-1 string values"
     if not isinstance(headers, dict):
         return [wrong_field(job, "headers", expected)]
     return [
@@ -86,9 +100,11 @@ def _header_problems(job: dict[str, Any]) -> list[str]:
 
 
 def _header_ok(name: Any, value: Any) -> bool:
+    """An RFC 9110 token for a name; a value of printable Latin-1 (http.client sends
+    header values as Latin-1) with no control character but a tab."""
     if not isinstance(name, str) or not HEADER_NAME.match(name) or not isinstance(value, str):
         return False
-    return "\r" not in value and "\n" not in value and "\0" not in value
+    return not UNSAFE_IN_VALUE.search(value)
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
@@ -116,6 +132,8 @@ def post_webhook(config: WebhookConfig, job: dict[str, Any]) -> None:
     except (OSError, http.client.HTTPException) as e:  # URLError, timeouts, resets, bad answers
         reason = getattr(e, "reason", None) or e
         raise OSError(f"webhook POST {where} failed: {type(e).__name__}: {reason}") from e
+    except ValueError as e:  # the URL or a header cannot be sent (InvalidURL, UnicodeError)
+        raise PermanentJobError(f"webhook POST {where} cannot be sent: {e}") from e
     logger.info("webhook job %s: POST %s answered %s", job.get("id"), where, status)
 
 
