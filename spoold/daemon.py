@@ -29,13 +29,14 @@ from spoold.retention import prune
 from spoold.scheduler import Scheduler, check_tasks
 from spoold.spool import ERROR_SUFFIX, Spool, parse_stem
 from spoold.status import Stats, StatusWriter
-from spoold.times import iso
+from spoold.times import iso, iso_or_none
 from spoold.watcher import Watcher
 from spoold.worker import Policy, WorkerPool, recover_running
 
 logger = logging.getLogger(__name__)
 
 RETENTION_EVERY = 600.0
+NEXT_PENDING = 10  # pending jobs listed in the status snapshot
 # Config keys a running daemon cannot change; an edit of one is logged and waits for a restart.
 RESTART_KEYS = ("spool", "node", "workers", "http")
 
@@ -268,8 +269,8 @@ class Daemon:
             "pid": os.getpid(),
             "startedAt": iso(self.started_at),
             "updatedAt": iso(time.time()),
-            "queue": self.queue_stats(),
-            "worker": self.worker_stats(),
+            "queue": {**self.queue_stats(), **self._queue_heads()},
+            "worker": {**self.worker_stats(), "runningJobs": self.pool.running_jobs()},
             "scheduler": self.scheduler_stats(),
             "config": {
                 "path": str(config_path.absolute()) if config_path else None,
@@ -277,6 +278,19 @@ class Daemon:
                 "error": self.config_error,
             },
         }
+
+    def _queue_heads(self) -> dict[str, Any]:
+        """For the status page: since when the longest-waiting due job is due, and the
+        next pending jobs in dispatch order (those it offers to cancel)."""
+        since = self.dispatcher.due_since()
+        heads = []
+        for text, due in self.dispatcher.upcoming(NEXT_PENDING):
+            stem = parse_stem(text)
+            if stem:
+                accepted, due_at = iso(stem.accepted), iso_or_none(due)
+                heads.append({"id": stem.id, "priority": stem.priority,
+                              "acceptedAt": accepted, "dueAt": due_at})  # fmt: skip
+        return {"oldestDueAt": iso_or_none(since), "nextPending": heads}
 
     @property
     def status_name(self) -> str:

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from spoold.commit import Committer, Outcome
@@ -22,6 +23,7 @@ from spoold.errors import PermanentJobError
 from spoold.job import Job, from_record
 from spoold.jobs import JobType
 from spoold.spool import Spool, parse_stem, running_stem
+from spoold.times import iso_or_none
 
 logger = logging.getLogger(__name__)
 
@@ -302,6 +304,15 @@ class WorkerPool:
     @property
     def active_count(self) -> int:
         return len(self.active)
+
+    def running_jobs(self) -> list[dict[str, Any]]:
+        """What runs now, oldest attempt first: id, type, priority, attempt, start time."""
+        with self._lock:
+            jobs = [attempt.job for attempt in self.active.values()]
+        jobs.sort(key=lambda job: job.started_at or 0.0)
+        return [{"id": job.id, "type": job.type, "priority": job.priority,
+                 "attempts": job.attempts, "startedAt": iso_or_none(job.started_at)}
+                for job in jobs]  # fmt: skip
 
 
 def _record_or_reject(spool: Spool, running: str, raw: bytes, why: str) -> dict | None:
