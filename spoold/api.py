@@ -58,6 +58,8 @@ ROUTES: dict[tuple[str, ...], dict[str, tuple[str, bool]]] = {
     ("jobs", "stats"): {"GET": ("stats", False)},
     ("jobs", "completed"): {"GET": ("completed", False)},
     ("jobs", "failed"): {"GET": ("failed", False)},
+    ("jobs", "history"): {"GET": ("history", False)},
+    ("status",): {"GET": ("status", False)},
     ("jobs", ID): {"GET": ("job", False), "DELETE": ("cancel", False)},
     ("jobs", ID, "retry"): {"POST": ("retry", False)},
     ("scheduler",): {"GET": ("scheduler", False)},

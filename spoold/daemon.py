@@ -21,6 +21,7 @@ from spoold.config import Config, load_config
 from spoold.context import Context
 from spoold.dispatch import Dispatcher
 from spoold.errors import ConfigError
+from spoold.history import History
 from spoold.intake import Intake
 from spoold.job import Job
 from spoold.jobs import JobType, build_registry
@@ -56,6 +57,7 @@ class Daemon:
         self.registry: dict[str, JobType] = build_registry(config, self.queue_stats)
         check_tasks(config, self.registry)
         self.stats = Stats()
+        self.history = History()
         # one group commit for new jobs and outcomes
         shared = Context(self.spool, self.dispatcher, lambda: self.registry, self.tz,
                          Committer(self.spool, helper=True))  # fmt: skip
@@ -193,6 +195,7 @@ class Daemon:
     def _finished(self, job: Job, folder: str) -> None:
         """A worker recorded an attempt's outcome: count it, and show it over HTTP."""
         self.stats.finished(job, folder)
+        self.history.record(folder, job.completed_at or time.time())
         if self.api:
             self.api.finished(job, folder)
 

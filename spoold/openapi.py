@@ -14,7 +14,7 @@ from spoold.jobs import PRIORITIES
 ID_PATTERN = r"^[A-Za-z0-9_\-][A-Za-z0-9._\-]{0,127}$"
 MAX_LIMIT = 1000
 # Names GET /jobs/<name> answers itself (stats, lists), so they never reach the job lookup.
-RESERVED_IDS = ["stats", "completed", "failed"]
+RESERVED_IDS = ["stats", "completed", "failed", "history"]
 
 Schema = dict[str, Any]
 
@@ -120,6 +120,15 @@ def paths() -> Schema:
             "summary": "Queue and worker statistics, as in status.json.",
             "responses": {"200": json_answer("Statistics.", ref("Stats")), **COMMON_ERRORS},
         }},
+        "/jobs/history": {"get": {
+            "summary": "Jobs this daemon finished per minute over the last hour, oldest first.",
+            "responses": {"200": json_answer("60 minutes, every one present.", ref("History")),
+                          **COMMON_ERRORS},
+        }},
+        "/status": {"get": {
+            "summary": "The daemon's current status.json, with its version and uptime.",
+            "responses": {"200": json_answer("The snapshot.", ref("Status")), **COMMON_ERRORS},
+        }},
         "/jobs/completed": job_list("The newest completed jobs.", 10),
         "/jobs/failed": job_list("The newest failed jobs.", 100),
         "/jobs/{id}": {
@@ -192,6 +201,29 @@ def schemas(types: list[str]) -> Schema:
         "required": ["total", *PRIORITIES],
         "properties": {name: integer for name in ("total", *PRIORITIES)},
     }
+    stats = {
+        "queue": {"type": "object",
+                  "required": ["pending", "running", "completed", "failed"],
+                  "properties": {"pending": pending, "running": integer,
+                                 "completed": integer, "failed": integer}},
+        "worker": {"type": "object", "required": [
+            "workerId", "isRunning", "activeJobs", "processedJobs", "concurrency"],
+            "properties": {"workerId": string, "isRunning": {"type": "boolean"},
+                           "activeJobs": integer, "processedJobs": integer,
+                           "concurrency": integer}},
+    }  # fmt: skip
+    status = {
+        "node": string, "pid": integer, "startedAt": time, "updatedAt": time, **stats,
+        "scheduler": ref("Scheduler"),
+        "config": {"type": "object", "required": ["path", "loadedAt", "error"], "properties": {
+            "path": nullable(string), "loadedAt": time, "error": nullable(string)}},
+        "version": string, "uptimeSeconds": {"type": "number", "minimum": 0},
+    }  # fmt: skip
+    minute = {
+        "type": "object",
+        "required": ["minute", "completed", "failed"],
+        "properties": {"minute": time, "completed": integer, "failed": integer},
+    }
     return {
         "Error": {"type": "object", "required": ["error"], "properties": {"error": string}},
         "Rejected": {"type": "object", "required": ["error"], "properties": {
@@ -222,17 +254,10 @@ def schemas(types: list[str]) -> Schema:
                 {"type": "object", "required": ["error", "status"], "properties": {
                     "error": string, "status": {"type": "string", "enum": ["failed"]}}},
             ]}}}},
-        "Stats": {"type": "object", "required": ["queue", "worker"], "properties": {
-            "queue": {"type": "object",
-                      "required": ["pending", "running", "completed", "failed"],
-                      "properties": {"pending": pending, "running": integer,
-                                     "completed": integer, "failed": integer}},
-            "worker": {"type": "object", "required": [
-                "workerId", "isRunning", "activeJobs", "processedJobs", "concurrency"],
-                "properties": {"workerId": string, "isRunning": {"type": "boolean"},
-                               "activeJobs": integer, "processedJobs": integer,
-                               "concurrency": integer}},
-        }},
+        "Stats": {"type": "object", "required": ["queue", "worker"], "properties": stats},
+        "Status": {"type": "object", "required": sorted(status), "properties": status},
+        "History": {"type": "object", "required": ["minutes"], "properties": {"minutes": {
+            "type": "array", "minItems": 60, "maxItems": 60, "items": minute}}},
         "Record": record,
         "JobList": {"type": "object", "required": ["jobs"],
                     "properties": {"jobs": {"type": "array", "items": ref("Record")}}},

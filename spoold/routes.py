@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from spoold import manage, metrics, openapi
+from spoold import __version__, manage, metrics, openapi
 from spoold.errors import InvalidJob, TaskBusy, UnknownTask
 from spoold.job import ID_RE, ID_RULE, Job, decode_object
 from spoold.page import status_page
@@ -113,6 +113,13 @@ class Endpoints:
 
     def failed(self, request: Request) -> Answer:
         return ok({"jobs": self.recent.newest("failed", _limit(request, 100))})
+
+    def history(self, request: Request) -> Answer:
+        return ok({"minutes": self.daemon.history.minutes(time.time())})
+
+    def status(self, request: Request) -> Answer:
+        uptime = round(time.time() - self.daemon.started_at, 3)
+        return ok({**self.daemon.snapshot(), "version": __version__, "uptimeSeconds": uptime})
 
     def scheduler(self, request: Request) -> Answer:
         return ok(self.daemon.scheduler_stats())

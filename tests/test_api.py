@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import socket
@@ -17,6 +18,7 @@ from helpers_api import Client, folder_of, ids_in_spool, raw, raw_json, raw_stat
 from helpers_servers import http_server
 from prometheus_client.parser import text_string_to_metric_families
 
+import spoold
 from spoold.api import MAX_CONNECTIONS
 
 TOKEN = "s3cret-token"
@@ -128,6 +130,39 @@ def test_stats_types_and_scheduler_shapes(client):
     scheduler = client.get("/scheduler").json
     assert {"isRunning", "taskCount", "tasks"} <= set(scheduler)
     assert scheduler["taskCount"] == len(scheduler["tasks"])
+
+
+def test_history_counts_this_daemons_outcomes_per_minute(client, served):
+    before = client.get("/jobs/history").json["minutes"]
+    assert client.post("/jobs", {"type": "noop", "id": "charted-ok"}).status == 200
+    unreachable = f"http://127.0.0.1:{free_port()}/"
+    doomed = {"type": "webhook", "id": "charted-bad", "url": unreachable, "maxAttempts": 1}
+    assert client.post("/jobs", doomed).status == 200
+    wait_until(lambda: folder_of(served.spool, "charted-ok") == "completed")
+    wait_until(lambda: folder_of(served.spool, "charted-bad") == "failed")
+    minutes = client.get("/jobs/history").json["minutes"]
+    assert len(minutes) == 60 and set(minutes[0]) == {"minute", "completed", "failed"}
+    starts = [datetime.fromisoformat(m["minute"]) for m in minutes]
+    assert all(s.second == 0 and s.microsecond == 0 and s.utcoffset() == timedelta(0)
+               for s in starts)  # fmt: skip
+    assert [b - a for a, b in itertools.pairwise(starts)] == [timedelta(minutes=1)] * 59
+    assert starts[-1] <= datetime.now(UTC) < starts[-1] + timedelta(minutes=1, seconds=5)
+    earlier = {m["minute"]: m for m in before}
+    for outcome in ("completed", "failed"):
+        new = [m[outcome] - earlier.get(m["minute"], {}).get(outcome, 0) for m in minutes]
+        assert sum(new) >= 1 and min(new) >= 0, (outcome, minutes[-2:])
+
+
+def test_status_is_the_snapshot_with_version_and_uptime(client, served):
+    status = client.get("/status").json
+    on_disk = served.status()
+    expected = set(on_disk) | {"version", "uptimeSeconds"}
+    assert set(status) == expected
+    assert status["pid"] == on_disk["pid"] and status["startedAt"] == on_disk["startedAt"]
+    assert status["version"] == spoold.__version__
+    assert 0 < status["uptimeSeconds"] < 600
+    assert set(status["queue"]) == {"pending", "running", "completed", "failed"}
+    assert client.request("POST", "/status").status == 405
 
 
 def test_completed_newest_first_with_a_limit(client, served):
@@ -261,7 +296,7 @@ def test_openapi_document_covers_every_endpoint(client):
     expected = {
         "/", "/healthz", "/metrics", "/openapi.json", "/types", "/jobs", "/jobs/batch",
         "/jobs/stats", "/jobs/completed", "/jobs/failed", "/jobs/{id}", "/jobs/{id}/retry",
-        "/scheduler", "/scheduler/{name}/run",
+        "/scheduler", "/scheduler/{name}/run", "/jobs/history", "/status",
     }  # fmt: skip
     assert set(doc["paths"]) == expected
     job_types = doc["components"]["schemas"]["Job"]["properties"]["type"]["enum"]
@@ -527,7 +562,16 @@ def test_the_token_guards_everything_but_healthz_and_options(start_daemon):
     port = daemon.config["http"]["port"]
     with Client(port) as anonymous, Client(port, "wrong-token") as wrong, \
             Client(port, TOKEN) as good:  # fmt: skip
-        for path in ("/types", "/jobs/stats", "/metrics", "/", "/openapi.json", "/nowhere"):
+        for path in (
+            "/types",
+            "/jobs/stats",
+            "/metrics",
+            "/",
+            "/openapi.json",
+            "/nowhere",
+            "/status",
+            "/jobs/history",
+        ):
             reply = anonymous.get(path)
             assert reply.status == 401, path
             assert reply.headers["www-authenticate"].startswith("Bearer")

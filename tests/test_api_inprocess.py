@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from spoold.api import route, segments
 from spoold.config import load_config
 from spoold.daemon import Daemon
+from spoold.history import History
 from spoold.page import status_page
 from spoold.recent import MAX_RECORD_BYTES, Recent
 from spoold.spool import Spool, make_stem
@@ -276,3 +277,25 @@ def test_access_logs_at_debug_and_refusals_are_not_warnings(start_inprocess, cap
     access = [r for r in caplog.records if r.name == "spoold.api" and "GET /" in r.getMessage()]
     assert [r.levelno for r in access] == [logging.DEBUG, logging.DEBUG]
     assert '"GET /nowhere HTTP/1.1" 404' in access[1].getMessage()
+
+
+# ----- the per-minute history ------------------------------------------------------------------
+
+
+def test_history_counts_outcomes_per_minute_and_forgets_after_an_hour():
+    history = History()
+    start = 1_800_000_000.0  # a minute start (divisible by 60)
+    history.record("completed", start + 1)
+    history.record("completed", start + 59.9)
+    history.record("failed", start + 60)
+    history.record("pending", start + 61)  # a retry is not an outcome
+    minutes = history.minutes(start + 90)
+    assert len(minutes) == 60
+    assert minutes[-2:] == [
+        {"minute": "2027-01-15T08:00:00.000+00:00", "completed": 2, "failed": 0},
+        {"minute": "2027-01-15T08:01:00.000+00:00", "completed": 0, "failed": 1},
+    ]
+    assert all(m["completed"] == m["failed"] == 0 for m in minutes[:-2])
+    assert minutes[0]["minute"] == "2027-01-15T07:02:00.000+00:00"
+    later = history.minutes(start + 3600)  # the first minute has left the window
+    assert sum(m["completed"] for m in later) == 0 and later[0]["failed"] == 1
