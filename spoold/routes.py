@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from spoold import __version__, manage, metrics, openapi
 from spoold.errors import InvalidJob, TaskBusy, UnknownTask
 from spoold.job import ID_RE, ID_RULE, Job, decode_object
-from spoold.page import status_page
+from spoold.page import ASSETS, HEADERS, HTML, PAGE, static_file
 from spoold.recent import Recent
 from spoold.spool import parse_stem
 
@@ -89,9 +89,13 @@ class Endpoints:
     # ----- read-only ---------------------------------------------------------------------
 
     def page(self, request: Request) -> Answer:
-        recent = {f: self.recent.newest(f, 10) for f in ("completed", "failed")}
-        html = status_page(self.daemon.snapshot(), recent)
-        return Answer(200, html.encode(), "text/html; charset=utf-8")
+        return Answer(200, static_file(PAGE), HTML, dict(HEADERS))
+
+    def asset(self, request: Request) -> Answer:
+        name = request.params["name"]
+        if name not in ASSETS:
+            raise ApiError(404, f"no such file: /static/{name[:100]}")
+        return Answer(200, static_file(name), ASSETS[name], dict(HEADERS))
 
     def healthz(self, request: Request) -> Answer:
         return ok({"status": "ok"})

@@ -1,4 +1,4 @@
-"""The API's parts in this process: routing, the recent lists, metrics, the page; and a
+"""The API's parts in this process: routing, the recent lists, metrics; and a
 daemon started in-process where a test needs to look inside it (dispatcher, scheduler)."""
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from spoold.api import route, segments
 from spoold.config import load_config
 from spoold.daemon import Daemon
 from spoold.history import History
-from spoold.page import status_page
 from spoold.recent import MAX_RECORD_BYTES, Recent
 from spoold.spool import Spool, make_stem
 
@@ -140,25 +139,6 @@ def test_the_recent_list_is_bounded(spool):
     assert [r["id"] for r in recent.newest("completed", 100)] == [
         f"j{n}" for n in range(19, 14, -1)
     ]
-
-
-# ----- the page --------------------------------------------------------------------------------
-
-
-def test_the_status_page_escapes_everything():
-    evil = "<script>alert(1)</script>"
-    snapshot = {
-        "node": evil, "pid": 1, "startedAt": evil, "updatedAt": "",
-        "queue": {"pending": {"total": 0, "critical": 0, "high": 0, "normal": 0, "low": 0},
-                  "running": 0, "completed": 0, "failed": 0},
-        "worker": {"workerId": evil, "isRunning": True, "activeJobs": 0, "processedJobs": 0,
-                   "concurrency": 1},
-        "scheduler": {"tasks": [{"name": evil, "lastError": evil}]},
-        "config": {"path": evil, "error": evil},
-    }  # fmt: skip
-    page = status_page(snapshot, {"failed": [{"id": evil, "error": "'\"&<>"}]})
-    assert "<script" not in page
-    assert "&lt;script&gt;" in page and "&#x27;&quot;&amp;&lt;&gt;" in page
 
 
 # ----- an in-process daemon ----------------------------------------------------------------------

@@ -1,0 +1,409 @@
+// spoold's live dashboard: polls the daemon's own API and rebuilds each panel.
+// Every value that comes from the daemon (a job's id, type, error, a task's name...) goes
+// into the page as text (textContent, text nodes), never as HTML, so a job whose fields
+// hold markup or script shows that markup as characters.
+"use strict";
+
+const POLL_MS = 2000;
+const LIST_LIMIT = 10;
+const TOKEN_KEY = "spoold-token";
+
+const state = {
+  token: sessionStorage.getItem(TOKEN_KEY),
+  tokenNeeded: false, // the daemon answered 401: it has a token, and we must send it
+  skewMs: 0, // browser clock minus the daemon's, from the snapshot's updatedAt
+  status: null,
+  timer: null,
+  busy: false, // a poll is under way
+  again: false, // and another was asked for meanwhile
+};
+
+// ----- small DOM helpers ------------------------------------------------------------------
+
+function $(id) {
+  return document.getElementById(id);
+}
+
+/** An element with attributes and children; string children become text nodes. */
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+    else node.setAttribute(name, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function svg(tag, attrs, ...children) {
+  const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [name, value] of Object.entries(attrs || {})) node.setAttribute(name, String(value));
+  for (const child of children) {
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+/** A table: header cells, then rows of cells (a cell is text, a Node, or {text, cls}). */
+function fillTable(table, header, rows, emptyText) {
+  const head = el("tr", {}, header.map((h) => el("th", { scope: "col", class: h.cls }, h.text || h)));
+  const body = rows.length
+    ? rows.map((row) => el("tr", {}, row.map(cell)))
+    : [el("tr", {}, el("td", { colspan: header.length, class: "empty" }, emptyText))];
+  table.replaceChildren(el("thead", {}, head), el("tbody", {}, body));
+}
+
+function cell(value) {
+  if (value instanceof Node) return el("td", {}, value);
+  if (value !== null && typeof value === "object") return el("td", { class: value.cls }, value.text ?? "");
+  return el("td", {}, value ?? "");
+}
+
+// ----- time -------------------------------------------------------------------------------
+
+function serverNow() {
+  return Date.now() - state.skewMs;
+}
+
+/** Seconds as '4 s', '3 min 5 s', '2 h 10 min', '3 d 4 h'. */
+function duration(seconds) {
+  const s = Math.max(0, Math.floor(seconds));
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+  return `${Math.floor(s / 86400)} d ${Math.floor((s % 86400) / 3600)} h`;
+}
+
+function since(iso) {
+  const t = Date.parse(iso);
+  return Number.isNaN(t) ? "" : duration((serverNow() - t) / 1000);
+}
+
+/** An ISO time as the browser's local time, to the second. */
+function local(iso) {
+  const t = Date.parse(iso || "");
+  return Number.isNaN(t) ? "—" : new Date(t).toLocaleString();
+}
+
+/** An ISO time with its offset, shown as written: the wall clock of the zone it was made in. */
+function asWritten(iso, zone) {
+  if (!iso) return "—";
+  return `${iso.slice(0, 16).replace("T", " ")} ${zone || ""}`.trim();
+}
+
+// ----- talking to the daemon --------------------------------------------------------------
+
+class ApiRefused extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+async function api(method, path) {
+  const headers = { Accept: "application/json" };
+  if (state.token) headers.Authorization = `Bearer ${state.token}`;
+  const reply = await fetch(path, { method, headers, cache: "no-store" });
+  let data = null;
+  try {
+    data = await reply.json();
+  } catch (e) {
+    data = null;
+  }
+  if (reply.status === 401) {
+    state.tokenNeeded = true;
+    askToken(state.token ? "The daemon refused that token: enter it again." : null);
+  }
+  if (!reply.ok) {
+    const why = data && typeof data.error === "string" ? data.error : `HTTP ${reply.status}`;
+    throw new ApiRefused(reply.status, why);
+  }
+  return data;
+}
+
+function askToken(why) {
+  const form = $("token-form");
+  if (why) $("token-why").textContent = why;
+  if (form.hidden) {
+    form.hidden = false;
+    $("token-input").focus();
+  }
+}
+
+function useToken(event) {
+  event.preventDefault();
+  const value = $("token-input").value.trim();
+  if (!value) return;
+  state.token = value;
+  sessionStorage.setItem(TOKEN_KEY, value);
+  $("token-input").value = "";
+  $("token-form").hidden = true;
+  refresh();
+}
+
+/** Why the buttons that change things are off right now, or null when they may be used. */
+function whyDisabled() {
+  if (state.tokenNeeded && !state.token) return "Enter the API token first (the daemon asks for one).";
+  if (!state.status) return "The daemon has not answered yet.";
+  return null;
+}
+
+/** A button that changes something; `key` names it across refreshes, which rebuild the
+ * tables, so that keyboard focus stays on it. */
+function actionButton(label, title, key, action) {
+  const why = whyDisabled();
+  return el("button", {
+    type: "button", disabled: Boolean(why), title: why || title, "aria-label": title,
+    "data-key": key, onclick: (event) => act(event.currentTarget, action),
+  }, label);
+}
+
+function keepFocus(render) {
+  const key = document.activeElement?.dataset?.key;
+  render();
+  if (key) document.querySelector(`[data-key="${CSS.escape(key)}"]`)?.focus();
+}
+
+async function act(button, action) {
+  button.disabled = true;
+  try {
+    say(await action());
+  } catch (e) {
+    say(`Not done: ${e.message}`);
+  } finally {
+    button.disabled = false;
+    refresh();
+  }
+}
+
+function say(text) {
+  $("message").textContent = text;
+}
+
+const retry = (id) => async () => {
+  const r = await api("POST", `/jobs/${encodeURIComponent(id)}/retry`);
+  return `Job ${id} retried: back in ${r.folder}/.`;
+};
+const cancel = (id) => async () => {
+  await api("DELETE", `/jobs/${encodeURIComponent(id)}`);
+  return `Job ${id} cancelled: moved to failed/.`;
+};
+const runNow = (name) => async () => {
+  const r = await api("POST", `/scheduler/${encodeURIComponent(name)}/run`);
+  return r.jobId ? `Task ${name} enqueued as job ${r.jobId}.` : `Task ${name} enqueued.`;
+};
+
+// ----- panels -----------------------------------------------------------------------------
+
+function showAbout(s) {
+  $("node").textContent = s.node ? `on ${s.node}` : "";
+  const up = typeof s.uptimeSeconds === "number" ? duration(s.uptimeSeconds) : "?";
+  $("about").textContent =
+    `version ${s.version ?? "?"} · up ${up} (since ${local(s.startedAt)}) · pid ${s.pid ?? "?"}` +
+    ` · ${s.worker?.concurrency ?? "?"} workers`;
+}
+
+function showAlerts(s) {
+  const alerts = [];
+  if (s.config?.error) {
+    alerts.push(el("div", { class: "alert", id: "config-error", role: "alert" },
+      el("h2", {}, "⚠ Config error: the last edit did not load"),
+      el("p", {}, `The daemon keeps running with the last good config (${s.config.path ?? "built-in"}). Fix the file and save it again.`),
+      el("pre", {}, s.config.error)));
+  }
+  if (s.storage?.error) {
+    alerts.push(el("div", { class: "alert", id: "storage-error", role: "alert" },
+      el("h2", {}, "⚠ Storage problem: the spool cannot be written"),
+      el("pre", {}, s.storage.error)));
+  }
+  $("alerts").replaceChildren(...alerts);
+}
+
+function showQueue(q) {
+  const pending = q.pending || {};
+  const priorities = ["critical", "high", "normal", "low"];
+  const header = [...priorities.map((p) => ({ text: `pending ${p}`, cls: "num" })),
+    { text: "pending", cls: "num" }, { text: "running", cls: "num" },
+    { text: "completed", cls: "num" }, { text: "failed", cls: "num" }];
+  const row = [...priorities.map((p) => pending[p]), pending.total, q.running, q.completed, q.failed]
+    .map((n) => ({ text: n ?? "?", cls: "num" }));
+  fillTable($("queue-table"), header, [row], "");
+  $("oldest-due").textContent = q.oldestDueAt ? `${since(q.oldestDueAt)} (due since ${local(q.oldestDueAt)})` : "none due";
+}
+
+function showRunning(jobs) {
+  const rows = (jobs || []).map((j) => [
+    { text: j.id, cls: "id" }, j.type, j.priority, { text: j.attempts, cls: "num" },
+    { text: since(j.startedAt), cls: "num" },
+  ]);
+  fillTable($("running-table"), ["id", "type", "priority", { text: "attempt", cls: "num" },
+    { text: "running for", cls: "num" }], rows, "No job is running.");
+}
+
+function showPending(jobs) {
+  const rows = (jobs || []).map((j) => [
+    { text: j.id, cls: "id" }, j.priority,
+    j.dueAt ? `at ${local(j.dueAt)}` : `due, waiting ${since(j.acceptedAt)}`,
+    actionButton("Cancel", `Cancel job ${j.id} (it moves to failed/)`, `cancel ${j.id}`, cancel(j.id)),
+  ]);
+  fillTable($("pending-table"), ["id", "priority", "runs", ""], rows, "Nothing is pending.");
+}
+
+function showFailed(jobs) {
+  const rows = jobs.map((j) => [
+    { text: "✗ failed", cls: "failed" }, { text: j.id, cls: "id" }, j.type,
+    { text: j.attempts, cls: "num" }, local(j.completedAt), { text: j.error ?? "", cls: "error" },
+    actionButton("Retry", `Retry job ${j.id}`, `retry ${j.id}`, retry(j.id)),
+  ]);
+  fillTable($("failed-table"), ["status", "id", "type", { text: "attempts", cls: "num" }, "failed at",
+    "error", ""], rows, "No failed jobs.");
+}
+
+function showCompleted(jobs) {
+  const rows = jobs.map((j) => [
+    { text: "✓ completed", cls: "completed" }, { text: j.id, cls: "id" }, j.type,
+    { text: j.attempts, cls: "num" }, local(j.completedAt),
+    { text: j.durationMs === null || j.durationMs === undefined ? "" : `${j.durationMs} ms`, cls: "num" },
+  ]);
+  fillTable($("completed-table"), ["status", "id", "type", { text: "attempts", cls: "num" },
+    "completed at", { text: "took", cls: "num" }], rows, "No completed jobs yet.");
+}
+
+function lastResult(t) {
+  if (t.isRunning) return { text: "▶ running", cls: "" };
+  if (t.lastResult === "failed") return { text: `✗ failed: ${t.lastError ?? ""}`, cls: "failed error" };
+  if (t.lastResult === "completed") return { text: "✓ completed", cls: "completed" };
+  return { text: "— not run yet", cls: "" };
+}
+
+function showTasks(scheduler) {
+  const tasks = (scheduler && scheduler.tasks) || [];
+  const rows = tasks.map((t) => [
+    { text: t.name, cls: "id" }, el("code", {}, t.schedule ?? ""),
+    asWritten(t.nextRun, t.timezone), local(t.nextRun), asWritten(t.lastRun, t.timezone),
+    lastResult(t), { text: `${t.runCount ?? 0} / ${t.errorCount ?? 0} / ${t.skippedCount ?? 0}`, cls: "num" },
+    actionButton("Run now", `Run task ${t.name} now`, `run ${t.name}`, runNow(t.name)),
+  ]);
+  fillTable($("tasks-table"), ["task", "schedule", "next run (task's zone)", "next run (yours)",
+    "last run", "last result", { text: "runs / errors / skipped", cls: "num" }, ""], rows,
+  "No scheduled tasks.");
+}
+
+function showChart(minutes) {
+  const width = 720, height = 180, left = 34, bottom = 20, top = 8;
+  const n = minutes.length || 60;
+  const slot = (width - left) / n;
+  const peak = Math.max(1, ...minutes.map((m) => m.completed + m.failed));
+  const y = (v) => top + (height - top - bottom) * (1 - v / peak);
+  const bars = [];
+  minutes.forEach((m, i) => {
+    const x = left + i * slot + 1;
+    const label = `${local(m.minute)}: ${m.completed} completed, ${m.failed} failed`;
+    if (m.completed) {
+      bars.push(svg("rect", { class: "bar-completed", x, width: slot - 2, y: y(m.completed),
+        height: y(0) - y(m.completed) }, svg("title", {}, label)));
+    }
+    if (m.failed) {
+      bars.push(svg("rect", { class: "bar-failed", x, width: slot - 2, y: y(m.completed + m.failed),
+        height: y(0) - y(m.failed) }, svg("title", {}, label)));
+    }
+  });
+  const done = minutes.reduce((a, m) => a + m.completed, 0);
+  const failed = minutes.reduce((a, m) => a + m.failed, 0);
+  const summary = `Last hour: ${done} completed, ${failed} failed.`;
+  const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": summary },
+    svg("defs", {}, svg("pattern", { id: "hatch", width: 5, height: 5, patternUnits: "userSpaceOnUse",
+      patternTransform: "rotate(45)" }, svg("rect", { width: 2, height: 5, fill: "#a3161a" }))),
+    svg("line", { class: "axis", x1: left, x2: width, y1: y(0), y2: y(0) }),
+    svg("line", { class: "axis", x1: left, x2: left, y1: top, y2: y(0) }),
+    svg("text", { x: left - 4, y: top + 8, "text-anchor": "end" }, peak),
+    svg("text", { x: left - 4, y: y(0), "text-anchor": "end" }, 0),
+    svg("text", { x: left, y: height - 4 }, "60 min ago"),
+    svg("text", { x: width, y: height - 4, "text-anchor": "end" }, "now"),
+    ...bars);
+  const legend = el("div", { class: "legend" },
+    el("span", {}, el("span", { class: "swatch swatch-completed" }), "completed (solid)"),
+    el("span", {}, el("span", { class: "swatch swatch-failed" }), "failed (hatched)"));
+  $("chart-summary").textContent = summary;
+  $("chart").replaceChildren(legend, chart);
+}
+
+// ----- find a job -------------------------------------------------------------------------
+
+async function findJob(event) {
+  event.preventDefault();
+  const id = $("find-input").value.trim();
+  const found = $("found");
+  if (!id) return;
+  try {
+    const r = await api("GET", `/jobs/${encodeURIComponent(id)}`);
+    const buttons = [];
+    if (r.folder === "failed") buttons.push(actionButton("Retry", `Retry job ${r.id}`, `found retry ${r.id}`, retry(r.id)));
+    if (r.folder === "pending") {
+      buttons.push(actionButton("Cancel", `Cancel job ${r.id} (it moves to failed/)`, `found cancel ${r.id}`,
+        cancel(r.id)));
+    }
+    const failed = r.folder === "failed" ? el("span", { class: "failed" }, "✗ ") : null;
+    found.replaceChildren(
+      el("p", {}, failed, "Job ", el("strong", {}, r.id), ` is in ${r.folder}/. `, ...buttons),
+      el("pre", {}, JSON.stringify(r.record, null, 2)));
+  } catch (e) {
+    found.replaceChildren(el("p", { class: "failed" }, `✗ ${e.message}`));
+  }
+}
+
+// ----- the loop ---------------------------------------------------------------------------
+
+/** One poll of every panel; a call while one is under way asks for another after it. */
+async function refresh() {
+  if (state.busy) {
+    state.again = true;
+    return;
+  }
+  state.busy = true;
+  clearTimeout(state.timer);
+  try {
+    const [status, history, completed, failed] = await Promise.all([
+      api("GET", "/status"), api("GET", "/jobs/history"),
+      api("GET", `/jobs/completed?limit=${LIST_LIMIT}`), api("GET", `/jobs/failed?limit=${LIST_LIMIT}`),
+    ]);
+    state.skewMs = Date.now() - (Date.parse(status.updatedAt) || Date.now());
+    state.status = status;
+    keepFocus(() => {
+      showAbout(status);
+      showAlerts(status);
+      showQueue(status.queue || {});
+      showChart(history.minutes || []);
+      showRunning(status.worker?.runningJobs);
+      showPending(status.queue?.nextPending);
+      showFailed(failed.jobs || []);
+      showCompleted(completed.jobs || []);
+      showTasks(status.scheduler);
+    });
+    $("refreshed").textContent = new Date().toLocaleTimeString();
+    $("about").classList.remove("failed");
+  } catch (e) {
+    if (!(e instanceof ApiRefused && e.status === 401)) {
+      $("about").textContent = `✗ The daemon does not answer (${e.message}); showing what it said last, trying again.`;
+      $("about").classList.add("failed");
+    }
+  } finally {
+    state.busy = false;
+    if (state.again) {
+      state.again = false;
+      refresh();
+    } else {
+      state.timer = setTimeout(refresh, POLL_MS);
+    }
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("token-form").addEventListener("submit", useToken);
+  $("find-form").addEventListener("submit", findJob);
+  refresh();
+});
