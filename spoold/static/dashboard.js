@@ -48,19 +48,24 @@ function svg(tag, attrs, ...children) {
   return node;
 }
 
-/** A table: header cells, then rows of cells (a cell is text, a Node, or {text, cls}). */
+/** A table: header cells, then rows of cells (a cell is text, a Node, or {text, cls}).
+ * Each cell carries its column's name, which a phone's narrow layout shows beside it. */
 function fillTable(table, header, rows, emptyText) {
-  const head = el("tr", {}, header.map((h) => el("th", { scope: "col", class: h.cls }, h.text || h)));
+  const names = header.map((h) => (typeof h === "string" ? h : h.text));
+  const head = el("tr", {}, header.map((h, i) => el("th", { scope: "col", class: h.cls }, names[i])));
   const body = rows.length
-    ? rows.map((row) => el("tr", {}, row.map(cell)))
+    ? rows.map((row) => el("tr", {}, row.map((value, i) => cell(value, names[i]))))
     : [el("tr", {}, el("td", { colspan: header.length, class: "empty" }, emptyText))];
   table.replaceChildren(el("thead", {}, head), el("tbody", {}, body));
 }
 
-function cell(value) {
-  if (value instanceof Node) return el("td", {}, value);
-  if (value !== null && typeof value === "object") return el("td", { class: value.cls }, value.text ?? "");
-  return el("td", {}, value ?? "");
+function cell(value, label) {
+  const attrs = { "data-label": label || null };
+  if (value instanceof Node) return el("td", { ...attrs, class: "action" }, value);
+  if (value !== null && typeof value === "object") {
+    return el("td", { ...attrs, class: value.cls }, value.text ?? "");
+  }
+  return el("td", attrs, value ?? "");
 }
 
 // ----- time -------------------------------------------------------------------------------
@@ -225,14 +230,15 @@ function showAlerts(s) {
 
 function showQueue(q) {
   const pending = q.pending || {};
+  const count = (n) => ({ text: n ?? "?", cls: "num" });
   const priorities = ["critical", "high", "normal", "low"];
-  const header = [...priorities.map((p) => ({ text: `pending ${p}`, cls: "num" })),
-    { text: "pending", cls: "num" }, { text: "running", cls: "num" },
-    { text: "completed", cls: "num" }, { text: "failed", cls: "num" }];
-  const row = [...priorities.map((p) => pending[p]), pending.total, q.running, q.completed, q.failed]
-    .map((n) => ({ text: n ?? "?", cls: "num" }));
-  fillTable($("queue-table"), header, [row], "");
-  $("oldest-due").textContent = q.oldestDueAt ? `${since(q.oldestDueAt)} (due since ${local(q.oldestDueAt)})` : "none due";
+  fillTable($("priority-table"), ["pending, by priority", { text: "jobs", cls: "num" }],
+    [...priorities.map((p) => [p, count(pending[p])]), ["all", count(pending.total)]], "");
+  fillTable($("folder-table"), ["folder", { text: "jobs", cls: "num" }],
+    [["pending/", count(pending.total)], ["running/", count(q.running)],
+      ["completed/", count(q.completed)], ["failed/", count(q.failed)]], "");
+  $("oldest-due").textContent = q.oldestDueAt
+    ? `${since(q.oldestDueAt)} (due since ${local(q.oldestDueAt)})` : "none due";
 }
 
 function showRunning(jobs) {
@@ -293,43 +299,37 @@ function showTasks(scheduler) {
   "No scheduled tasks.");
 }
 
+/** Completed (solid) and failed (outlined, stacked on top) jobs per minute as SVG bars, one
+ * minute a unit wide; the labels are HTML around it, so the SVG may stretch to any width. */
 function showChart(minutes) {
-  const width = 720, height = 180, left = 34, bottom = 20, top = 8;
-  const n = minutes.length || 60;
-  const slot = (width - left) / n;
   const peak = Math.max(1, ...minutes.map((m) => m.completed + m.failed));
-  const y = (v) => top + (height - top - bottom) * (1 - v / peak);
+  const h = (v) => (100 * v) / peak;
   const bars = [];
   minutes.forEach((m, i) => {
-    const x = left + i * slot + 1;
-    const label = `${local(m.minute)}: ${m.completed} completed, ${m.failed} failed`;
+    const title = svg("title", {}, `${local(m.minute)}: ${m.completed} completed, ${m.failed} failed`);
+    const attrs = { x: i + 0.1, width: 0.8 };
     if (m.completed) {
-      bars.push(svg("rect", { class: "bar-completed", x, width: slot - 2, y: y(m.completed),
-        height: y(0) - y(m.completed) }, svg("title", {}, label)));
+      bars.push(svg("rect", { ...attrs, class: "bar-completed", y: 100 - h(m.completed),
+        height: h(m.completed) }, title.cloneNode(true)));
     }
     if (m.failed) {
-      bars.push(svg("rect", { class: "bar-failed", x, width: slot - 2, y: y(m.completed + m.failed),
-        height: y(0) - y(m.failed) }, svg("title", {}, label)));
+      bars.push(svg("rect", { ...attrs, class: "bar-failed", y: 100 - h(m.completed + m.failed),
+        height: h(m.failed), "vector-effect": "non-scaling-stroke" }, title));
     }
   });
   const done = minutes.reduce((a, m) => a + m.completed, 0);
   const failed = minutes.reduce((a, m) => a + m.failed, 0);
   const summary = `Last hour: ${done} completed, ${failed} failed.`;
-  const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": summary },
-    svg("defs", {}, svg("pattern", { id: "hatch", width: 5, height: 5, patternUnits: "userSpaceOnUse",
-      patternTransform: "rotate(45)" }, svg("rect", { width: 2, height: 5, fill: "#a3161a" }))),
-    svg("line", { class: "axis", x1: left, x2: width, y1: y(0), y2: y(0) }),
-    svg("line", { class: "axis", x1: left, x2: left, y1: top, y2: y(0) }),
-    svg("text", { x: left - 4, y: top + 8, "text-anchor": "end" }, peak),
-    svg("text", { x: left - 4, y: y(0), "text-anchor": "end" }, 0),
-    svg("text", { x: left, y: height - 4 }, "60 min ago"),
-    svg("text", { x: width, y: height - 4, "text-anchor": "end" }, "now"),
-    ...bars);
-  const legend = el("div", { class: "legend" },
-    el("span", {}, el("span", { class: "swatch swatch-completed" }), "completed (solid)"),
-    el("span", {}, el("span", { class: "swatch swatch-failed" }), "failed (hatched)"));
+  const plot = svg("svg", { viewBox: `0 0 ${minutes.length || 60} 100`, preserveAspectRatio: "none",
+    role: "img", "aria-label": summary }, ...bars);
   $("chart-summary").textContent = summary;
-  $("chart").replaceChildren(legend, chart);
+  $("chart").replaceChildren(
+    el("div", { class: "legend" },
+      el("span", {}, el("span", { class: "swatch swatch-completed" }), "completed (solid)"),
+      el("span", {}, el("span", { class: "swatch swatch-failed" }), "failed (outlined)")),
+    el("div", { class: "plot" },
+      el("div", { class: "y-labels" }, el("span", {}, peak), el("span", {}, "0")), plot),
+    el("div", { class: "x-labels" }, el("span", {}, "60 min ago"), el("span", {}, "now")));
 }
 
 // ----- find a job -------------------------------------------------------------------------
