@@ -18,16 +18,12 @@ from dataclasses import replace
 from email.utils import formatdate
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from spoold.config import HttpConfig
 from spoold.errors import SpoolError
-from spoold.job import Job
-from spoold.routes import JSON, Answer, ApiError, Endpoints, Request
-
-if TYPE_CHECKING:
-    from spoold.daemon import Daemon
+from spoold.routes import JSON, QUERY_NAMES, Answer, ApiError, Endpoints, Request, route
+from spoold.service import Service
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +35,7 @@ BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n
         b"Access-Control-Allow-Origin: *\r\nRetry-After: 1\r\nConnection: close\r\n"
         b"Content-Length: 54\r\n\r\n"
         b'{"error": "too many open connections: try again soon"}')  # fmt: skip
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")  # methods that change nothing
 LENGTH_RE = re.compile(r"^[0-9]{1,18}$")
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
@@ -46,53 +43,6 @@ CORS_HEADERS = {
     "Access-Control-Allow-Headers": "Authorization, Content-Type",
     "Access-Control-Max-Age": "600",
 }
-ID, NAME = "{id}", "{name}"
-# path pattern → method → (endpoint, takes a JSON body). Fixed names before placeholders.
-ROUTES: dict[tuple[str, ...], dict[str, tuple[str, bool]]] = {
-    (): {"GET": ("page", False)},
-    ("healthz",): {"GET": ("healthz", False)},
-    ("metrics",): {"GET": ("metrics_text", False)},
-    ("openapi.json",): {"GET": ("openapi", False)},
-    ("types",): {"GET": ("types", False)},
-    ("jobs",): {"POST": ("submit", True)},
-    ("jobs", "batch"): {"POST": ("batch", True)},
-    ("jobs", "stats"): {"GET": ("stats", False)},
-    ("jobs", "completed"): {"GET": ("completed", False)},
-    ("jobs", "failed"): {"GET": ("failed", False)},
-    ("jobs", "history"): {"GET": ("history", False)},
-    ("status",): {"GET": ("status", False)},
-    ("jobs", ID): {"GET": ("job", False), "DELETE": ("cancel", False)},
-    ("jobs", ID, "retry"): {"POST": ("retry", False)},
-    ("scheduler",): {"GET": ("scheduler", False)},
-    ("scheduler", NAME, "run"): {"POST": ("run_task", False)},
-    ("static", NAME): {"GET": ("asset", False)},
-}
-QUERY_NAMES = {"completed": {"limit"}, "failed": {"limit"}}  # endpoint → query names it takes
-
-
-def route(method: str, parts: list[str]) -> tuple[tuple[str, bool] | None, dict[str, str], set]:
-    """(endpoint, path parameters, methods the path allows) for a request."""
-    allowed: set[str] = set()
-    for pattern, methods in ROUTES.items():
-        params = _bind(pattern, parts)
-        if params is None:
-            continue
-        if method in methods:
-            return methods[method], params, allowed | set(methods)
-        allowed |= set(methods)
-    return None, {}, allowed
-
-
-def _bind(pattern: tuple[str, ...], parts: list[str]) -> dict[str, str] | None:
-    if len(pattern) != len(parts):
-        return None
-    params = {}
-    for expected, part in zip(pattern, parts, strict=True):
-        if expected in (ID, NAME):
-            params[expected[1:-1]] = part
-        elif expected != part:
-            return None
-    return params
 
 
 def segments(path: str) -> list[str]:
@@ -163,6 +113,8 @@ class Handler(BaseHTTPRequestHandler):
             raise _not_found(method, url.path, allowed)
         name, takes_body = endpoint
         query = _query(url.query, QUERY_NAMES.get(name, set()))
+        if method not in SAFE_METHODS:
+            self._json_only()
         body = self._body() if takes_body else self._skip_body()
         request = Request(method, params, query, body)
         return getattr(self.server.api.endpoints, name)(request)
@@ -199,13 +151,18 @@ class Handler(BaseHTTPRequestHandler):
                                 " (http.maxBodyBytes)")  # fmt: skip
         return length
 
+    def _json_only(self) -> None:
+        """A request that changes state is JSON or has no type at all: a web page can send
+        a form or text/plain to any site without asking first (no CORS preflight), and
+        must not be able to enqueue, retry or cancel that way (415)."""
+        media = self.headers.get("Content-Type", JSON).split(";")[0].strip().lower()
+        if media != JSON and not media.endswith("+json"):
+            raise ApiError(415, f"send JSON with Content-Type: {JSON} (got {media[:60]!r})")
+
     def _body(self) -> bytes:
         length = self._length()
         if length is None:
             raise ApiError(411, "send the body with a Content-Length header")
-        media = self.headers.get("Content-Type", JSON).split(";")[0].strip().lower()
-        if media != JSON and not media.endswith("+json"):
-            raise ApiError(415, f"send JSON with Content-Type: {JSON} (got {media[:60]!r})")
         return self._read(length)
 
     def _skip_body(self) -> bytes:
@@ -377,23 +334,17 @@ class ApiServer:
     """The daemon's HTTP API: bind() early in start (a busy port stops the start with a
     reason), serve() once everything runs, stop() before the workers stop."""
 
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
-        assert daemon.config.http is not None
-        self._http: HttpConfig = daemon.config.http
-        self.endpoints = Endpoints(daemon, lambda: self.token() is not None)
+    def __init__(self, service: Service, http: HttpConfig) -> None:
+        self._http = http  # an edit of the http section waits for a restart
+        self.endpoints = Endpoints(service, lambda: self.token() is not None)
         self._server: Server | None = None
         self._thread: threading.Thread | None = None
 
-    def _config(self) -> HttpConfig:
-        """The http section in force (a reload may change token and body limit)."""
-        return self.daemon.config.http or self._http
-
     def token(self) -> str | None:
-        return self._config().token
+        return self._http.token
 
     def max_body(self) -> int:
-        return self._config().max_body_bytes
+        return self._http.max_body_bytes
 
     def bind(self) -> None:
         host, port = self._http.host, self._http.port
@@ -424,7 +375,3 @@ class ApiServer:
             self._server.shutdown()
             self._thread.join(5)
         self._server.server_close()
-
-    def finished(self, job: Job, folder: str) -> None:
-        """The worker's on_finish hook."""
-        self.endpoints.finished(job, folder)

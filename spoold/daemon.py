@@ -15,19 +15,22 @@ from dataclasses import replace
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from spoold import manage
 from spoold.api import ApiServer
 from spoold.commit import Committer
 from spoold.config import Config, load_config
 from spoold.context import Context
 from spoold.dispatch import Dispatcher
-from spoold.errors import ConfigError
+from spoold.errors import ConfigError, TaskBusy, UnknownTask
 from spoold.history import History
 from spoold.intake import Intake
 from spoold.job import Job
 from spoold.jobs import JobType, build_registry
+from spoold.recent import Recent
 from spoold.reload import ConfigWatcher
 from spoold.retention import prune
 from spoold.scheduler import Scheduler, check_tasks
+from spoold.service import Conflict, Counters, FinishListener, NotFound
 from spoold.spool import ERROR_SUFFIX, Spool, parse_stem
 from spoold.status import Stats, StatusWriter
 from spoold.times import iso, iso_or_none
@@ -57,11 +60,16 @@ class Daemon:
         self.registry: dict[str, JobType] = build_registry(config, self.queue_stats)
         check_tasks(config, self.registry)
         self.stats = Stats()
-        self.history = History()
+        self.per_minute = History()
         # one group commit for new jobs and outcomes
         shared = Context(self.spool, self.dispatcher, lambda: self.registry, self.tz,
                          Committer(self.spool, helper=True))  # fmt: skip
         self.intake = Intake(shared, config.max_job_bytes, config.settle_seconds)
+        self.recent_jobs = Recent(self.spool, lambda job_id: job_id in self.intake.ids)
+        # who learns of each outcome a worker records: counts, the chart, the recent lists
+        self.finish_listeners: list[FinishListener] = [
+            self.stats.finished, self.per_minute.finished, self.recent_jobs.finished
+        ]  # fmt: skip
         self.pool = WorkerPool(shared, self.policy, config.workers, on_finish=self._finished)
         self.watcher = Watcher(
             str(self.spool.dirs["incoming"]), self._accept_files, self.spool.incoming_names,
@@ -76,7 +84,7 @@ class Daemon:
         self._stop = threading.Event()
         self._housekeeper = threading.Thread(target=self._housekeeping, name="spoold-house")
         self._housekeeper.daemon = True
-        self.api = ApiServer(self) if config.http else None
+        self.api = ApiServer(self, config.http) if config.http else None
 
     # ----- what the parts read from the config -------------------------------------------
 
@@ -193,11 +201,9 @@ class Daemon:
             self.stats.changed(**{folder: -len(removed)})
 
     def _finished(self, job: Job, folder: str) -> None:
-        """A worker recorded an attempt's outcome: count it, and show it over HTTP."""
-        self.stats.finished(job, folder)
-        self.history.record(folder, job.completed_at or time.time())
-        if self.api:
-            self.api.finished(job, folder)
+        """A worker recorded an attempt's outcome: tell every listener."""
+        for listener in self.finish_listeners:
+            listener(job, folder)
 
     # ----- hot reload -------------------------------------------------------------------------
 
@@ -272,8 +278,9 @@ class Daemon:
             "pid": os.getpid(),
             "startedAt": iso(self.started_at),
             "updatedAt": iso(time.time()),
-            "queue": {**self.queue_stats(), **self._queue_heads()},
-            "worker": {**self.worker_stats(), "runningJobs": self.pool.running_jobs()},
+            "queue": self.queue_stats(),
+            "worker": self.worker_stats(),
+            "jobs": self._jobs_now(),
             "scheduler": self.scheduler_stats(),
             "config": {
                 "path": str(config_path.absolute()) if config_path else None,
@@ -282,18 +289,21 @@ class Daemon:
             },
         }
 
-    def _queue_heads(self) -> dict[str, Any]:
-        """For the status page: since when the longest-waiting due job is due, and the
-        next pending jobs in dispatch order (those it offers to cancel)."""
-        since = self.dispatcher.due_since()
-        heads = []
+    def _jobs_now(self) -> dict[str, Any]:
+        """For the status page: the jobs running now, the next pending ones in dispatch
+        order (those it offers to cancel), and since when the longest-waiting due job is due."""
+        pending = []
         for text, due in self.dispatcher.upcoming(NEXT_PENDING):
             stem = parse_stem(text)
             if stem:
                 accepted, due_at = iso(stem.accepted), iso_or_none(due)
-                heads.append({"id": stem.id, "priority": stem.priority,
-                              "acceptedAt": accepted, "dueAt": due_at})  # fmt: skip
-        return {"oldestDueAt": iso_or_none(since), "nextPending": heads}
+                pending.append({"id": stem.id, "priority": stem.priority,
+                                "acceptedAt": accepted, "dueAt": due_at})  # fmt: skip
+        return {
+            "running": self.pool.running_jobs(),
+            "nextPending": pending,
+            "oldestDueAt": iso_or_none(self.dispatcher.due_since()),
+        }
 
     @property
     def status_name(self) -> str:
@@ -302,6 +312,76 @@ class Daemon:
 
     def _write_status(self, data: bytes) -> None:
         self.spool.write("", self.status_name, data)
+
+    # ----- the service the HTTP API and the metrics use (service.py) --------------------------
+
+    def job_types(self) -> list[str]:
+        return list(self.registry)
+
+    def submit(self, data: dict[str, Any]) -> Job:
+        return self.intake.submit(data, time.time())
+
+    def find(self, job_id: str) -> tuple[str, dict[str, Any] | None] | None:
+        found = manage.locate(self.spool, job_id)
+        for _ in range(3):  # the job may move between finding and reading it
+            if found is None:
+                return None
+            record = manage.read_record(self.spool, found)
+            if record is not None:
+                return found.folder, record
+            found = manage.locate(self.spool, job_id)
+        return (found.folder, None) if found else None
+
+    def retry(self, job_id: str) -> str:
+        """manage.retry, then the index and counts told what moved."""
+        try:
+            where = manage.retry(self.spool, job_id)
+        except manage.NotRetryable as e:
+            raise (Conflict if job_id in self.intake.ids else NotFound)(str(e)) from e
+        folder, _, name = where.partition("/")
+        stem = parse_stem(name[:-5]) if folder == "pending" else None
+        if stem:
+            self.dispatcher.add(stem.text, stem.priority, 0.0)
+        self.stats.changed(failed=-1)
+        self.recent_jobs.forget(job_id)
+        return folder
+
+    def cancel(self, job_id: str) -> None:
+        """manage.cancel, then the index, counts and recent list told what moved."""
+        try:
+            found = manage.cancel(self.spool, job_id)
+        except LookupError as e:
+            raise NotFound(str(e.args[0] if e.args else e)) from e
+        except manage.NotRetryable as e:
+            raise Conflict(str(e)) from e
+        self.dispatcher.discard(found.stem)
+        self.stats.changed(failed=1)
+        record = manage.read_record(self.spool, found)
+        if record:
+            self.recent_jobs.add("failed", record, found.name)
+
+    def run_task(self, name: str) -> str:
+        try:
+            return self.scheduler.run_now(name)
+        except UnknownTask as e:
+            raise NotFound(str(e) or f"no scheduled task named {name!r}") from e
+        except TaskBusy as e:
+            raise Conflict(str(e) or f"task {name!r} is still pending or running") from e
+
+    def counters(self) -> Counters:
+        return Counters(
+            outcomes=dict(self.stats.outcomes),
+            durations=self.stats.duration_histograms(),
+            due_since=self.dispatcher.due_since(),
+            config_loaded_at=self.config_loaded_at,
+            config_ok=self.config_error is None,
+        )
+
+    def history(self, now: float) -> list[dict[str, Any]]:
+        return self.per_minute.minutes(now)
+
+    def recent(self, folder: str, limit: int) -> list[dict[str, Any]]:
+        return self.recent_jobs.newest(folder, limit)
 
 
 def _zone_and_policy(config: Config) -> tuple[ZoneInfo, Policy]:

@@ -8,9 +8,11 @@ starts the chart empty.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from typing import Any
 
+from spoold.job import Job
 from spoold.times import iso
 
 MINUTES = 60
@@ -24,6 +26,10 @@ class History:
         self.span = minutes
         self._lock = threading.Lock()
         self._counts: dict[int, Counter[str]] = {}  # minute number since the epoch → counts
+
+    def finished(self, job: Job, folder: str) -> None:
+        """The daemon's finish listener: an attempt's outcome was recorded in folder."""
+        self.record(folder, job.completed_at or time.time())
 
     def record(self, folder: str, when: float) -> None:
         """A job's outcome was recorded in folder at `when` (epoch seconds); retries

@@ -1,15 +1,16 @@
 """GET /metrics: the daemon's counters in the Prometheus text format.
 
-A custom collector reads the daemon's own state at each scrape (nothing is
-counted twice), registered in a CollectorRegistry per daemon rather than the
-process-global default one, so two daemons in one process never mix.
+A custom collector reads the daemon's own state (its Service's snapshot and
+counters) at each scrape (nothing is counted twice), registered in a
+CollectorRegistry per daemon rather than the process-global default one, so two
+daemons in one process never mix.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -22,37 +23,34 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 from spoold import __version__
+from spoold.service import Counters, Service
 from spoold.status import DURATION_BUCKETS
 
-if TYPE_CHECKING:
-    from spoold.daemon import Daemon
-
 CONTENT_TYPE = CONTENT_TYPE_LATEST
-SKIP_KEYS = ("skipCount", "skippedCount", "skips")
 
 
 class SpooldCollector(Collector):
-    """Everything a scrape shows, read from one daemon."""
+    """Everything a scrape shows, read from one Service: its snapshot and its counters."""
 
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+    def __init__(self, service: Service) -> None:
+        self.service = service
 
     def collect(self) -> Iterator[Metric]:
-        yield from self._jobs()
-        yield from self._queue()
-        yield self._durations()
-        yield from self._scheduler()
-        yield from self._config()
+        snapshot, counters = self.service.snapshot(), self.service.counters()
+        yield from self._jobs(counters)
+        yield from self._queue(snapshot["queue"], counters)
+        yield self._durations(counters)
+        yield from self._scheduler(snapshot["scheduler"])
+        yield from self._config(counters, snapshot["worker"]["workerId"])
 
-    def _jobs(self) -> Iterator[Metric]:
-        stats = self.daemon.stats
+    def _jobs(self, counters: Counters) -> Iterator[Metric]:
         jobs = CounterMetricFamily(
             "spoold_jobs", "Jobs finished, by type and outcome.", labels=["type", "outcome"]
         )
         retries = CounterMetricFamily(
             "spoold_job_retries", "Failed attempts put back for a retry, by type.", labels=["type"]
         )
-        for (job_type, folder), count in sorted(stats.outcomes.items()):
+        for (job_type, folder), count in sorted(counters.outcomes.items()):
             if folder == "pending":
                 retries.add_metric([job_type], count)
             else:
@@ -60,25 +58,24 @@ class SpooldCollector(Collector):
         yield jobs
         yield retries
 
-    def _queue(self) -> Iterator[Metric]:
-        daemon = self.daemon
+    def _queue(self, queue: dict[str, Any], counters: Counters) -> Iterator[Metric]:
         depth = GaugeMetricFamily(
             "spoold_queue_depth", "Jobs waiting in pending/, by priority.", labels=["priority"]
         )
-        for priority, count in daemon.dispatcher.counts().items():
+        for priority, count in queue["pending"].items():
             if priority != "total":
                 depth.add_metric([priority], count)
         yield depth
         yield GaugeMetricFamily(
-            "spoold_jobs_running", "Jobs being run now.", value=daemon.pool.active_count
+            "spoold_jobs_running", "Jobs being run now.", value=queue["running"]
         )
         records = GaugeMetricFamily(
             "spoold_records", "Files in completed/ and failed/.", labels=["folder"]
         )
-        records.add_metric(["completed"], daemon.stats.completed)
-        records.add_metric(["failed"], daemon.stats.failed)
+        records.add_metric(["completed"], queue["completed"])
+        records.add_metric(["failed"], queue["failed"])
         yield records
-        since = daemon.dispatcher.due_since()
+        since = counters.due_since
         age = max(time.time() - since, 0.0) if since is not None else 0.0
         yield GaugeMetricFamily(
             "spoold_oldest_due_job_age_seconds",
@@ -86,15 +83,15 @@ class SpooldCollector(Collector):
             value=age,
         )
 
-    def _durations(self) -> Metric:
+    def _durations(self, counters: Counters) -> Metric:
         histogram = HistogramMetricFamily(
             "spoold_job_duration_seconds", "Duration of job attempts, by type.", labels=["type"]
         )
-        for job_type, (counts, total) in sorted(self.daemon.stats.duration_histograms().items()):
+        for job_type, (counts, total) in sorted(counters.durations.items()):
             histogram.add_metric([job_type], _cumulative(counts), total)
         return histogram
 
-    def _scheduler(self) -> Iterator[Metric]:
+    def _scheduler(self, scheduler: dict[str, Any]) -> Iterator[Metric]:
         fires = CounterMetricFamily(
             "spoold_scheduler_fires", "Runs a scheduled task enqueued.", labels=["task"]
         )
@@ -106,29 +103,28 @@ class SpooldCollector(Collector):
         errors = CounterMetricFamily(
             "spoold_scheduler_errors", "Fires that could not enqueue a job.", labels=["task"]
         )
-        for task in _scheduler_tasks(self.daemon):
-            name = str(task.get("name"))
-            fires.add_metric([name], _number(task.get("runCount")))
-            skips.add_metric([name], _number(next((task[k] for k in SKIP_KEYS if k in task), 0)))
-            errors.add_metric([name], _number(task.get("errorCount")))
+        for task in scheduler["tasks"]:
+            name = task["name"]
+            fires.add_metric([name], task["runCount"])
+            skips.add_metric([name], task["skippedCount"])
+            errors.add_metric([name], task["errorCount"])
         yield fires
         yield skips
         yield errors
 
-    def _config(self) -> Iterator[Metric]:
-        daemon = self.daemon
+    def _config(self, counters: Counters, node: str) -> Iterator[Metric]:
         yield GaugeMetricFamily(
             "spoold_config_last_reload_success",
             "1 if the config file last read was valid (it is in force), 0 if not.",
-            value=0 if getattr(daemon, "config_error", None) else 1,
+            value=1 if counters.config_ok else 0,
         )
         yield GaugeMetricFamily(
             "spoold_config_last_reload_timestamp_seconds",
             "When the config in force was loaded (Unix time).",
-            value=getattr(daemon, "config_loaded_at", 0.0),
+            value=counters.config_loaded_at,
         )
         info = GaugeMetricFamily("spoold_info", "This daemon.", labels=["version", "node"])
-        info.add_metric([__version__, daemon.spool.owner], 1)
+        info.add_metric([__version__, node], 1)
         yield info
 
 
@@ -142,23 +138,10 @@ def _cumulative(counts: list[int]) -> list[tuple[str, float]]:
     return pairs
 
 
-def _scheduler_tasks(daemon: Daemon) -> list[dict[str, Any]]:
-    """The scheduler's tasks, from its own snapshot when it has one."""
-    scheduler = getattr(daemon, "scheduler", None)
-    snapshot = getattr(scheduler, "snapshot", None)
-    data = snapshot() if callable(snapshot) else daemon.scheduler_stats()
-    tasks = data.get("tasks", []) if isinstance(data, dict) else []
-    return [t for t in tasks if isinstance(t, dict)]
-
-
-def _number(value: Any) -> float:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
-
-
-def registry_for(daemon: Daemon) -> CollectorRegistry:
+def registry_for(service: Service) -> CollectorRegistry:
     """A registry of its own for one daemon."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SpooldCollector(daemon))
+    registry.register(SpooldCollector(service))
     return registry
 
 

@@ -13,8 +13,8 @@ from spoold.jobs import PRIORITIES
 
 ID_PATTERN = r"^[A-Za-z0-9_\-][A-Za-z0-9._\-]{0,127}$"
 MAX_LIMIT = 1000
-# Names GET /jobs/<name> answers itself (stats, lists), so they never reach the job lookup.
-RESERVED_IDS = ["stats", "completed", "failed", "history"]
+# Names of fixed paths under /jobs/ (routes.ROUTES): never a job id in /jobs/<id>.
+RESERVED_IDS = ["batch", "stats", "completed", "failed", "history"]
 
 Schema = dict[str, Any]
 
@@ -50,7 +50,7 @@ BODY_ERRORS = {
 JOB_ID = {"type": "string", "pattern": ID_PATTERN, "maxLength": 128}
 ID_PARAM = {"name": "id", "in": "path", "required": True, "schema": JOB_ID,
             "description": "A job id: 1-128 of A-Z a-z 0-9 . _ - (not starting .)"}  # fmt: skip
-GET_ID_PARAM = {**ID_PARAM, "schema": {**JOB_ID, "not": {"enum": RESERVED_IDS}}}
+PATH_ID_PARAM = {**ID_PARAM, "schema": {**JOB_ID, "not": {"enum": RESERVED_IDS}}}
 TASK_PARAM = {"name": "name", "in": "path", "required": True, "schema": JOB_ID,
               "description": "A scheduled task's name."}  # fmt: skip
 
@@ -74,10 +74,12 @@ def job_list(description: str, default: int) -> Schema:
 def paths() -> Schema:
     return {
         "/": {"get": {
-            "summary": "A small HTML status page.",
+            "summary": "The live dashboard: a page whose script polls this API.",
             "responses": {"200": {"description": "The page.",
                                   "content": {"text/html": {"schema": {"type": "string"}}}},
-                          **COMMON_ERRORS},
+                          "401": {"description": "The token is set and the request lacks it:"
+                                                 " the page, which asks for it.",
+                                  "content": {"text/html": {"schema": {"type": "string"}}}}},
         }},
         "/healthz": {"get": {
             "summary": "200 while the daemon serves (needs no token).", "security": [],
@@ -134,14 +136,14 @@ def paths() -> Schema:
         "/jobs/{id}": {
             "get": {
                 "summary": "Which folder a job is in, and its record.",
-                "parameters": [GET_ID_PARAM],
+                "parameters": [PATH_ID_PARAM],
                 "responses": {"200": json_answer("Found.", ref("JobInfo")),
                               "400": error("Not a job id."), "404": error("No such job."),
                               **COMMON_ERRORS},
             },
             "delete": {
                 "summary": "Cancel a pending job: it moves to failed/ with error 'cancelled'.",
-                "parameters": [ID_PARAM],
+                "parameters": [PATH_ID_PARAM],
                 "responses": {"200": json_answer("Cancelled.", ref("Cancelled")),
                               "400": error("Not a job id."), "404": error("No such job."),
                               "409": error("The job is not pending (running, or finished)."),
@@ -218,6 +220,14 @@ def schemas(types: list[str]) -> Schema:
         "config": {"type": "object", "required": ["path", "loadedAt", "error"], "properties": {
             "path": nullable(string), "loadedAt": time, "error": nullable(string)}},
         "version": string, "uptimeSeconds": {"type": "number", "minimum": 0},
+        "jobs": {"type": "object", "description": "For the dashboard.", "properties": {
+            "running": {"type": "array", "items": {"type": "object", "properties": {
+                "id": string, "type": string, "priority": string, "attempts": integer,
+                "startedAt": nullable(time)}}},
+            "nextPending": {"type": "array", "items": {"type": "object", "properties": {
+                "id": string, "priority": string, "acceptedAt": time,
+                "dueAt": nullable(time)}}},
+            "oldestDueAt": nullable(time)}},
     }  # fmt: skip
     minute = {
         "type": "object",

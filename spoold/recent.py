@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from spoold.job import Job
 from spoold.spool import Spool, parse_stem
 
 KEEP = 1000  # entries kept per folder: also the largest `limit` answered
@@ -42,6 +43,10 @@ class Recent:
         self._lock = threading.Lock()
         self._entries: dict[str, deque[Entry]] = {f: deque(maxlen=keep) for f in FOLDERS}
         self._seeded: set[str] = set()
+
+    def finished(self, job: Job, folder: str) -> None:
+        """The daemon's finish listener: a final record (completed or failed) joins the list."""
+        self.add(folder, job.to_record())
 
     def add(self, folder: str, record: dict[str, Any], name: str | None = None) -> None:
         """A job's final record was just written into folder (completed or failed)."""

@@ -1,8 +1,8 @@
-"""The HTTP API's endpoints: a Request in, an Answer out; no sockets here.
+"""The HTTP API's endpoints and the table that routes to them: a Request in, an Answer
+out; no sockets here (api.py), and no daemon either: the endpoints ask a Service.
 
-Jobs come in through Intake.submit, the same judge and the same durable write
-as a file dropped into incoming/. Retry and cancel are the CLI's verbs from
-manage.py, followed by telling the in-memory index what changed.
+Jobs come in through the Service's submit, the same judge and the same durable write
+as a file dropped into incoming/; retry and cancel are the CLI's verbs.
 """
 
 from __future__ import annotations
@@ -11,24 +11,73 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from spoold import __version__, manage, metrics, openapi
-from spoold.errors import InvalidJob, TaskBusy, UnknownTask
+from spoold import __version__, metrics, openapi
+from spoold.errors import InvalidJob
 from spoold.job import ID_RE, ID_RULE, Job, decode_object
 from spoold.page import ASSETS, HEADERS, HTML, PAGE, static_file
-from spoold.recent import Recent
-from spoold.spool import parse_stem
-
-if TYPE_CHECKING:
-    from spoold.daemon import Daemon
+from spoold.service import Conflict, NotFound, Service
 
 logger = logging.getLogger(__name__)
 
 LIMIT_RE = re.compile(r"^[0-9]{1,7}$")
 JSON = "application/json"
+ID, NAME = "{id}", "{name}"
+# path pattern → method → (endpoint, takes a JSON body). Fixed names before placeholders:
+# a path a fixed pattern matches is never a placeholder's value (DELETE /jobs/stats is 405).
+ROUTES: dict[tuple[str, ...], dict[str, tuple[str, bool]]] = {
+    (): {"GET": ("page", False)},
+    ("healthz",): {"GET": ("healthz", False)},
+    ("metrics",): {"GET": ("metrics_text", False)},
+    ("openapi.json",): {"GET": ("openapi", False)},
+    ("types",): {"GET": ("types", False)},
+    ("status",): {"GET": ("status", False)},
+    ("jobs",): {"POST": ("submit", True)},
+    ("jobs", "batch"): {"POST": ("batch", True)},
+    ("jobs", "stats"): {"GET": ("stats", False)},
+    ("jobs", "completed"): {"GET": ("completed", False)},
+    ("jobs", "failed"): {"GET": ("failed", False)},
+    ("jobs", "history"): {"GET": ("history", False)},
+    ("jobs", ID): {"GET": ("job", False), "DELETE": ("cancel", False)},
+    ("jobs", ID, "retry"): {"POST": ("retry", False)},
+    ("scheduler",): {"GET": ("scheduler", False)},
+    ("scheduler", NAME, "run"): {"POST": ("run_task", False)},
+    ("static", NAME): {"GET": ("asset", False)},
+}
+QUERY_NAMES = {"completed": {"limit"}, "failed": {"limit"}}  # endpoint → query names it takes
+
+
+def route(
+    method: str, parts: list[str]
+) -> tuple[tuple[str, bool] | None, dict[str, str], set[str]]:
+    """(endpoint, path parameters, methods the path allows) for a request."""
+    allowed: set[str] = set()
+    for pattern, methods in ROUTES.items():
+        params = _bind(pattern, parts)
+        if params is None:
+            continue
+        if method in methods:
+            return methods[method], params, allowed | set(methods)
+        allowed |= set(methods)
+        if ID not in pattern and NAME not in pattern:
+            break
+    return None, {}, allowed
+
+
+def _bind(pattern: tuple[str, ...], parts: list[str]) -> dict[str, str] | None:
+    if len(pattern) != len(parts):
+        return None
+    params = {}
+    for expected, part in zip(pattern, parts, strict=True):
+        if expected in (ID, NAME):
+            params[expected[1:-1]] = part
+        elif expected != part:
+            return None
+    return params
 
 
 @dataclass
@@ -73,18 +122,12 @@ def ok(value: Any) -> Answer:
 
 
 class Endpoints:
-    """One method per endpoint, bound to one daemon."""
+    """One method per endpoint, answering from one Service."""
 
-    def __init__(self, daemon: Daemon, token_set: Callable[[], bool]) -> None:
-        self.daemon = daemon
+    def __init__(self, service: Service, token_set: Callable[[], bool]) -> None:
+        self.service = service
         self.token_set = token_set
-        self.recent = Recent(daemon.spool, lambda job_id: job_id in daemon.intake.ids)
-        self.metrics = metrics.registry_for(daemon)
-
-    def finished(self, job: Job, folder: str) -> None:
-        """The worker's on_finish hook: a final record joins the recent lists."""
-        if folder in ("completed", "failed"):
-            self.recent.add(folder, job.to_record())
+        self.metrics = metrics.registry_for(service)
 
     # ----- read-only ---------------------------------------------------------------------
 
@@ -104,40 +147,38 @@ class Endpoints:
         return Answer(200, metrics.exposition(self.metrics), metrics.CONTENT_TYPE)
 
     def openapi(self, request: Request) -> Answer:
-        return ok(openapi.document(list(self.daemon.registry), self.token_set()))
+        return ok(openapi.document(self.service.job_types(), self.token_set()))
 
     def types(self, request: Request) -> Answer:
-        return ok({"types": sorted(self.daemon.registry)})
+        return ok({"types": sorted(self.service.job_types())})
 
     def stats(self, request: Request) -> Answer:
-        return ok({"queue": self.daemon.queue_stats(), "worker": self.daemon.worker_stats()})
-
-    def completed(self, request: Request) -> Answer:
-        return ok({"jobs": self.recent.newest("completed", _limit(request, 10))})
-
-    def failed(self, request: Request) -> Answer:
-        return ok({"jobs": self.recent.newest("failed", _limit(request, 100))})
-
-    def history(self, request: Request) -> Answer:
-        return ok({"minutes": self.daemon.history.minutes(time.time())})
+        snapshot = self.service.snapshot()
+        return ok({"queue": snapshot["queue"], "worker": snapshot["worker"]})
 
     def status(self, request: Request) -> Answer:
-        uptime = round(time.time() - self.daemon.started_at, 3)
-        return ok({**self.daemon.snapshot(), "version": __version__, "uptimeSeconds": uptime})
+        uptime = round(max(time.time() - self.service.started_at, 0.0), 3)
+        return ok({**self.service.snapshot(), "version": __version__, "uptimeSeconds": uptime})
+
+    def history(self, request: Request) -> Answer:
+        return ok({"minutes": self.service.history(time.time())})
+
+    def completed(self, request: Request) -> Answer:
+        return ok({"jobs": self.service.recent("completed", _limit(request, 10))})
+
+    def failed(self, request: Request) -> Answer:
+        return ok({"jobs": self.service.recent("failed", _limit(request, 100))})
 
     def scheduler(self, request: Request) -> Answer:
-        return ok(self.daemon.scheduler_stats())
+        return ok(self.service.snapshot()["scheduler"])
 
     def job(self, request: Request) -> Answer:
         job_id = _job_id(request)
-        for _ in range(3):  # the job may move between finding and reading it
-            found = manage.locate(self.daemon.spool, job_id)
-            if found is None:
-                raise ApiError(404, f"no job with id {job_id!r}")
-            record = manage.read_record(self.daemon.spool, found)
-            if record is not None:
-                break
-        return ok({"id": job_id, "folder": found.folder, "record": record})
+        found = self.service.find(job_id)
+        if found is None:
+            raise ApiError(404, f"no job with id {job_id!r}")
+        folder, record = found
+        return ok({"id": job_id, "folder": folder, "record": record})
 
     # ----- jobs in ---------------------------------------------------------------------------
 
@@ -162,11 +203,11 @@ class Endpoints:
         return ok({"jobs": results})
 
     def _submit(self, data: dict[str, Any]) -> Job:
-        """Intake.submit, with its refusals as ApiErrors."""
+        """Service.submit, with its refusals as ApiErrors."""
         try:
-            return self.daemon.intake.submit(data, time.time())
+            return self.service.submit(data)
         except InvalidJob as e:
-            known, named = self.daemon.registry, data.get("type")
+            known, named = self.service.job_types(), data.get("type")
             extra = {} if isinstance(named, str) and named in known else {
                 "registeredTypes": sorted(known)}  # fmt: skip
             raise ApiError(400, str(e), **extra) from e
@@ -178,52 +219,34 @@ class Endpoints:
 
     def retry(self, request: Request) -> Answer:
         job_id = _job_id(request)
-        daemon = self.daemon
-        try:
-            where = manage.retry(daemon.spool, job_id)
-        except manage.NotRetryable as e:
-            raise ApiError(409 if job_id in daemon.intake.ids else 404, str(e)) from e
-        folder, _, name = where.partition("/")
-        stem = parse_stem(name[:-5]) if folder == "pending" else None
-        if stem:
-            daemon.dispatcher.add(stem.text, stem.priority, 0.0)
-        daemon.stats.changed(failed=-1)
-        self.recent.forget(job_id)
+        with _refusals():
+            folder = self.service.retry(job_id)
         return ok({"success": True, "jobId": job_id, "folder": folder})
 
     def cancel(self, request: Request) -> Answer:
         job_id = _job_id(request)
-        daemon = self.daemon
-        try:
-            found = manage.cancel(daemon.spool, job_id)
-        except LookupError as e:
-            raise ApiError(404, str(e.args[0] if e.args else e)) from e
-        except manage.NotRetryable as e:
-            raise ApiError(409, str(e)) from e
-        daemon.dispatcher.discard(found.stem)
-        daemon.stats.changed(failed=1)
-        record = manage.read_record(daemon.spool, found)
-        if record:
-            self.recent.add("failed", record, found.name)
+        with _refusals():
+            self.service.cancel(job_id)
         return ok({"success": True, "jobId": job_id, "status": "failed", "error": "cancelled"})
 
     def run_task(self, request: Request) -> Answer:
         name = request.params["name"]
         if not ID_RE.match(name):
             raise ApiError(400, f"{name!r} is not a task name: names are {ID_RULE}")
-        scheduler = getattr(self.daemon, "scheduler", None)
-        if scheduler is None:
-            raise ApiError(404, f"no scheduled task named {name!r}")
-        try:
-            job_id = scheduler.run_now(name)
-        except UnknownTask as e:
-            raise ApiError(404, str(e) or f"no scheduled task named {name!r}") from e
-        except TaskBusy as e:
-            raise ApiError(409, str(e) or f"task {name!r} is still pending or running") from e
-        answer: dict[str, Any] = {"success": True, "task": name}
-        if isinstance(job_id, str):
-            answer["jobId"] = job_id
-        return ok(answer)
+        with _refusals():
+            job_id = self.service.run_task(name)
+        return ok({"success": True, "task": name, "jobId": job_id})
+
+
+@contextmanager
+def _refusals() -> Iterator[None]:
+    """A verb's NotFound as 404 and Conflict as 409, with its message."""
+    try:
+        yield
+    except NotFound as e:
+        raise ApiError(404, str(e)) from e
+    except Conflict as e:
+        raise ApiError(409, str(e)) from e
 
 
 def _job_id(request: Request) -> str:

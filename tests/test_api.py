@@ -280,8 +280,16 @@ def test_the_page_files_are_served_with_their_types(client, name, media):
     assert len(reply.body) > 1000 and b"https://" not in reply.body
 
 
-@pytest.mark.parametrize("path", ["/static/nothing.js", "/static/dashboard.html",
-                                  "/static/..%2Fapi.py", "/static/..%2F__init__.py", "/static"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/static/nothing.js",
+        "/static/dashboard.html",
+        "/static/..%2Fapi.py",
+        "/static/..%2F__init__.py",
+        "/static",
+    ],
+)
 def test_only_the_page_files_are_served(client, path):
     reply = client.get(path)
     assert reply.status == 404 and reply.headers["content-type"] == "application/json"
@@ -365,14 +373,35 @@ def test_malformed_json_and_wrong_shapes_are_400(client):
     still_serving(client)
 
 
-def test_wrong_content_type_is_415(client):
+def test_wrong_content_type_is_415(client, served):
     for content_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data"):
         reply = client.post("/jobs", b'{"type": "noop"}', headers={"Content-Type": content_type})
         assert reply.status == 415
         assert "application/json" in reply.error
+        batch = client.post("/jobs/batch", b'[{"type": "noop", "id": "by-form"}]',
+                            headers={"Content-Type": content_type})  # fmt: skip
+        assert batch.status == 415
+    assert "by-form" not in ids_in_spool(served.spool)
     ok = client.post("/jobs", b'{"type":"noop"}',
                      headers={"Content-Type": "application/json; charset=utf-8"})  # fmt: skip
     assert ok.status == 200
+
+
+def test_a_form_cannot_change_state_even_where_no_body_is_read(client, served):
+    """A page's <form> or fetch() without a preflight sends these types: refused before the
+    verb runs, so the job stays where it was."""
+    client.post("/jobs", {"type": "noop", "id": "formed", "runAt": LATER})
+    form = "application/x-www-form-urlencoded"
+    for content_type in (form, "text/plain", "multipart/form-data; boundary=x"):
+        headers = {"Content-Type": content_type}
+        assert client.request("DELETE", "/jobs/formed", headers=headers).status == 415
+        assert client.post("/jobs/formed/retry", b"a=1", headers=headers).status == 415
+        assert client.post("/scheduler/none/run", b"", headers=headers).status == 415
+    assert folder_of(served.spool, "formed") == "pending"
+    assert client.request("DELETE", "/jobs/formed").status == 200  # no body, no type: fine
+    assert client.post("/jobs/formed/retry", b"{}", headers={"Content-Type": "application/json"}
+                       ).status == 200  # fmt: skip
+    assert client.get("/types", headers={"Content-Type": form}).status == 200  # reads are not
 
 
 def test_unknown_paths_and_methods(client):
@@ -383,6 +412,15 @@ def test_unknown_paths_and_methods(client):
     patch = client.request("PATCH", "/jobs/some-id")
     assert patch.status == 405 and "DELETE" in patch.headers["allow"]
     assert client.get("/jobs").status == 405
+    reads = "GET, HEAD, OPTIONS"
+    for path, allow in (("/jobs/stats", reads), ("/jobs/history", reads),
+                        ("/jobs/batch", "OPTIONS, POST")):  # fmt: skip
+        for method in ("DELETE", "POST", "GET"):
+            reply = client.request(method, path, body=b"" if method == "POST" else None)
+            if method in allow:
+                continue
+            assert reply.status == 405, (method, path, reply.body)
+            assert reply.headers["allow"] == allow and "no job" not in reply.error
     for method in ("FOO", "TRACE", "PROPFIND"):
         reply = client.request(method, "/types")
         assert reply.status == 405, method

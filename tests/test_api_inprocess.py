@@ -3,6 +3,7 @@ daemon started in-process where a test needs to look inside it (dispatcher, sche
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
 import os
@@ -17,11 +18,14 @@ from conftest import wait_until
 from helpers_api import Client
 from prometheus_client.parser import text_string_to_metric_families
 
-from spoold.api import route, segments
+import spoold
+from spoold.api import segments
 from spoold.config import load_config
 from spoold.daemon import Daemon
 from spoold.history import History
+from spoold.openapi import RESERVED_IDS
 from spoold.recent import MAX_RECORD_BYTES, Recent
+from spoold.routes import ROUTES, route
 from spoold.spool import Spool, make_stem
 
 # ----- routing ------------------------------------------------------------------------------
@@ -38,12 +42,19 @@ def test_segments_decode_after_splitting():
 
 def test_routes_prefer_fixed_names_and_report_allowed_methods():
     assert route("GET", ["jobs", "stats"])[0] == ("stats", False)
-    assert route("DELETE", ["jobs", "stats"])[:2] == (("cancel", False), {"id": "stats"})
-    assert route("GET", ["jobs", "batch"])[:2] == (("job", False), {"id": "batch"})
+    assert route("DELETE", ["jobs", "stats"]) == (None, {}, {"GET"})  # not a job named stats
+    assert route("GET", ["jobs", "batch"]) == (None, {}, {"POST"})
+    assert route("GET", ["jobs", "x"])[:2] == (("job", False), {"id": "x"})
+    assert route("POST", ["jobs", "history", "retry"])[:2] == (("retry", False), {"id": "history"})
     assert route("POST", ["jobs"])[0] == ("submit", True)
     endpoint, _, allowed = route("PUT", ["jobs", "x"])
     assert endpoint is None and allowed == {"GET", "DELETE"}
     assert route("GET", ["nowhere"]) == (None, {}, set())
+
+
+def test_the_document_reserves_every_fixed_name_under_jobs():
+    fixed = {p[1] for p in ROUTES if len(p) == 2 and p[0] == "jobs" and not p[1].startswith("{")}
+    assert set(RESERVED_IDS) == fixed
 
 
 # ----- the recent lists ------------------------------------------------------------------------
@@ -279,3 +290,30 @@ def test_history_counts_outcomes_per_minute_and_forgets_after_an_hour():
     assert minutes[0]["minute"] == "2027-01-15T07:02:00.000+00:00"
     later = history.minutes(start + 3600)  # the first minute has left the window
     assert sum(m["completed"] for m in later) == 0 and later[0]["failed"] == 1
+
+
+# ----- the seam between the HTTP layer and the daemon --------------------------------------------
+
+
+def test_the_http_layer_sees_a_service_never_the_daemon():
+    for module in ("api", "routes", "metrics"):
+        tree = ast.parse((Path(spoold.__file__).parent / f"{module}.py").read_text())
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        assert "spoold.service" in imported and "spoold.daemon" not in imported, module
+        names = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+        assert "Daemon" not in names, module
+        if module != "api":  # api.py's getattr finds an endpoint by the route table's name
+            assert "getattr" not in names, module  # no guessing at the daemon's shape
+
+
+def test_every_finish_listener_hears_each_outcome(start_inprocess):
+    daemon = start_inprocess()
+    heard: list[tuple[str, str]] = []
+    daemon.finish_listeners.append(lambda job, folder: heard.append((job.id, folder)))
+    with client_of(daemon) as client:
+        client.post("/jobs", {"type": "noop", "id": "listened"})
+        wait_until(lambda: heard == [("listened", "completed")])
+        assert client.get("/jobs/completed").json["jobs"][0]["id"] == "listened"
+        minutes = client.get("/jobs/history").json["minutes"]
+        assert sum(m["completed"] for m in minutes) == 1
+    assert daemon.stats.completed == 1

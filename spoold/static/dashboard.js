@@ -228,7 +228,7 @@ function showAlerts(s) {
   $("alerts").replaceChildren(...alerts);
 }
 
-function showQueue(q) {
+function showQueue(q, jobs) {
   const pending = q.pending || {};
   const count = (n) => ({ text: n ?? "?", cls: "num" });
   const priorities = ["critical", "high", "normal", "low"];
@@ -237,8 +237,8 @@ function showQueue(q) {
   fillTable($("folder-table"), ["folder", { text: "jobs", cls: "num" }],
     [["pending/", count(pending.total)], ["running/", count(q.running)],
       ["completed/", count(q.completed)], ["failed/", count(q.failed)]], "");
-  $("oldest-due").textContent = q.oldestDueAt
-    ? `${since(q.oldestDueAt)} (due since ${local(q.oldestDueAt)})` : "none due";
+  $("oldest-due").textContent = jobs.oldestDueAt
+    ? `${since(jobs.oldestDueAt)} (due since ${local(jobs.oldestDueAt)})` : "none due";
 }
 
 function showRunning(jobs) {
@@ -376,10 +376,10 @@ async function refresh() {
     keepFocus(() => {
       showAbout(status);
       showAlerts(status);
-      showQueue(status.queue || {});
+      showQueue(status.queue || {}, status.jobs || {});
       showChart(history.minutes || []);
-      showRunning(status.worker?.runningJobs);
-      showPending(status.queue?.nextPending);
+      showRunning(status.jobs?.running);
+      showPending(status.jobs?.nextPending);
       showFailed(failed.jobs || []);
       showCompleted(completed.jobs || []);
       showTasks(status.scheduler);
