@@ -171,6 +171,7 @@ def test_counts_change_as_files_are_dropped_and_a_pending_job_is_cancelled(page,
     record = next(r for r in records(served.spool, "failed") if r["id"] == "waits")
     assert record["error"] == "cancelled"
     wait_until(lambda: "Job waits cancelled" in text(page, "message"))
+    assert "No API token is set" in text(page, "actions-note")
     wait_until(lambda: count(page, "folder-table", "pending/") == before_pending)
 
 
@@ -317,11 +318,22 @@ def test_with_a_token_the_page_asks_for_it_once_and_works(browser, tmp_path):
         wait_until(lambda: not form.is_displayed() and "version" in text(browser, "about"))
         daemon.drop("t.json", {"type": "noop", "id": "with-token"})
         wait_until(lambda: [r for r in rows(browser, "completed-table") if r[1] == "with-token"])
+        assert text(browser, "actions-note") == ""  # the token is set and the page has it
 
         browser.refresh()  # asked once: the tab keeps it
         wait_until(lambda: "version" in text(browser, "about"))
         assert not browser.find_element(By.ID, "token-form").is_displayed()
         screenshot(browser, tmp_path, "token", 1280)
+
+        daemon.drop("x.json", {"type": "cleanup", "id": "refused", "directory": "/nowhere",
+                               "maxAgeDays": 1})  # fmt: skip
+        retry = 'button[aria-label="Retry job refused"]'
+        wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, retry))
+        assert daemon.stop() == 0, daemon.log()
+        # the daemon is gone: the buttons say so, and why
+        wait_until(lambda: "does not answer" in text(browser, "actions-note"))
+        button = browser.find_element(By.CSS_SELECTOR, retry)
+        assert not button.is_enabled() and "does not answer" in button.get_attribute("title")
     finally:
         browser.execute_script("sessionStorage.clear()")
-        assert daemon.stop() == 0, daemon.log()
+        daemon.kill()

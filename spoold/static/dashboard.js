@@ -12,7 +12,7 @@ const state = {
   token: sessionStorage.getItem(TOKEN_KEY),
   tokenNeeded: false, // the daemon answered 401: it has a token, and we must send it
   skewMs: 0, // browser clock minus the daemon's, from the snapshot's updatedAt
-  status: null,
+  offline: null, // why the last poll failed, while it does
   timer: null,
   busy: false, // a poll is under way
   again: false, // and another was asked for meanwhile
@@ -120,8 +120,12 @@ async function api(method, path) {
     data = null;
   }
   if (reply.status === 401) {
+    const refused = Boolean(state.token);
+    state.token = null;
     state.tokenNeeded = true;
-    askToken(state.token ? "The daemon refused that token: enter it again." : null);
+    sessionStorage.removeItem(TOKEN_KEY);
+    askToken(refused ? "The daemon refused that token: enter it again." : null);
+    blockActions();
   }
   if (!reply.ok) {
     const why = data && typeof data.error === "string" ? data.error : `HTTP ${reply.status}`;
@@ -152,17 +156,36 @@ function useToken(event) {
 
 /** Why the buttons that change things are off right now, or null when they may be used. */
 function whyDisabled() {
-  if (state.tokenNeeded && !state.token) return "Enter the API token first (the daemon asks for one).";
-  if (!state.status) return "The daemon has not answered yet.";
+  if (state.tokenNeeded && !state.token) return "this daemon needs its API token: enter it above.";
+  if (state.offline) return `the daemon does not answer (${state.offline}).`;
   return null;
+}
+
+/** Turn off every button that changes something, saying why, on it and on the page. */
+function blockActions() {
+  const why = whyDisabled();
+  for (const button of document.querySelectorAll("button[data-key]")) {
+    button.disabled = true;
+    button.title = `Off: ${why}`;
+  }
+  showActionsNote();
+}
+
+function showActionsNote() {
+  const why = whyDisabled();
+  const note = $("actions-note");
+  note.classList.toggle("failed", Boolean(why));
+  if (why) note.textContent = `✗ Retry, Cancel and Run now are off: ${why}`;
+  else if (!state.token) note.textContent = "No API token is set on this daemon: whoever can reach it can use these buttons (set http.token).";
+  else note.textContent = "";
 }
 
 /** A button that changes something; `key` names it across refreshes, which rebuild the
  * tables, so that keyboard focus stays on it. */
-function actionButton(label, title, key, action) {
-  const why = whyDisabled();
+function actionButton(label, title, key, action, blocked = null) {
+  const why = whyDisabled() || blocked;
   return el("button", {
-    type: "button", disabled: Boolean(why), title: why || title, "aria-label": title,
+    type: "button", disabled: Boolean(why), title: why ? `Off: ${why}` : title, "aria-label": title,
     "data-key": key, onclick: (event) => act(event.currentTarget, action),
   }, label);
 }
@@ -180,8 +203,7 @@ async function act(button, action) {
   } catch (e) {
     say(`Not done: ${e.message}`);
   } finally {
-    button.disabled = false;
-    refresh();
+    refresh(); // rebuilds the button, enabled unless something now blocks it
   }
 }
 
@@ -292,7 +314,8 @@ function showTasks(scheduler) {
     { text: t.name, cls: "id" }, el("code", {}, t.schedule ?? ""),
     asWritten(t.nextRun, t.timezone), local(t.nextRun), asWritten(t.lastRun, t.timezone),
     lastResult(t), { text: `${t.runCount ?? 0} / ${t.errorCount ?? 0} / ${t.skippedCount ?? 0}`, cls: "num" },
-    actionButton("Run now", `Run task ${t.name} now`, `run ${t.name}`, runNow(t.name)),
+    actionButton("Run now", `Run task ${t.name} now`, `run ${t.name}`, runNow(t.name),
+      scheduler.isRunning ? null : "the scheduler is not running (the daemon is stopping)."),
   ]);
   fillTable($("tasks-table"), ["task", "schedule", "next run (task's zone)", "next run (yours)",
     "last run", "last result", { text: "runs / errors / skipped", cls: "num" }, ""], rows,
@@ -372,7 +395,7 @@ async function refresh() {
       api("GET", `/jobs/completed?limit=${LIST_LIMIT}`), api("GET", `/jobs/failed?limit=${LIST_LIMIT}`),
     ]);
     state.skewMs = Date.now() - (Date.parse(status.updatedAt) || Date.now());
-    state.status = status;
+    state.offline = null;
     keepFocus(() => {
       showAbout(status);
       showAlerts(status);
@@ -384,12 +407,15 @@ async function refresh() {
       showCompleted(completed.jobs || []);
       showTasks(status.scheduler);
     });
+    showActionsNote();
     $("refreshed").textContent = new Date().toLocaleTimeString();
     $("about").classList.remove("failed");
   } catch (e) {
     if (!(e instanceof ApiRefused && e.status === 401)) {
+      state.offline = e.message;
       $("about").textContent = `✗ The daemon does not answer (${e.message}); showing what it said last, trying again.`;
       $("about").classList.add("failed");
+      blockActions();
     }
   } finally {
     state.busy = false;
