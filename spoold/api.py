@@ -20,6 +20,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from spoold.browser import Cors, is_loopback, loopback_host_header
 from spoold.config import HttpConfig
 from spoold.errors import SpoolError
 from spoold.routes import JSON, QUERY_NAMES, Answer, ApiError, Endpoints, Request, route
@@ -31,18 +32,9 @@ SOCKET_TIMEOUT = 10.0  # seconds a client may be silent mid-request (or idle bet
 LINGER_SECONDS = 1.0  # after answering, how long unread input is drained so the answer arrives
 LINGER_BYTES = 4 << 20
 MAX_CONNECTIONS = 256  # open connections (one thread each); more are refused with a 503
-BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-        b"Access-Control-Allow-Origin: *\r\nRetry-After: 1\r\nConnection: close\r\n"
-        b"Content-Length: 54\r\n\r\n"
-        b'{"error": "too many open connections: try again soon"}')  # fmt: skip
+BUSY_BODY = b'{"error": "too many open connections: try again soon"}'
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")  # methods that change nothing
 LENGTH_RE = re.compile(r"^[0-9]{1,18}$")
-CORS_HEADERS = {
-    "Access-Control-Allow-Origin": "*",
-    "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
-    "Access-Control-Allow-Headers": "Authorization, Content-Type",
-    "Access-Control-Max-Age": "600",
-}
 
 
 def segments(path: str) -> list[str]:
@@ -99,6 +91,7 @@ class Handler(BaseHTTPRequestHandler):
             parts = segments(url.path)
         except UnicodeDecodeError as e:
             raise ApiError(400, "the path is not UTF-8 once %-decoded") from e
+        self._check_host(url.netloc)
         if method == "OPTIONS":
             return Answer(204, b"", "")
         if parts != ["healthz"] and parts[:1] != ["static"]:  # these need no token
@@ -120,6 +113,19 @@ class Handler(BaseHTTPRequestHandler):
         return getattr(self.server.api.endpoints, name)(request)
 
     # ----- safety ------------------------------------------------------------------------
+
+    def _check_host(self, target_host: str) -> None:
+        """While listening on loopback, only requests for a loopback name (browser.py): the
+        request target's host when it has one (absolute form), else the Host headers."""
+        if not self.server.api.loopback:
+            return
+        names = [target_host] if target_host else self.headers.get_all("Host") or []
+        for name in names:
+            if not loopback_host_header(name):
+                raise ApiError(403, f"Host {name[:100]!r} is not a loopback name: this API"
+                                    " listens on loopback and answers requests for localhost,"
+                                    " 127.0.0.1 or [::1] only (a defence against DNS"
+                                    " rebinding); use one of those in the URL")  # fmt: skip
 
     def _refusal(self) -> ApiError | None:
         """The 401 for a request without the right token, where one is set; else None."""
@@ -195,7 +201,7 @@ class Handler(BaseHTTPRequestHandler):
         self.log_request(answer.status)
         status = HTTPStatus(answer.status)
         headers = {"Server": self.server_version, "Date": _http_date(),
-                   **CORS_HEADERS, "Cache-Control": "no-store", **answer.headers}  # fmt: skip
+                   **self._cors(), "Cache-Control": "no-store", **answer.headers}  # fmt: skip
         if status != HTTPStatus.NO_CONTENT:
             headers |= {"Content-Type": answer.content_type, "X-Content-Type-Options": "nosniff",
                         "Content-Length": str(len(answer.body))}  # fmt: skip
@@ -206,6 +212,10 @@ class Handler(BaseHTTPRequestHandler):
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "strict")
         with_body = self.command != "HEAD" and status != HTTPStatus.NO_CONTENT
         self.wfile.write(head + answer.body if with_body else head)
+
+    def _cors(self) -> dict[str, str]:
+        headers = getattr(self, "headers", None)  # None when the request line was refused
+        return self.server.api.cors.headers(headers.get("Origin") if headers else None)
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None):
         """Errors http.server finds itself (a bad request line, an unknown method, headers
@@ -268,6 +278,14 @@ def _safe_segments(path: str | None) -> list[str]:
         return []
 
 
+def _busy_answer(cors: dict[str, str]) -> bytes:
+    """The 503 sent, unread, to a connection over the limit (so no Origin is known)."""
+    headers = {"Content-Type": JSON, **cors, "Retry-After": "1", "Connection": "close",
+               "Content-Length": str(len(BUSY_BODY))}  # fmt: skip
+    lines = ["HTTP/1.1 503 Service Unavailable", *(f"{k}: {v}" for k, v in headers.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + BUSY_BODY
+
+
 class Server(ThreadingHTTPServer):
     """A thread per connection; threads never keep the process alive."""
 
@@ -277,6 +295,7 @@ class Server(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], api: ApiServer) -> None:
         self.api = api
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.busy = _busy_answer(api.cors.headers(None))
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, Handler)
@@ -288,7 +307,7 @@ class Server(ThreadingHTTPServer):
                            MAX_CONNECTIONS)  # fmt: skip
             try:
                 request.settimeout(1.0)
-                request.sendall(BUSY)
+                request.sendall(self.busy)
             except OSError:
                 pass
             self.close_request(request)
@@ -336,6 +355,8 @@ class ApiServer:
 
     def __init__(self, service: Service, http: HttpConfig) -> None:
         self._http = http  # an edit of the http section waits for a restart
+        self.cors = Cors(http.cors_origins)
+        self.loopback = is_loopback(http.host)  # then the Host must name loopback too
         self.endpoints = Endpoints(service, lambda: self.token() is not None)
         self._server: Server | None = None
         self._thread: threading.Thread | None = None

@@ -38,6 +38,7 @@ class HttpConfig:
     port: int = 8080
     token: str | None = None
     max_body_bytes: int = 1048576
+    cors_origins: tuple[str, ...] = ()  # () no CORS headers, ("*",) any origin, else these
 
 
 @dataclass(frozen=True)
@@ -317,7 +318,7 @@ def _http(r: _Reader, top: dict) -> HttpConfig | None:
     p = ("http",)
     if "http" in top and top["http"] is None:
         return None
-    s = r.section(top.get("http"), p, {"host", "port", "token", "maxBodyBytes"})
+    s = r.section(top.get("http"), p, {"host", "port", "token", "maxBodyBytes", "corsOrigins"})
     d = HttpConfig()
     port = int(r.number(s, (*p, "port"), d.port))
     if port > 65535:
@@ -328,7 +329,29 @@ def _http(r: _Reader, top: dict) -> HttpConfig | None:
         port=port,
         token=token,
         max_body_bytes=int(r.number(s, (*p, "maxBodyBytes"), d.max_body_bytes, minimum=1)),
+        cors_origins=_cors_origins(r, s, (*p, "corsOrigins")),
     )
+
+
+ORIGIN_RE = re.compile(r"^[a-z][a-z0-9+.-]*://[^/?#@\s]+$")
+
+
+def _cors_origins(r: _Reader, s: dict[str, Any], path: tuple[str, ...]) -> tuple[str, ...]:
+    """["*"], or origins as a browser sends them (scheme://host[:port], no path), lower-cased
+    because a browser's Origin is."""
+    origins = r.get(s, path, list, [])
+    good = []
+    for index, origin in enumerate(origins):
+        if origin == "*" and len(origins) == 1:
+            good.append(origin)
+        elif origin == "*":
+            r.problem((*path, str(index)), "'*' allows every origin: list it alone, or not at all")
+        elif isinstance(origin, str) and ORIGIN_RE.match(origin.lower()):
+            good.append(origin.lower())
+        else:
+            example = "an origin such as 'http://localhost:3000' (scheme://host[:port], no path)"
+            r.problem((*path, str(index)), f"expected {example}, got {origin!r}")
+    return tuple(good)
 
 
 def _smtp(r: _Reader, top: dict) -> SmtpConfig:

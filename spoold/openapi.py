@@ -40,7 +40,10 @@ def json_body(schema: Schema, description: str) -> Schema:
             "content": {"application/json": {"schema": schema}}}  # fmt: skip
 
 
-COMMON_ERRORS = {"401": error("The token is set and the request lacks it (or it is wrong).")}
+COMMON_ERRORS = {
+    "401": error("The token is set and the request lacks it (or it is wrong)."),
+    "403": error("The API listens on loopback and the Host is not a loopback name."),
+}
 BODY_ERRORS = {
     "400": error("Bad JSON, or not what the endpoint expects."),
     "411": error("No Content-Length (chunked bodies are not accepted)."),
@@ -83,7 +86,8 @@ def paths() -> Schema:
         }},
         "/healthz": {"get": {
             "summary": "200 while the daemon serves (needs no token).", "security": [],
-            "responses": {"200": json_answer("Serving.", ref("Health"))},
+            "responses": {"200": json_answer("Serving.", ref("Health")),
+                          "403": COMMON_ERRORS["403"]},
         }},
         "/metrics": {"get": {
             "summary": "The daemon's counters in the Prometheus text format.",
@@ -307,9 +311,10 @@ def document(types: list[str], secured: bool) -> Schema:
         "info": {
             "title": "spoold",
             "version": __version__,
-            "description": "A job daemon whose queue is a folder. JSON in and out; CORS on"
-            " every answer. When a token is set (http.token or SPOOLD_TOKEN), every request"
-            " but OPTIONS and GET /healthz needs `Authorization: Bearer <token>`.",
+            "description": "A job daemon whose queue is a folder. JSON in and out; CORS for"
+            " the origins in http.corsOrigins only. When a token is set (http.token or"
+            " SPOOLD_TOKEN), every request but OPTIONS and GET /healthz needs"
+            " `Authorization: Bearer <token>`.",
         },
         "paths": paths(),
         "components": {

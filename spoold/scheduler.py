@@ -55,6 +55,7 @@ RECENT = timedelta(days=2)  # how far back the latest fire time is looked for fi
 GONE_AFTER = 10.0  # a run found in no folder this long after it was decided is dropped
 MARKER_KEEP = 2 * 86400.0  # markers older than this are pruned, checked hourly
 PRUNE_EVERY = 3600.0
+RUNS_PER_SECOND = 99  # manual runs of one task within one second (ids end in -2 ... -99)
 
 
 def utc_now() -> datetime:
@@ -267,17 +268,27 @@ class Scheduler:
             if busy:
                 raise TaskBusy(f"task {name!r} is busy: its job {busy.job_id} is still "
                                f"{busy.folder}; try again when it has finished")  # fmt: skip
-            job_id = run_now_id(name, now)
-            run = Run(job_id, self._stem(name, job_id, now), now.timestamp())
-            if not self._mark(job_id, {"decision": "fire", **run.to_json()}, now):
-                raise TaskBusy(f"task {name!r} was run this very second ({job_id}): try again")
+            run = self._claim_run_now(name, now)
             try:
                 self._enqueue(name, run, now)
             except BaseException:
-                self.spool.remove("schedule", job_id + MARKER)
+                self.spool.remove("schedule", run.job_id + MARKER)
                 raise
-            logger.info("task %s: run now as job %s", name, job_id)
-            return job_id
+            logger.info("task %s: run now as job %s", name, run.job_id)
+            return run.job_id
+
+    def _claim_run_now(self, name: str, now: datetime) -> Run:
+        """The first run id of this second nobody has taken: run ids are to the second, and
+        a run asked for after the last one finished must run however soon that was. The
+        marker's exclusive create decides between daemons asking at once."""
+        for n in range(1, RUNS_PER_SECOND + 1):
+            job_id = run_now_id(name, now, n)
+            if job_id in self.intake.ids:
+                continue
+            run = Run(job_id, self._stem(name, job_id, now), now.timestamp())
+            if self._mark(job_id, {"decision": "fire", **run.to_json()}, now):
+                return run
+        raise TaskBusy(f"task {name!r} was run {RUNS_PER_SECOND} times this second: try again")
 
     # ----- the task's jobs --------------------------------------------------------------------
 

@@ -132,17 +132,19 @@ def fire_id(task: str, instant: datetime) -> str:
     return f"{_base(task)}.{instant.astimezone(UTC):%Y%m%dT%H%MZ}"
 
 
-def run_now_id(task: str, moment: datetime) -> str:
-    """The job id of a run asked for by hand, to the second: 'health_log.run-20261129T173105Z'."""
-    return f"{_base(task)}.run-{moment.astimezone(UTC):%Y%m%dT%H%M%SZ}"
+def run_now_id(task: str, moment: datetime, n: int = 1) -> str:
+    """The job id of a run asked for by hand, to the second: 'health_log.run-20261129T173105Z';
+    the n-th run asked for within one second ends in '-n' ('...173105Z-2')."""
+    stamp = f".run-{moment.astimezone(UTC):%Y%m%dT%H%M%SZ}" + (f"-{n}" if n > 1 else "")
+    return _base(task, min(_MAX_BASE, 128 - len(stamp))) + stamp
 
 
-def _base(task: str) -> str:
+def _base(task: str, room: int = _MAX_BASE) -> str:
     """The task name, or for a very long one a prefix and a hash, so ids stay <= 128."""
-    if len(task) <= _MAX_BASE:
+    if len(task) <= room:
         return task
     digest = hashlib.sha1(task.encode()).hexdigest()[:8]
-    return f"{task[: _MAX_BASE - 9]}-{digest}"
+    return f"{task[: room - 9]}-{digest}"
 
 
 def local_iso(ts: float | None, zone: Any) -> str | None:

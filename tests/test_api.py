@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import DaemonProcess, base_config, free_port, records, wait_until
-from helpers_api import Client, folder_of, ids_in_spool, raw, raw_json, raw_status
+from conftest import DaemonProcess, base_config, free_port, records, spoold_cli, wait_until
+from helpers_api import Client, Reply, folder_of, ids_in_spool, raw, raw_json, raw_status
 from helpers_servers import http_server
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -138,8 +138,17 @@ def test_history_counts_this_daemons_outcomes_per_minute(client, served):
     unreachable = f"http://127.0.0.1:{free_port()}/"
     doomed = {"type": "webhook", "id": "charted-bad", "url": unreachable, "maxAttempts": 1}
     assert client.post("/jobs", doomed).status == 200
-    wait_until(lambda: folder_of(served.spool, "charted-ok") == "completed")
-    wait_until(lambda: folder_of(served.spool, "charted-bad") == "failed")
+    earlier = {m["minute"]: m for m in before}
+
+    def counted() -> dict[str, list[int]]:
+        """Per outcome, what each minute gained since `before`."""
+        now = client.get("/jobs/history").json["minutes"]
+        return {o: [m[o] - earlier.get(m["minute"], {}).get(o, 0) for m in now]
+                for o in ("completed", "failed")}  # fmt: skip
+
+    gained = wait_until(lambda: (c := counted()) and all(map(sum, c.values())) and c)
+    assert all(min(per_minute) >= 0 for per_minute in gained.values()), gained
+    assert folder_of(served.spool, "charted-bad") == "failed"
     minutes = client.get("/jobs/history").json["minutes"]
     assert len(minutes) == 60 and set(minutes[0]) == {"minute", "completed", "failed"}
     starts = [datetime.fromisoformat(m["minute"]) for m in minutes]
@@ -147,10 +156,6 @@ def test_history_counts_this_daemons_outcomes_per_minute(client, served):
                for s in starts)  # fmt: skip
     assert [b - a for a, b in itertools.pairwise(starts)] == [timedelta(minutes=1)] * 59
     assert starts[-1] <= datetime.now(UTC) < starts[-1] + timedelta(minutes=1, seconds=5)
-    earlier = {m["minute"]: m for m in before}
-    for outcome in ("completed", "failed"):
-        new = [m[outcome] - earlier.get(m["minute"], {}).get(outcome, 0) for m in minutes]
-        assert sum(new) >= 1 and min(new) >= 0, (outcome, minutes[-2:])
 
 
 def test_status_is_the_snapshot_with_version_and_uptime(client, served):
@@ -250,6 +255,30 @@ def test_a_failed_job_retried_over_http_runs_again(client, served):
     assert record["status"] == "completed" and "404" in record["previousErrors"][0]
 
 
+def test_run_now_again_as_soon_as_the_last_run_finished(start_daemon):
+    """Over HTTP and with `spoold run-task`, back to back: every run runs (run ids are to
+    the second; a second run within it gets its own)."""
+    task = {"name": "again", "cron": "0 0 1 1 *", "job": {"type": "noop"}}
+    daemon = start_daemon(http=http_config(), schedule=[task])
+    ids = []
+    with Client(daemon.config["http"]["port"]) as client:
+        for how in ("http", "cli", "http", "cli"):
+            if how == "http":
+                reply = client.post("/scheduler/again/run")
+                assert reply.status == 200, reply.body
+                ids.append(reply.json["jobId"])
+            else:
+                result = spoold_cli("run-task", "again", "--config", str(daemon.config_path),
+                                    cwd=daemon.workdir)  # fmt: skip
+                assert result.returncode == 0, result.stderr
+                ids.append(result.stdout.strip())
+            wait_until(lambda: folder_of(daemon.spool, ids[-1]) == "completed")
+            wait_until(lambda: client.get("/scheduler").json["tasks"][0]["isRunning"] is False)
+    assert len(set(ids)) == 4
+    assert sorted(r["id"] for r in records(daemon.spool, "completed")) == sorted(ids)
+    assert daemon.stop() == 0
+
+
 def test_run_now_of_an_unknown_task_is_404(client):
     reply = client.post("/scheduler/no-such-task/run")
     assert reply.status == 404
@@ -338,24 +367,106 @@ def test_openapi_document_covers_every_endpoint(client):
 # ----- CORS -----------------------------------------------------------------------------------
 
 
-def test_cors_preflight_as_a_browser_sends_it(client):
-    reply = client.request("OPTIONS", "/jobs", auth=False, headers={
-        "Origin": "http://localhost:3000",
-        "Access-Control-Request-Method": "POST",
-        "Access-Control-Request-Headers": "authorization,content-type",
-    })  # fmt: skip
-    assert reply.status in (200, 204)
-    assert reply.headers["access-control-allow-origin"] in ("*", "http://localhost:3000")
-    assert "POST" in reply.headers["access-control-allow-methods"]
-    allowed = reply.headers["access-control-allow-headers"].lower()
+PREFLIGHT = {
+    "Access-Control-Request-Method": "POST",
+    "Access-Control-Request-Headers": "authorization,content-type",
+}
+
+
+def every_kind_of_answer(client: Client, origin: str | None) -> list[Reply]:
+    """200, 404, 400, 405, 415, 204 (preflight) and an http.server error, from `origin`."""
+    headers = {"Origin": origin} if origin else {}
+    replies = [
+        client.get("/types", headers=headers),
+        client.get("/nowhere", headers=headers),
+        client.post("/jobs", {"no": 1}, headers=headers),
+        client.request("PUT", "/jobs", headers=headers),
+        client.post("/jobs", b"{}", headers={**headers, "Content-Type": "text/plain"}),
+        client.request("OPTIONS", "/jobs", headers={**headers, **PREFLIGHT}),
+    ]
+    origin_line = f"Origin: {origin}\r\n" if origin else ""
+    garbage = raw(client.port, f"BREW /pot HTTP/1.1\r\n{origin_line}\r\n".encode())
+    head = garbage.split(b"\r\n\r\n")[0].decode().lower()
+    headers_of_garbage = dict(line.split(": ", 1) for line in head.split("\r\n")[1:])
+    replies.append(Reply(raw_status(garbage), headers_of_garbage, raw_json(garbage)))
+    assert [r.status for r in replies] == [200, 404, 400, 405, 415, 204, 405]
+    return replies
+
+
+def test_without_cors_origins_no_answer_has_cors_headers(client):
+    for reply in every_kind_of_answer(client, "http://localhost:3000"):
+        assert not any(name.startswith("access-control-") for name in reply.headers), reply
+
+
+def test_cors_star_as_the_original_design(start_daemon):
+    daemon = start_daemon(http=http_config(corsOrigins=["*"]))
+    with Client(daemon.config["http"]["port"]) as client:
+        for origin in ("http://localhost:3000", None):
+            for reply in every_kind_of_answer(client, origin):
+                assert reply.headers["access-control-allow-origin"] == "*", reply.status
+        preflight = client.request("OPTIONS", "/jobs", headers={"Origin": "https://x.example",
+                                                                 **PREFLIGHT})  # fmt: skip
+    assert "POST" in preflight.headers["access-control-allow-methods"]
+    allowed = preflight.headers["access-control-allow-headers"].lower()
     assert "authorization" in allowed and "content-type" in allowed
+    assert daemon.stop() == 0
 
 
-def test_cors_headers_on_every_answer(client):
-    answers = [client.get("/types"), client.get("/nowhere"), client.post("/jobs", {"no": 1}),
-               client.request("PUT", "/jobs"), client.get("/metrics")]  # fmt: skip
-    for reply in answers:
-        assert reply.headers["access-control-allow-origin"] == "*", reply.status
+def test_cors_for_listed_origins_only(start_daemon):
+    listed = ["http://localhost:3000", "https://Dash.Example:8443"]
+    daemon = start_daemon(http=http_config(corsOrigins=listed))
+    with Client(daemon.config["http"]["port"]) as client:
+        for origin in ("http://localhost:3000", "https://dash.example:8443"):
+            for reply in every_kind_of_answer(client, origin)[:-1]:  # garbage: Origin unread
+                assert reply.headers["access-control-allow-origin"] == origin, reply
+                assert reply.headers["vary"] == "Origin"
+            preflight = client.request("OPTIONS", "/jobs", headers={"Origin": origin, **PREFLIGHT})
+            assert "POST" in preflight.headers["access-control-allow-methods"]
+        for origin in ("http://localhost:3001", "http://evil.example", "null", None):
+            for reply in every_kind_of_answer(client, origin):
+                assert "access-control-allow-origin" not in reply.headers, (origin, reply)
+                assert "access-control-allow-methods" not in reply.headers, (origin, reply)
+    assert daemon.stop() == 0
+
+
+# ----- DNS rebinding: the Host header -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["localhost", "LOCALHOST:{port}", "localhost:{port}", "127.0.0.1", "127.0.0.1:{port}",
+     "127.200.3.4:80", "[::1]", "[::1]:{port}"],
+)  # fmt: skip
+def test_loopback_host_names_are_served(client, served, host):
+    reply = client.get("/types", headers={"Host": host.format(port=client.port)})
+    assert reply.status == 200, reply.body
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["evil.example", "evil.example:{port}", "127.0.0.1.evil.example", "localhost.evil.example",
+     "10.0.0.1:{port}", "0.0.0.0", "[::2]:{port}", "::1", "localhost:{port}@evil", "",
+     "127.0.0.1:port", "[::1]x"],
+)  # fmt: skip
+def test_a_host_that_is_not_loopback_is_403(client, served, host):
+    job_id = f"rebound-{abs(hash(host))}"
+    headers = {"Host": host.format(port=client.port)}
+    reply = client.post("/jobs", {"type": "noop", "id": job_id}, headers=headers)
+    assert reply.status == 403 and "DNS rebinding" in reply.error, reply.body
+    assert client.get("/healthz", headers=headers).status == 403
+    assert client.request("OPTIONS", "/jobs", headers=headers).status == 403
+    assert job_id not in ids_in_spool(served.spool)
+    still_serving(client)
+
+
+def test_host_without_a_header_by_absolute_target_and_twice(served):
+    port = served.config["http"]["port"]
+    old = raw(port, b"GET /types HTTP/1.0\r\n\r\n")  # HTTP/1.0 needs no Host
+    assert raw_status(old) == 200
+    target = raw(port, b"GET http://evil.example/types HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    assert raw_status(target) == 403  # the request target's host is the one that counts
+    twice = raw(port, b"GET /types HTTP/1.1\r\nHost: localhost\r\nHost: evil.example\r\n\r\n")
+    assert raw_status(twice) == 403 and "evil.example" in raw_json(twice)["error"]
 
 
 # ----- bad requests -------------------------------------------------------------------------
@@ -466,7 +577,7 @@ def test_an_absolute_form_request_target(served):
 def test_an_answer_is_one_well_formed_http_message(served):
     """Status line, the usual headers, and exactly Content-Length bytes of body."""
     port = served.config["http"]["port"]
-    answer = raw(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    answer = raw(port, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
     head, _, body = answer.partition(b"\r\n\r\n")
     status, *lines = head.decode("latin-1").split("\r\n")
     headers = dict(line.split(": ", 1) for line in lines)
@@ -479,14 +590,14 @@ def test_an_answer_is_one_well_formed_http_message(served):
 
 def test_missing_or_bad_content_length(served):
     port = served.config["http"]["port"]
-    no_length = raw(port, b"POST /jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                          b"Connection: close\r\n\r\n")  # fmt: skip
+    no_length = raw(port, b"POST /jobs HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+                          b"Content-Type: application/json\r\n\r\n")  # fmt: skip
     assert raw_status(no_length) == 411
-    chunked = raw(port, b"POST /jobs HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-                        b"5\r\n{}{}{\r\n0\r\n\r\n")  # fmt: skip
+    chunked = raw(port, b"POST /jobs HTTP/1.1\r\nHost: localhost\r\n"
+                        b"Transfer-Encoding: chunked\r\n\r\n5\r\n{}{}{\r\n0\r\n\r\n")  # fmt: skip
     assert raw_status(chunked) == 411
     for bad in (b"abc", b"-5", b"1e3", b"\xc2\xb2"):
-        request = b"POST /jobs HTTP/1.1\r\nHost: x\r\nContent-Length: " + bad + b"\r\n\r\n"
+        request = b"POST /jobs HTTP/1.1\r\nHost: localhost\r\nContent-Length: " + bad + b"\r\n\r\n"
         answer = raw(port, request)
         assert raw_status(answer) == 400, bad
         assert "Content-Length" in raw_json(answer)["error"]
@@ -495,7 +606,7 @@ def test_missing_or_bad_content_length(served):
 def test_a_body_over_the_limit_is_413_before_it_is_sent(served):
     port = served.config["http"]["port"]
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(b"POST /jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        sock.sendall(b"POST /jobs HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                      b"Content-Length: 5000\r\n\r\n")  # fmt: skip
         answer = sock.makefile("rb").read()  # the server answers and closes, unread body and all
     assert raw_status(answer) == 413
@@ -510,8 +621,9 @@ def test_a_body_over_the_limit_is_413_before_it_is_sent(served):
 
 def test_a_short_body_is_400_not_a_hang(served):
     port = served.config["http"]["port"]
-    answer = raw(port, b"POST /jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                       b"Content-Length: 100\r\n\r\n{\"type\": ")  # fmt: skip
+    answer = raw(port, b"POST /jobs HTTP/1.1\r\nHost: localhost\r\n"
+                       b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+                       b'{"type": ')  # fmt: skip
     assert raw_status(answer) == 400
 
 
@@ -637,7 +749,7 @@ def test_the_token_guards_everything_but_healthz_and_options(start_daemon):
             reply = anonymous.get(path)
             assert reply.status == 401, path
             assert reply.headers["www-authenticate"].startswith("Bearer")
-            assert reply.headers["access-control-allow-origin"] == "*"
+            assert "access-control-allow-origin" not in reply.headers
             assert wrong.get(path).status == 401
         assert anonymous.post("/jobs", {"type": "noop", "id": "sneaky"}).status == 401
         assert good.get("/types").status == 200

@@ -9,24 +9,29 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from conftest import wait_until
+from conftest import records, wait_until
 from helpers_api import Client
 from prometheus_client.parser import text_string_to_metric_families
 
 import spoold
 from spoold.api import segments
-from spoold.config import load_config
+from spoold.browser import is_loopback, loopback_host_header
+from spoold.config import load_config, parse_config
 from spoold.daemon import Daemon
+from spoold.errors import ConfigError
 from spoold.history import History
+from spoold.job import ID_RE
 from spoold.openapi import RESERVED_IDS
 from spoold.recent import MAX_RECORD_BYTES, Recent
 from spoold.routes import ROUTES, route
 from spoold.spool import Spool, make_stem
+from spoold.taskstate import run_now_id
 
 # ----- routing ------------------------------------------------------------------------------
 
@@ -213,6 +218,34 @@ def test_run_now_enqueues_and_a_busy_task_is_409(start_inprocess):
         assert [t["name"] for t in tasks] == ["later"]
 
 
+def test_run_now_twice_within_one_second_runs_twice(start_inprocess):
+    daemon = start_inprocess(schedule=[{"name": "again", "cron": "0 0 1 1 *",
+                                        "job": {"type": "noop"}}])  # fmt: skip
+    frozen = datetime.now(UTC).replace(microsecond=0)
+    daemon.scheduler.clock = lambda: frozen  # both requests in the same second, surely
+    ids: list[str] = []
+    with client_of(daemon) as client:
+        for _ in range(3):
+            reply = client.post("/scheduler/again/run")
+            assert reply.status == 200, reply.body
+            ids.append(reply.json["jobId"])
+            wait_until(lambda: client.get(f"/jobs/{ids[-1]}").json["folder"] == "completed")
+        wait_until(lambda: client.get("/scheduler").json["tasks"][0]["runCount"] == 3)
+    stamp = f"{frozen:%Y%m%dT%H%M%SZ}"
+    assert ids == [f"again.run-{stamp}", f"again.run-{stamp}-2", f"again.run-{stamp}-3"]
+    done = [r["id"] for r in records(daemon.spool.root, "completed")]
+    assert sorted(done) == sorted(ids)
+
+
+def test_run_ids_of_one_second_stay_distinct_and_short():
+    moment = datetime(2026, 6, 1, 10, 0, 30, tzinfo=UTC)
+    for task in ("t", "x" * 128):
+        ids = [run_now_id(task, moment, n) for n in (1, 2, 99)]
+        assert len(set(ids)) == 3 and all(len(i) <= 128 and ID_RE.match(i) for i in ids), ids
+    assert run_now_id("t", moment) == "t.run-20260601T100030Z"  # the first keeps its name
+    assert run_now_id("t", moment, 2) == "t.run-20260601T100030Z-2"
+
+
 def test_two_daemons_in_one_process_have_their_own_metrics(start_inprocess):
     first, second = start_inprocess("a"), start_inprocess("b")
     with client_of(first) as client:
@@ -317,3 +350,44 @@ def test_every_finish_listener_hears_each_outcome(start_inprocess):
         minutes = client.get("/jobs/history").json["minutes"]
         assert sum(m["completed"] for m in minutes) == 1
     assert daemon.stats.completed == 1
+
+
+# ----- browser safety: config and names ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "words"),
+    [
+        ("http: {corsOrigins: '*'}", "http.corsOrigins", "expected a list"),
+        ("http: {corsOrigins: ['*', 'http://a.example']}", "http.corsOrigins.0", "list it alone"),
+        ("http: {corsOrigins: ['http://a.example/app']}", "http.corsOrigins.0", "no path"),
+        ("http: {corsOrigins: [localhost:3000]}", "http.corsOrigins.0", "scheme://host"),
+        ("http: {corsOrigins: ['http://ok.example', 3]}", "http.corsOrigins.1", "got 3"),
+        ("http: {corsOrigin: ['*']}", "http.corsOrigin", "did you mean 'corsOrigins'"),
+    ],
+)
+def test_bad_cors_origins_are_named_with_key_and_line(tmp_path, text, key, words):
+    path = tmp_path / "c.yaml"
+    path.write_text("workers: 1\n" + text + "\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    [problem] = caught.value.problems
+    assert problem.startswith(f"{path}:2: {key}: ") and words in problem, problem
+
+
+def test_cors_origins_default_to_none_and_are_kept_lower_case():
+    assert parse_config("").http.cors_origins == ()
+    assert parse_config("http: {corsOrigins: ['*']}").http.cors_origins == ("*",)
+    listed = parse_config("http: {corsOrigins: ['HTTP://Dash.Example:8443']}").http
+    assert listed.cors_origins == ("http://dash.example:8443",)
+
+
+def test_which_names_are_loopback():
+    for host in ("127.0.0.1", "127.9.9.9", "::1", "localhost", "LocalHost"):
+        assert is_loopback(host), host
+    for host in ("0.0.0.0", "::", "192.168.1.10", "10.0.0.1", "example.com", ""):
+        assert not is_loopback(host), host
+    for value in ("localhost:8080", "[::1]:8080", "[::1]", "127.0.0.1:1"):
+        assert loopback_host_header(value), value
+    for value in ("::1", "[::1", "[::1]:", "localhost:", "localhost:80:80", "[127.0.0.1]x"):
+        assert not loopback_host_header(value), value

@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -208,7 +207,7 @@ def test_buttons_are_reachable_and_pressed_from_the_keyboard(page, served):
                         if r["id"] == "kbd-1" and r.get("previousErrors")])  # fmt: skip
 
 
-def test_run_now_twice_a_second_apart_gives_two_runs(page, served):
+def test_run_now_twice_gives_two_runs(page, served):
     task_row = wait_until(lambda: [r for r in rows(page, "tasks-table") if r[0] == "report"])
     assert task_row[0][1] == "0 3 1 1 *"
     assert task_row[0][2].endswith("-01-01 03:00 Europe/Berlin")  # in the task's zone
@@ -216,10 +215,8 @@ def test_run_now_twice_a_second_apart_gives_two_runs(page, served):
 
     click(page, "Run task report now")
     wait_until(lambda: len(run_ids(served)) == runs_before + 1)
-    first = time.time()
     wait_until(lambda: "enqueued as job report.run-" in text(page, "message"))
-    wait_until(lambda: int(time.time()) > int(first))  # the next second: a new run's id
-    click(page, "Run task report now")
+    click(page, "Run task report now")  # at once: within the same second, often
     wait_until(lambda: len(run_ids(served)) == runs_before + 2, timeout=15)
     wait_until(lambda: [r for r in rows(page, "tasks-table")
                         if r[0] == "report" and r[5] == "✓ completed" and
