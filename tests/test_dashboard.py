@@ -114,13 +114,14 @@ def count(driver: Any, table_id: str, label: str) -> int | None:
     return None
 
 
-def click(driver: Any, label: str) -> None:
-    """Click the button whose aria-label is `label`, as a user does (the tables are
-    rebuilt at every poll, so a button found may be replaced before the click lands)."""
+def click(driver: Any, label: str, within: str = "body") -> None:
+    """Click the button whose aria-label is `label` (the first one in `within`) as a user
+    does (the page is rebuilt at every poll: a button found may be replaced before the
+    click lands)."""
 
     def attempt() -> bool:
         try:
-            driver.find_element(By.CSS_SELECTOR, f'button[aria-label="{label}"]').click()
+            driver.find_element(By.CSS_SELECTOR, f'{within} button[aria-label="{label}"]').click()
             return True
         except StaleElementReferenceException:
             return False
@@ -264,6 +265,22 @@ def test_job_fields_holding_markup_show_as_text_and_never_run(page, served):
     )
     assert page.execute_script("return window.__pwned") is None
     assert no_alert(page)
+
+
+def test_find_a_job_then_cancel_and_retry_it_there(page, served):
+    served.drop("later.json", {"type": "noop", "id": "found-1", "runAt": "2099-01-01T00:00:00Z"})
+    wait_until(lambda: folder_of(served.spool, "found-1") == "pending")
+    page.find_element(By.ID, "find-input").send_keys("found-1", Keys.ENTER)
+    wait_until(lambda: "Job found-1 is in pending/" in text(page, "found"))
+    assert json.loads(page.find_element(By.CSS_SELECTOR, "#found pre").text)["runAt"].startswith(
+        "2099")  # fmt: skip
+
+    click(page, "Cancel job found-1 (it moves to failed/)", within="#found")
+    wait_until(lambda: "Job found-1 is in failed/" in text(page, "found"))  # it follows the job
+    assert folder_of(served.spool, "found-1") == "failed"
+    click(page, "Retry job found-1", within="#failed-table")  # a button elsewhere on the page
+    wait_until(lambda: "Job found-1 is in pending/" in text(page, "found"))
+    assert folder_of(served.spool, "found-1") == "pending"
 
 
 def test_a_job_that_is_not_there_is_said_so(page, served):

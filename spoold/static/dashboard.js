@@ -16,6 +16,7 @@ const state = {
   timer: null,
   busy: false, // a poll is under way
   again: false, // and another was asked for meanwhile
+  lookedUp: null, // the job id asked for in "Find a job"
 };
 
 // ----- small DOM helpers ------------------------------------------------------------------
@@ -52,7 +53,8 @@ function svg(tag, attrs, ...children) {
  * Each cell carries its column's name, which a phone's narrow layout shows beside it. */
 function fillTable(table, header, rows, emptyText) {
   const names = header.map((h) => (typeof h === "string" ? h : h.text));
-  const head = el("tr", {}, header.map((h, i) => el("th", { scope: "col", class: h.cls }, names[i])));
+  const head = el("tr", {},
+    header.map((h, i) => el("th", { scope: "col", class: h.cls }, names[i])));
   const body = rows.length
     ? rows.map((row) => el("tr", {}, row.map((value, i) => cell(value, names[i]))))
     : [el("tr", {}, el("td", { colspan: header.length, class: "empty" }, emptyText))];
@@ -176,17 +178,21 @@ function showActionsNote() {
   const note = $("actions-note");
   note.classList.toggle("failed", Boolean(why));
   if (why) note.textContent = `✗ Retry, Cancel and Run now are off: ${why}`;
-  else if (!state.token) note.textContent = "No API token is set on this daemon: whoever can reach it can use these buttons (set http.token).";
-  else note.textContent = "";
+  else if (state.token) note.textContent = "";
+  else {
+    note.textContent = "No API token is set on this daemon: whoever can reach it can use"
+      + " these buttons (set http.token).";
+  }
 }
 
 /** A button that changes something; `key` names it across refreshes, which rebuild the
- * tables, so that keyboard focus stays on it. */
+ * tables, so that keyboard focus stays on it. `blocked`: why it is off, besides the reasons
+ * that turn off every button. */
 function actionButton(label, title, key, action, blocked = null) {
   const why = whyDisabled() || blocked;
   return el("button", {
-    type: "button", disabled: Boolean(why), title: why ? `Off: ${why}` : title, "aria-label": title,
-    "data-key": key, onclick: (event) => act(event.currentTarget, action),
+    type: "button", disabled: Boolean(why), title: why ? `Off: ${why}` : title,
+    "aria-label": title, "data-key": key, onclick: (event) => act(event.currentTarget, action),
   }, label);
 }
 
@@ -211,14 +217,21 @@ function say(text) {
   $("message").textContent = text;
 }
 
-const retry = (id) => async () => {
-  const r = await api("POST", `/jobs/${encodeURIComponent(id)}/retry`);
-  return `Job ${id} retried: back in ${r.folder}/.`;
-};
-const cancel = (id) => async () => {
-  await api("DELETE", `/jobs/${encodeURIComponent(id)}`);
-  return `Job ${id} cancelled: moved to failed/.`;
-};
+function retryButton(id, key) {
+  return actionButton("Retry", `Retry job ${id}`, `${key} ${id}`, async () => {
+    const r = await api("POST", `/jobs/${encodeURIComponent(id)}/retry`);
+    return `Job ${id} retried: back in ${r.folder}/.`;
+  });
+}
+
+function cancelButton(id, key) {
+  return actionButton("Cancel", `Cancel job ${id} (it moves to failed/)`, `${key} ${id}`,
+    async () => {
+      await api("DELETE", `/jobs/${encodeURIComponent(id)}`);
+      return `Job ${id} cancelled: moved to failed/.`;
+    });
+}
+
 const runNow = (name) => async () => {
   const r = await api("POST", `/scheduler/${encodeURIComponent(name)}/run`);
   return r.jobId ? `Task ${name} enqueued as job ${r.jobId}.` : `Task ${name} enqueued.`;
@@ -239,7 +252,8 @@ function showAlerts(s) {
   if (s.config?.error) {
     alerts.push(el("div", { class: "alert", id: "config-error", role: "alert" },
       el("h2", {}, "⚠ Config error: the last edit did not load"),
-      el("p", {}, `The daemon keeps running with the last good config (${s.config.path ?? "built-in"}). Fix the file and save it again.`),
+      el("p", {}, "The daemon keeps running with the last good config"
+        + ` (${s.config.path ?? "built-in defaults"}). Fix the file and save it again.`),
       el("pre", {}, s.config.error)));
   }
   if (s.storage?.error) {
@@ -276,7 +290,7 @@ function showPending(jobs) {
   const rows = (jobs || []).map((j) => [
     { text: j.id, cls: "id" }, j.priority,
     j.dueAt ? `at ${local(j.dueAt)}` : `due, waiting ${since(j.acceptedAt)}`,
-    actionButton("Cancel", `Cancel job ${j.id} (it moves to failed/)`, `cancel ${j.id}`, cancel(j.id)),
+    cancelButton(j.id, "cancel"),
   ]);
   fillTable($("pending-table"), ["id", "priority", "runs", ""], rows, "Nothing is pending.");
 }
@@ -285,17 +299,17 @@ function showFailed(jobs) {
   const rows = jobs.map((j) => [
     { text: "✗ failed", cls: "failed" }, { text: j.id, cls: "id" }, j.type,
     { text: j.attempts, cls: "num" }, local(j.completedAt), { text: j.error ?? "", cls: "error" },
-    actionButton("Retry", `Retry job ${j.id}`, `retry ${j.id}`, retry(j.id)),
+    retryButton(j.id, "retry"),
   ]);
-  fillTable($("failed-table"), ["status", "id", "type", { text: "attempts", cls: "num" }, "failed at",
-    "error", ""], rows, "No failed jobs.");
+  fillTable($("failed-table"), ["status", "id", "type", { text: "attempts", cls: "num" },
+    "failed at", "error", ""], rows, "No failed jobs.");
 }
 
 function showCompleted(jobs) {
   const rows = jobs.map((j) => [
     { text: "✓ completed", cls: "completed" }, { text: j.id, cls: "id" }, j.type,
     { text: j.attempts, cls: "num" }, local(j.completedAt),
-    { text: j.durationMs === null || j.durationMs === undefined ? "" : `${j.durationMs} ms`, cls: "num" },
+    { text: typeof j.durationMs === "number" ? `${j.durationMs} ms` : "", cls: "num" },
   ]);
   fillTable($("completed-table"), ["status", "id", "type", { text: "attempts", cls: "num" },
     "completed at", { text: "took", cls: "num" }], rows, "No completed jobs yet.");
@@ -303,7 +317,9 @@ function showCompleted(jobs) {
 
 function lastResult(t) {
   if (t.isRunning) return { text: "▶ running", cls: "" };
-  if (t.lastResult === "failed") return { text: `✗ failed: ${t.lastError ?? ""}`, cls: "failed error" };
+  if (t.lastResult === "failed") {
+    return { text: `✗ failed: ${t.lastError ?? ""}`, cls: "failed error" };
+  }
   if (t.lastResult === "completed") return { text: "✓ completed", cls: "completed" };
   return { text: "— not run yet", cls: "" };
 }
@@ -313,9 +329,10 @@ function showTasks(scheduler) {
   const rows = tasks.map((t) => [
     { text: t.name, cls: "id" }, el("code", {}, t.schedule ?? ""),
     asWritten(t.nextRun, t.timezone), local(t.nextRun), asWritten(t.lastRun, t.timezone),
-    lastResult(t), { text: `${t.runCount ?? 0} / ${t.errorCount ?? 0} / ${t.skippedCount ?? 0}`, cls: "num" },
+    lastResult(t),
+    { text: `${t.runCount ?? 0} / ${t.errorCount ?? 0} / ${t.skippedCount ?? 0}`, cls: "num" },
     actionButton("Run now", `Run task ${t.name} now`, `run ${t.name}`, runNow(t.name),
-      scheduler.isRunning ? null : "the scheduler is not running (the daemon is stopping)."),
+      scheduler.isRunning ? null : "the scheduler is not running (the daemon stops)."),
   ]);
   fillTable($("tasks-table"), ["task", "schedule", "next run (task's zone)", "next run (yours)",
     "last run", "last result", { text: "runs / errors / skipped", cls: "num" }, ""], rows,
@@ -329,7 +346,8 @@ function showChart(minutes) {
   const h = (v) => (100 * v) / peak;
   const bars = [];
   minutes.forEach((m, i) => {
-    const title = svg("title", {}, `${local(m.minute)}: ${m.completed} completed, ${m.failed} failed`);
+    const said = `${local(m.minute)}: ${m.completed} completed, ${m.failed} failed`;
+    const title = svg("title", {}, said);
     const attrs = { x: i + 0.1, width: 0.8 };
     if (m.completed) {
       bars.push(svg("rect", { ...attrs, class: "bar-completed", y: 100 - h(m.completed),
@@ -343,8 +361,8 @@ function showChart(minutes) {
   const done = minutes.reduce((a, m) => a + m.completed, 0);
   const failed = minutes.reduce((a, m) => a + m.failed, 0);
   const summary = `Last hour: ${done} completed, ${failed} failed.`;
-  const plot = svg("svg", { viewBox: `0 0 ${minutes.length || 60} 100`, preserveAspectRatio: "none",
-    role: "img", "aria-label": summary }, ...bars);
+  const plot = svg("svg", { viewBox: `0 0 ${minutes.length || 60} 100`,
+    preserveAspectRatio: "none", role: "img", "aria-label": summary }, ...bars);
   $("chart-summary").textContent = summary;
   $("chart").replaceChildren(
     el("div", { class: "legend" },
@@ -357,26 +375,30 @@ function showChart(minutes) {
 
 // ----- find a job -------------------------------------------------------------------------
 
-async function findJob(event) {
+function findJob(event) {
   event.preventDefault();
-  const id = $("find-input").value.trim();
-  const found = $("found");
-  if (!id) return;
+  state.lookedUp = $("find-input").value.trim() || null;
+  if (state.lookedUp) lookUp(state.lookedUp);
+}
+
+/** Where a job is and its record, with Retry or Cancel where they apply; looked up again
+ * at every poll, so that the panel follows the job. */
+async function lookUp(id) {
+  let shown;
   try {
     const r = await api("GET", `/jobs/${encodeURIComponent(id)}`);
     const buttons = [];
-    if (r.folder === "failed") buttons.push(actionButton("Retry", `Retry job ${r.id}`, `found retry ${r.id}`, retry(r.id)));
-    if (r.folder === "pending") {
-      buttons.push(actionButton("Cancel", `Cancel job ${r.id} (it moves to failed/)`, `found cancel ${r.id}`,
-        cancel(r.id)));
-    }
+    if (r.folder === "failed") buttons.push(retryButton(r.id, "found retry"));
+    if (r.folder === "pending") buttons.push(cancelButton(r.id, "found cancel"));
     const failed = r.folder === "failed" ? el("span", { class: "failed" }, "✗ ") : null;
-    found.replaceChildren(
+    shown = [
       el("p", {}, failed, "Job ", el("strong", {}, r.id), ` is in ${r.folder}/. `, ...buttons),
-      el("pre", {}, JSON.stringify(r.record, null, 2)));
+      el("pre", {}, JSON.stringify(r.record, null, 2)),
+    ];
   } catch (e) {
-    found.replaceChildren(el("p", { class: "failed" }, `✗ ${e.message}`));
+    shown = [el("p", { class: "failed" }, `✗ ${e.message}`)];
   }
+  if (id === state.lookedUp) keepFocus(() => $("found").replaceChildren(...shown));
 }
 
 // ----- the loop ---------------------------------------------------------------------------
@@ -392,7 +414,8 @@ async function refresh() {
   try {
     const [status, history, completed, failed] = await Promise.all([
       api("GET", "/status"), api("GET", "/jobs/history"),
-      api("GET", `/jobs/completed?limit=${LIST_LIMIT}`), api("GET", `/jobs/failed?limit=${LIST_LIMIT}`),
+      api("GET", `/jobs/completed?limit=${LIST_LIMIT}`),
+      api("GET", `/jobs/failed?limit=${LIST_LIMIT}`),
     ]);
     state.skewMs = Date.now() - (Date.parse(status.updatedAt) || Date.now());
     state.offline = null;
@@ -408,12 +431,14 @@ async function refresh() {
       showTasks(status.scheduler);
     });
     showActionsNote();
+    if (state.lookedUp) await lookUp(state.lookedUp);
     $("refreshed").textContent = new Date().toLocaleTimeString();
     $("about").classList.remove("failed");
   } catch (e) {
     if (!(e instanceof ApiRefused && e.status === 401)) {
       state.offline = e.message;
-      $("about").textContent = `✗ The daemon does not answer (${e.message}); showing what it said last, trying again.`;
+      $("about").textContent = `✗ The daemon does not answer (${e.message}); showing what it`
+        + " said last, trying again.";
       $("about").classList.add("failed");
       blockActions();
     }
