@@ -293,18 +293,24 @@ def test_a_job_that_is_not_there_is_said_so(page, served):
 
 
 def test_running_and_waiting_jobs_show_how_long(page, served):
-    served.drop("slow.json", {"type": "slow", "id": "slow-1"})
-    running = wait_until(lambda: [r for r in rows(page, "running-table") if r[0] == "slow-1"])
-    assert running[0][1] == "slow" and running[0][3] == "1"
-    wait_until(
-        lambda: [
-            r
-            for r in rows(page, "running-table")
-            if r[0] == "slow-1" and re.fullmatch(r"[1-9][0-9]* s", r[4])
-        ]
-    )
-    Plugins(served.workdir).release("slow-1")
-    wait_until(lambda: not [r for r in rows(page, "running-table") if r[0] == "slow-1"])
+    for n in (1, 2):  # as many as the daemon has workers
+        served.drop(f"slow{n}.json", {"type": "slow", "id": f"slow-{n}"})
+    wait_until(lambda: len(running(page)) == 2)
+    served.drop("wait.json", {"type": "noop", "id": "waiting-1"})
+    assert running(page)["slow-1"][:2] == ["slow", "normal"]  # type, priority
+    wait_until(lambda: re.fullmatch(r"[1-9][0-9]* s", running(page)["slow-1"][3]))  # for 1 s+
+    waiting = wait_until(lambda: [r for r in rows(page, "pending-table") if r[0] == "waiting-1"])
+    assert waiting[0][2].startswith("due, waiting ")
+    wait_until(lambda: re.match(r"[1-9][0-9]* s \(due since ", text(page, "oldest-due")))
+
+    Plugins(served.workdir).release()
+    wait_until(lambda: not running(page) and text(page, "oldest-due") == "none due")
+    assert folder_of(served.spool, "waiting-1") == "completed"
+
+
+def running(driver: Any) -> dict[str, list[str]]:
+    """The running table: job id → type, priority, attempt, running for."""
+    return {row[0]: row[1:] for row in rows(driver, "running-table")}
 
 
 def test_screenshots_at_a_phones_width_and_at_1920(page, served, tmp_path):
