@@ -14,6 +14,7 @@ import socket
 import sys
 import threading
 import time
+from dataclasses import replace
 from email.utils import formatdate
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -93,8 +94,13 @@ class Handler(BaseHTTPRequestHandler):
         self._check_host(url.netloc)
         if method == "OPTIONS":
             return Answer(204, b"", "")
-        if parts != ["healthz"]:  # GET /healthz needs no token; other methods get their 405
-            self._authorize()
+        if parts != ["healthz"] and parts[:1] != ["static"]:  # these need no token
+            refusal = self._refusal()
+            if refusal and not parts:  # the page holds no data: it comes with the 401, to
+                page = self.server.api.endpoints.page(Request(method))  # ask for the token
+                return replace(page, status=401, headers=page.headers | refusal.headers)
+            if refusal:
+                raise refusal
         endpoint, params, allowed = route(method, parts)
         if endpoint is None:
             raise _not_found(method, url.path, allowed)
@@ -122,16 +128,18 @@ class Handler(BaseHTTPRequestHandler):
                                     " 127.0.0.1 or [::1] only (a defence against DNS"
                                     " rebinding); use one of those in the URL")  # fmt: skip
 
-    def _authorize(self) -> None:
+    def _refusal(self) -> ApiError | None:
+        """The 401 for a request without the right token, where one is set; else None."""
         token = self.server.api.token()
         if token is None:
-            return
+            return None
         scheme, _, given = self.headers.get("Authorization", "").partition(" ")
         good = hmac.compare_digest(given.strip().encode(), token.encode())
-        if not (good and scheme.lower() == "bearer"):
-            error = ApiError(401, "this API needs its token: send Authorization: Bearer <token>")
-            error.headers["WWW-Authenticate"] = 'Bearer realm="spoold"'
-            raise error
+        if good and scheme.lower() == "bearer":
+            return None
+        error = ApiError(401, "this API needs its token: send Authorization: Bearer <token>")
+        error.headers["WWW-Authenticate"] = 'Bearer realm="spoold"'
+        return error
 
     def _length(self) -> int | None:
         """The declared body length; None when not declared; ApiError when unusable."""

@@ -36,13 +36,14 @@ from spoold.scheduler import Scheduler, check_tasks
 from spoold.service import Conflict, Counters, FinishListener, NotFound
 from spoold.spool import Spool
 from spoold.status import Stats, StatusWriter
-from spoold.times import iso
+from spoold.times import iso, iso_or_none
 from spoold.watcher import Watcher
 from spoold.worker import Policy, WorkerPool, recover_running
 
 logger = logging.getLogger(__name__)
 
 RETENTION_EVERY = 600.0
+NEXT_PENDING = 10  # pending jobs listed in the status snapshot
 # Config keys a running daemon cannot change; an edit of one is logged and waits for a restart.
 RESTART_KEYS = ("spool", "node", "workers", "http")
 
@@ -298,12 +299,29 @@ class Daemon:
             "updatedAt": iso(time.time()),
             "queue": self.queue_stats(),
             "worker": self.worker_stats(),
+            "jobs": self._jobs_now(),
             "scheduler": self.scheduler_stats(),
             "config": {
                 "path": str(config_path.absolute()) if config_path else None,
                 "loadedAt": iso(self.config_loaded_at),
                 "error": self.config_error,
             },
+        }
+
+    def _jobs_now(self) -> dict[str, Any]:
+        """For the status page: the jobs running now, the next pending ones in dispatch
+        order (those it offers to cancel), and since when the longest-waiting due job is due."""
+        pending = []
+        for text, due in self.dispatcher.upcoming(NEXT_PENDING):
+            stem = parse_stem(text)
+            if stem:
+                accepted, due_at = iso(stem.accepted), iso_or_none(due)
+                pending.append({"id": stem.id, "priority": stem.priority,
+                                "acceptedAt": accepted, "dueAt": due_at})  # fmt: skip
+        return {
+            "running": self.pool.running_jobs(),
+            "nextPending": pending,
+            "oldestDueAt": iso_or_none(self.dispatcher.due_since()),
         }
 
     @property

@@ -15,7 +15,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from spoold.job import Job
 from spoold.names import PRIORITIES, parse_stem
@@ -212,6 +212,35 @@ class Dispatcher:
                 heads.append(heap[0])
         return heads
 
+    def upcoming(self, limit: int) -> list[tuple[str, float | None]]:
+        """The first `limit` pending stems in dispatch order, each with its due time (None
+        when due now): due ones by priority, then those waiting for their time. It walks
+        only the tops of the heaps (the status page shows these, however long the queue)."""
+        with self._cond:
+            found: dict[str, float | None] = {}
+            for priority in PRIORITIES:
+                for stem in _smallest(self._ready[priority], limit, self._present.__contains__):
+                    found.setdefault(stem, None)
+            waiting = _smallest(self._delayed, limit, lambda entry: entry[1] in self._present)
+            for due, stem, _ in waiting:
+                found.setdefault(stem, due)
+            return list(found.items())[:limit]
+
     def stems(self) -> set[str]:
         with self._cond:
             return set(self._present)
+
+
+def _smallest(heap: list[Any], limit: int, keep: Callable[[Any], bool]) -> list[Any]:
+    """The `limit` smallest kept entries of a heap, in order, visiting O(limit) of its
+    nodes (plus the dropped ones met on the way) rather than sorting it."""
+    found: list[Any] = []
+    frontier = [(heap[0], 0)] if heap else []
+    while frontier and len(found) < limit:
+        entry, at = heapq.heappop(frontier)
+        if keep(entry):
+            found.append(entry)
+        for child in (2 * at + 1, 2 * at + 2):
+            if child < len(heap):
+                heapq.heappush(frontier, (heap[child], child))
+    return found

@@ -77,10 +77,12 @@ def job_list(description: str, default: int) -> Schema:
 def paths() -> Schema:
     return {
         "/": {"get": {
-            "summary": "A small HTML status page.",
+            "summary": "The live dashboard: a page whose script polls this API.",
             "responses": {"200": {"description": "The page.",
                                   "content": {"text/html": {"schema": {"type": "string"}}}},
-                          **COMMON_ERRORS},
+                          "401": {"description": "The token is set and the request lacks it:"
+                                                 " the page, which asks for it.",
+                                  "content": {"text/html": {"schema": {"type": "string"}}}}},
         }},
         "/healthz": {"get": {
             "summary": "200 while the daemon serves (needs no token).", "security": [],
@@ -222,6 +224,14 @@ def schemas(types: list[str]) -> Schema:
         "config": {"type": "object", "required": ["path", "loadedAt", "error"], "properties": {
             "path": nullable(string), "loadedAt": time, "error": nullable(string)}},
         "version": string, "uptimeSeconds": {"type": "number", "minimum": 0},
+        "jobs": {"type": "object", "description": "For the dashboard.", "properties": {
+            "running": {"type": "array", "items": {"type": "object", "properties": {
+                "id": string, "type": string, "priority": string, "attempts": integer,
+                "startedAt": nullable(time)}}},
+            "nextPending": {"type": "array", "items": {"type": "object", "properties": {
+                "id": string, "priority": string, "acceptedAt": time,
+                "dueAt": nullable(time)}}},
+            "oldestDueAt": nullable(time)}},
     }  # fmt: skip
     minute = {
         "type": "object",

@@ -20,7 +20,7 @@ from spoold import __version__, metrics, openapi, strictjson
 from spoold.errors import InvalidJob
 from spoold.job import Job, decode_object
 from spoold.names import ID_RE, ID_RULE
-from spoold.page import status_page
+from spoold.page import ASSETS, HEADERS, HTML, PAGE, static_file
 from spoold.service import Conflict, NotFound, Service
 
 logger = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ ROUTES: dict[tuple[str, ...], dict[str, tuple[str, bool]]] = {
     ("jobs", ID, "retry"): {"POST": ("retry", False)},
     ("scheduler",): {"GET": ("scheduler", False)},
     ("scheduler", NAME, "run"): {"POST": ("run_task", False)},
+    ("static", NAME): {"GET": ("asset", False)},
 }
 QUERY_NAMES = {"completed": {"limit"}, "failed": {"limit"}}  # endpoint → query names it takes
 
@@ -132,9 +133,13 @@ class Endpoints:
     # ----- read-only ---------------------------------------------------------------------
 
     def page(self, request: Request) -> Answer:
-        recent = {f: self.service.recent(f, 10) for f in ("completed", "failed")}
-        html = status_page(self.service.snapshot(), recent)
-        return Answer(200, html.encode(), "text/html; charset=utf-8")
+        return Answer(200, static_file(PAGE), HTML, dict(HEADERS))
+
+    def asset(self, request: Request) -> Answer:
+        name = request.params["name"]
+        if name not in ASSETS:
+            raise ApiError(404, f"no such file: /static/{name[:100]}")
+        return Answer(200, static_file(name), ASSETS[name], dict(HEADERS))
 
     def healthz(self, request: Request) -> Answer:
         return ok({"status": "ok"})

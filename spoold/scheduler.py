@@ -397,6 +397,7 @@ class Scheduler:
             "lastRun": local_iso(state.last_run, tz),
             "nextRun": self._next_run(name, now),
             "lastError": state.last_error,
+            "lastResult": state.last_result,
             "skippedCount": state.skipped_count,
             "timezone": tz.key,
         }

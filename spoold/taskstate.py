@@ -53,6 +53,7 @@ class TaskState:
     skipped_count: int = 0
     last_run: float | None = None
     last_error: str | None = None
+    last_result: str | None = None  # the latest finished run's folder: completed or failed
     checked: float | None = None
     latest: float = 0.0
     open: list[Run] = field(default_factory=list)
@@ -72,6 +73,7 @@ class TaskState:
     def finished(self, folder: str, error: str | None) -> None:
         """A run's job reached completed/ or failed/: its outcome is the task's."""
         self.run_count += 1
+        self.last_result = folder
         if folder == "failed":
             self.error_count += 1
             self.last_error = error or "failed"
@@ -98,8 +100,9 @@ class TaskState:
         for name in ("last_run", "checked"):
             if isinstance(data.get(name), int | float):
                 setattr(state, name, float(data[name]))
-        if isinstance(data.get("last_error"), str):
-            state.last_error = data["last_error"]
+        for name in ("last_error", "last_result"):
+            if isinstance(data.get(name), str):
+                setattr(state, name, data[name])
         runs = (Run.from_json(item) for item in data.get("open") or [])
         state.open = [run for run in runs if run is not None]
         if isinstance(data.get("seen"), list):

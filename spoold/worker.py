@@ -24,6 +24,7 @@ from spoold.job import Job, from_record
 from spoold.jobs import JobType
 from spoold.names import parse_stem, running_stem
 from spoold.spool import Spool
+from spoold.times import iso_or_none
 
 logger = logging.getLogger(__name__)
 
@@ -316,6 +317,15 @@ class WorkerPool:
     @property
     def active_count(self) -> int:
         return len(self.active)
+
+    def running_jobs(self) -> list[dict[str, Any]]:
+        """What runs now, oldest attempt first: id, type, priority, attempt, start time."""
+        with self._lock:
+            jobs = [attempt.job for attempt in self.active.values()]
+        jobs.sort(key=lambda job: job.started_at or 0.0)
+        return [{"id": job.id, "type": job.type, "priority": job.priority,
+                 "attempts": job.attempts, "startedAt": iso_or_none(job.started_at)}
+                for job in jobs]  # fmt: skip
 
 
 def _record_or_reject(spool: Spool, running: str, raw: bytes, why: str) -> dict[str, Any] | None:

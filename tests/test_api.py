@@ -290,8 +290,40 @@ def test_healthz_head_and_the_status_page(client):
     assert head.status == 200 and head.body == b""
     page = client.get("/")
     assert page.status == 200
-    assert page.headers["content-type"].startswith("text/html")
-    assert b"<h1>spoold on" in page.body and b"<script" not in page.body
+    assert page.headers["content-type"] == "text/html; charset=utf-8"
+    csp = page.headers["content-security-policy"]
+    assert "default-src 'self'" in csp and "script-src 'self'" in csp and "unsafe" not in csp
+    assert b'<script src="/static/dashboard.js" defer></script>' in page.body
+    assert b"<script>" not in page.body and b"<style" not in page.body  # nothing inline
+    assert b"http://" not in page.body and b"https://" not in page.body  # nothing from elsewhere
+
+
+@pytest.mark.parametrize(("name", "media"), [("dashboard.js", "text/javascript"),
+                                             ("dashboard.css", "text/css")])  # fmt: skip
+def test_the_page_files_are_served_with_their_types(client, name, media):
+    reply = client.get(f"/static/{name}")
+    assert reply.status == 200
+    assert reply.headers["content-type"] == f"{media}; charset=utf-8"
+    assert reply.headers["x-content-type-options"] == "nosniff"
+    assert "default-src 'self'" in reply.headers["content-security-policy"]
+    assert len(reply.body) > 1000 and b"https://" not in reply.body
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/static/nothing.js",
+        "/static/dashboard.html",
+        "/static/..%2Fapi.py",
+        "/static/..%2F__init__.py",
+        "/static",
+    ],
+)
+def test_only_the_page_files_are_served(client, path):
+    reply = client.get(path)
+    assert reply.status == 404 and reply.headers["content-type"] == "application/json"
+    assert "no such" in reply.error  # a JSON error, not a file's bytes
+    assert client.request("POST", "/static/dashboard.js").status == 405
 
 
 def test_metrics_in_the_prometheus_text_format(client, served):
@@ -725,6 +757,11 @@ def test_the_token_guards_everything_but_healthz_and_options(start_daemon):
         basic = anonymous.get("/types", headers={"Authorization": f"Basic {TOKEN}"})
         assert basic.status == 401
         assert anonymous.get("/healthz").status == 200
+        # The page and its files hold no data: the page comes with its 401 and asks for it.
+        page = anonymous.get("/")
+        assert page.status == 401 and b'id="token-form"' in page.body
+        assert page.headers["content-type"].startswith("text/html")
+        assert anonymous.get("/static/dashboard.js").status == 200
         assert anonymous.request("HEAD", "/healthz").status == 200
         assert anonymous.request("TRACE", "/healthz").status == 405
         assert anonymous.request("OPTIONS", "/jobs").status in (200, 204)

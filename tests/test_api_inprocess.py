@@ -1,4 +1,4 @@
-"""The API's parts in this process: routing, the recent lists, metrics, the page; and a
+"""The API's parts in this process: routing, the recent lists, metrics; and a
 daemon started in-process where a test needs to look inside it (dispatcher, scheduler)."""
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from spoold.errors import ConfigError
 from spoold.history import History
 from spoold.names import ID_RE, make_stem
 from spoold.openapi import RESERVED_IDS
-from spoold.page import status_page
 from spoold.recent import MAX_RECORD_BYTES, Recent
 from spoold.routes import ROUTES, route
 from spoold.spool import Spool
@@ -156,25 +155,6 @@ def test_the_recent_list_is_bounded(spool):
     assert [r["id"] for r in recent.newest("completed", 100)] == [
         f"j{n}" for n in range(19, 14, -1)
     ]
-
-
-# ----- the page --------------------------------------------------------------------------------
-
-
-def test_the_status_page_escapes_everything():
-    evil = "<script>alert(1)</script>"
-    snapshot = {
-        "node": evil, "pid": 1, "startedAt": evil, "updatedAt": "",
-        "queue": {"pending": {"total": 0, "critical": 0, "high": 0, "normal": 0, "low": 0},
-                  "running": 0, "completed": 0, "failed": 0},
-        "worker": {"workerId": evil, "isRunning": True, "activeJobs": 0, "processedJobs": 0,
-                   "concurrency": 1},
-        "scheduler": {"tasks": [{"name": evil, "lastError": evil}]},
-        "config": {"path": evil, "error": evil},
-    }  # fmt: skip
-    page = status_page(snapshot, {"failed": [{"id": evil, "error": "'\"&<>"}]})
-    assert "<script" not in page
-    assert "&lt;script&gt;" in page and "&#x27;&quot;&amp;&lt;&gt;" in page
 
 
 # ----- an in-process daemon ----------------------------------------------------------------------

@@ -114,3 +114,18 @@ def test_the_index_says_which_due_times_it_knows():
     d.discard("2-scanned")
     d.add("2-scanned", "normal", 0.0, due_known=True)  # a stem that left starts afresh
     assert d.take(timeout=0).due_known
+
+
+def test_upcoming_lists_the_next_jobs_in_dispatch_order_without_taking_them():
+    d = Dispatcher(Clock())
+    stems = [(f"2-{n:04}", "normal") for n in range(500, 0, -1)]
+    d.add_many([*stems, ("3-low", "low"), ("0-first", "critical"), ("0-gone", "critical")])
+    d.add("1-later", "high", due=1500.0)
+    d.add("1-soon", "high", due=1100.0)
+    d.discard("0-gone")
+    assert d.upcoming(4) == [("0-first", None), ("2-0001", None), ("2-0002", None),
+                             ("2-0003", None)]  # fmt: skip
+    everything = d.upcoming(1000)
+    assert everything[-3:] == [("3-low", None), ("1-soon", 1100.0), ("1-later", 1500.0)]
+    assert len(everything) == 504 and d.counts()["total"] == 504
+    assert d.upcoming(0) == []

@@ -100,6 +100,7 @@ def test_first_tick_only_starts_the_window_then_each_minute_fires_once(tmp_path)
     ]  # fmt: skip
     snap = world.task("every", T0 + timedelta(minutes=3))
     assert snap["runCount"] == 3 and snap["errorCount"] == 0 and not snap["isRunning"]
+    assert snap["lastResult"] == "completed"
     assert snap["lastRun"] == "2026-06-01T10:03:05+00:00"  # the tick that enqueued it
     assert snap["nextRun"] == "2026-06-01T10:04:00+00:00"
 
@@ -113,7 +114,8 @@ def test_snapshot_has_the_spec_shape_and_next_run_with_its_offset(tmp_path):
         "tasks": [{
             "name": "ny", "schedule": "30 2 * * *", "isRunning": False, "runCount": 0,
             "errorCount": 0, "lastRun": None, "nextRun": "2026-06-02T02:30:00-04:00",
-            "lastError": None, "skippedCount": 0, "timezone": "America/New_York",
+            "lastError": None, "lastResult": None, "skippedCount": 0,
+            "timezone": "America/New_York",
         }],
     }  # fmt: skip
 
@@ -153,6 +155,7 @@ def test_a_task_job_that_fails_counts_as_the_task_error(tmp_path):
     snap = world.task("b")
     assert snap["runCount"] == 2 and snap["errorCount"] == 2
     assert snap["lastError"] == "RuntimeError: the ledger is locked"
+    assert snap["lastResult"] == "failed"
 
 
 # --- no overlap ---------------------------------------------------------------------------
@@ -220,7 +223,8 @@ def test_state_is_kept_across_a_new_scheduler(tmp_path):
     world.scheduler = world.new_scheduler()
     snap = world.task("b")
     assert (snap["runCount"], snap["errorCount"]) == (2, 2)
-    assert snap["lastError"] == "RuntimeError: the ledger is locked"
+    assert (snap["lastError"], snap["lastResult"]) == ("RuntimeError: the ledger is locked",
+                                                       "failed")  # fmt: skip
     assert snap["lastRun"] == "2026-06-01T10:02:00+00:00"
 
 
