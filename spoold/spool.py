@@ -36,8 +36,10 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from spoold.errors import SpoolUnusable
+from spoold.storage import StorageHealth
 from spoold.times import iso, utc_second
 
 logger = logging.getLogger(__name__)
@@ -51,7 +53,7 @@ STEM_RE = re.compile(
     r"(?P<ts>\d{8}T\d{6}\.\d{9})Z-(?P<id>[A-Za-z0-9_\-][A-Za-z0-9._\-]{0,127})$"
 )
 ERROR_SUFFIX = ".error.json"
-MAX_SPARES = 256  # as many as the committer's batch, so a batch reuses files
+PROBE = b"spoold write test\n" * 64  # about as large as a job's record
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,18 @@ class Incoming:
     mtime: float
 
 
+class Record(NamedTuple):
+    """A job's file to make durable at folder/<stem>.json (its final record, its retry,
+    or a new job), and the running file it replaces, if any. With `exclusive`, the name
+    must be free (a scheduled run's name decides who fires it): FileExistsError if not."""
+
+    folder: str
+    stem: str
+    data: bytes
+    running: str | None = None
+    exclusive: bool = False
+
+
 class Rejected(Exception):
     """An incoming file that must go to failed/ unread; the message says why."""
 
@@ -127,7 +141,6 @@ class Spool:
         self._held: set[str] = set()  # running names a worker of this daemon holds
         self._held_lock = threading.Lock()
         self._dir_syncs = {key: GroupSync(path) for key, path in self._p.items()}
-        self._spares: list[str] = []  # finished running files, kept in tmp/ to be rewritten
         self._node_lock: int | None = None  # fd of running/.node-<node>.lock, held for life
         # Taken around each job's bookkeeping (accept, claim, record) by intake, workers and
         # committer: a performance device, not a correctness one. Under the GIL those threads
@@ -138,6 +151,7 @@ class Spool:
         self.turn = threading.Lock()
         self._root: int | None = None  # fd of the spool folder, for syncfs
         self._root_lock = threading.Lock()
+        self.health = StorageHealth()  # whether writes succeed now (storage.py)
 
     # ----- set-up -------------------------------------------------------------------------
 
@@ -145,12 +159,19 @@ class Spool:
         """Create missing folders and prove the spool is writable, or raise SpoolUnusable."""
         for folder in ("", *FOLDERS):
             self._make(self.dirs[folder])
-        probe = self.dirs["tmp"] / f".probe-{self.owner}"
         try:
-            probe.write_bytes(b"")
-            probe.unlink()
+            self.probe()
         except OSError as e:
             raise SpoolUnusable(f"{self.dirs['tmp']} is not writable: {e.strerror}") from e
+
+    def probe(self) -> None:
+        """Write a small file in tmp/ (flushed when durable) and drop it: OSError if the
+        spool takes no writes now."""
+        name = f".probe-{self.owner}"
+        try:
+            self.write("tmp", name, PROBE)
+        finally:
+            _unlink_quiet(self._p["tmp"] + name)
 
     def ensure_extra(self, folder: str) -> None:
         """Create one of EXTRA_FOLDERS (e.g. schedule/) if missing, else SpoolUnusable."""
@@ -192,30 +213,17 @@ class Spool:
     def _tmp_name(self) -> str:
         return f"{self._p['tmp']}{self.owner}.{next(self._tmp_counter)}.tmp"
 
-    def _open_tmp(self) -> tuple[str, int]:
-        """A file in tmp/ to write: a spare (a finished job's file, rewritten in place) when
-        there is one, since allocating and freeing an inode per job costs more than the
-        renames; else a new file."""
-        while self._spares:
-            try:
-                tmp = self._spares.pop()
-                # No O_TRUNC: ext4 flushes a file truncated to zero when it is closed;
-                # overwriting and then cutting to length (see _write_tmp) does not.
-                return tmp, os.open(tmp, os.O_WRONLY | os.O_NOFOLLOW)
-            except (IndexError, FileNotFoundError):
-                continue
-        tmp = self._tmp_name()
-        return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-
     def _write_tmp(self, data: bytes, sync: bool | None = None) -> str:
-        """Write data to a file in tmp/ (fdatasynced when durable, unless sync=False)."""
-        tmp, fd = self._open_tmp()
+        """Write data to a new file in tmp/ (fdatasynced when durable, unless sync=False).
+
+        Always a file spoold creates: a finished job's file is never rewritten, since
+        its inode may be a producer's (a hard link they kept, an fd they hold)."""
+        tmp = self._tmp_name()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
-            if os.fstat(fd).st_size > len(data):  # a spare that was longer: cut it
-                os.ftruncate(fd, len(data))  # (ext4 truncates even to the same size)
             if self.durable if sync is None else sync:
                 os.fdatasync(fd)
         except BaseException:
@@ -297,26 +305,34 @@ class Spool:
 
     def reject(self, name: str, reason: str, folder: str = "incoming") -> str | None:
         """Move a bad file to failed/ under its own name (made unique if taken), unread,
-        and write <name>.error.json beside it. Returns the name in failed/, or None if gone."""
+        with <name>.error.json beside it. Returns the name in failed/, or None if gone;
+        OSError if the explanation cannot be written (the file is left where it was)."""
         if folder == "running":
             self.let_go(name)
         for candidate in _unique_names(name):
             target = self.dirs["failed"] / candidate
             if os.path.lexists(target) or os.path.lexists(str(target) + ERROR_SUFFIX):
                 continue
-            if not self._move(folder, name, "failed", candidate):
-                return None
             explanation = {"file": name, "error": reason, "rejectedAt": iso(time.time())}
             explanation["node"] = self.node
+            # The explanation first: a file never sits in failed/ without its reason, and one
+            # that cannot get it (a full disk: OSError) stays where it was.
             self.write("failed", candidate + ERROR_SUFFIX, _dump(explanation))
+            if not self._move(folder, name, "failed", candidate):
+                _unlink_quiet(self._p["failed"] + candidate + ERROR_SUFFIX)
+                return None
             return candidate
         return None
 
     # ----- pending and running ---------------------------------------------------------------
 
     def enqueue(self, stem: str, data: bytes, exclusive: bool = False) -> bool:
-        """Write a new pending job (HTTP, schedules, retries); False if exclusive and taken."""
-        return self.write("pending", stem + ".json", data, exclusive)
+        """Write a new pending job now (tools, tests); False if exclusive and taken."""
+        try:
+            self.commit_one(Record("pending", stem, data, exclusive=exclusive))
+        except FileExistsError:
+            return False
+        return True
 
     def claim(self, stem: str) -> str | None:
         """pending → running under a name only this daemon uses; None if another took it.
@@ -381,14 +397,12 @@ class Spool:
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o644))
 
     def end_lease(self) -> None:
-        """A clean stop: our running files are all settled, the lease and spares go."""
+        """A clean stop: our running files are all settled, the lease goes."""
         _unlink_quiet(self._p["running"] + self.lease_name)
-        self.drop_spares()
+        self.close()
 
-    def drop_spares(self) -> None:
-        """Delete the spare files in tmp/ and close the spool folder: we are done writing."""
-        while self._spares:
-            _unlink_quiet(self._spares.pop())
+    def close(self) -> None:
+        """Close the spool folder (kept open for flush): we are done writing."""
         with self._root_lock:
             root, self._root = self._root, None
         if root is not None:
@@ -396,32 +410,81 @@ class Spool:
 
     def finish(self, running: str, stem: str, folder: str, data: bytes) -> None:
         """Write the final record (completed/ or failed/) or the retry (pending/), then drop
-        the running file. A crash between the two leaves both; recover() sees the record
-        and drops the running file, so no job appears twice."""
-        self.write(folder, stem + ".json", data)
-        self.retire_running(running)
+        the running file, now (recovery, cancel); OSError if it could not be written."""
+        self.commit_one(Record(folder, stem, data, running))
+
+    def commit_one(self, record: Record) -> None:
+        """commit() of one record, its error raised."""
+        error = self.commit([record], self.durable)[0]
+        if error is not None:
+            raise error
 
     def retire_running(self, running: str) -> None:
-        """Drop a running file whose outcome is written (see finish and commit.py)."""
+        """Drop a running file whose outcome is written (see commit)."""
         try:
-            self._retire(self._p["running"] + running)
+            os.unlink(self._p["running"] + running)
         except FileNotFoundError:
             logger.warning("running/%s was already gone when the job finished", running)
         self.let_go(running)
 
-    # ----- group commit (commit.py): stage many, flush once, place, flush once ---------------
+    # ----- the one way a job's file is written --------------------------------------------
 
-    def stage(self, data: bytes) -> str:
-        """Write data to tmp/ without a flush; returns the file to place()."""
-        return self._write_tmp(data, sync=False)
+    def commit(self, records: list[Record], flush: bool) -> list[OSError | None]:
+        """Write each record in tmp/, flush the file system once (with `flush`), rename
+        them into place, flush once more, and only then drop the running files they
+        replace; each record's error (None: done). A crash at any point leaves every
+        job in running/ or at its new place (recover() drops the running file of a job
+        whose record is there), so nothing is lost or recorded twice.
 
-    def place(self, tmp: str, folder: str, name: str) -> None:
-        """Rename a staged file to folder/name."""
-        os.replace(tmp, self._p[folder] + name)
+        Every job file spoold writes goes through here, in the daemon (commit.py) or in
+        a helper process (helper.py). After an error the batch is done again record by
+        record, so one bad record fails alone; a record that fails keeps its running file.
+        """
+        try:
+            results = self._commit_batch(records, flush)
+        except OSError as e:
+            if len(records) == 1:
+                return [e]
+            logger.warning("cannot commit %d job file(s) together (%s): one by one",
+                           len(records), e)  # fmt: skip
+            return [self.commit([record], flush)[0] for record in records]
+        with self.turn:
+            for record, error in zip(records, results, strict=True):
+                if error is None and record.running is not None:
+                    self.retire_running(record.running)
+        return results
 
-    def unstage(self, tmp: str) -> None:
-        """Drop a staged file that will not be placed (gone already if it was)."""
-        _unlink_quiet(tmp)
+    def _commit_batch(self, records: list[Record], flush: bool) -> list[OSError | None]:
+        """commit()'s writes and renames; OSError (nothing placed for sure) if one fails."""
+        staged: list[str] = []
+        try:
+            with self.turn:
+                staged.extend(self._write_tmp(record.data, sync=False) for record in records)
+            if flush:
+                self.flush()
+            with self.turn:
+                results = [self._place(tmp, r) for tmp, r in zip(staged, records, strict=True)]
+            if flush:
+                self.flush()
+        except OSError:
+            for tmp in staged:  # those placed are gone from tmp/ already
+                _unlink_quiet(tmp)
+            raise
+        return results
+
+    def _place(self, tmp: str, record: Record) -> OSError | None:
+        """Rename a written file to its place; FileExistsError for a taken exclusive name."""
+        target = f"{self._p[record.folder]}{record.stem}.json"
+        if not record.exclusive:
+            os.replace(tmp, target)
+            return None
+        try:
+            os.link(tmp, target)
+        except FileExistsError as e:
+            return e
+        finally:
+            _unlink_quiet(tmp)
+        return None
 
     def flush(self) -> None:
         """Make everything written to the spool's file system durable: one syncfs(2)
@@ -440,15 +503,6 @@ class Spool:
             if self._root is None:
                 self._root = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
             return self._root
-
-    def _retire(self, path: str) -> None:
-        """Drop a finished running file: kept in tmp/ as a spare to rewrite, or deleted."""
-        if len(self._spares) >= MAX_SPARES:
-            os.unlink(path)
-            return
-        spare = self._tmp_name()
-        os.rename(path, spare)
-        self._spares.append(spare)
 
     def clean_tmp(self) -> None:
         """Remove what earlier lives of this node left in tmp/ (spares, interrupted writes)."""

@@ -22,10 +22,10 @@ from spoold import helper as helper_module
 from spoold.commit import Committer, Outcome
 from spoold.context import Context
 from spoold.dispatch import Dispatcher
-from spoold.helper import Helper, HelperGone, accept_files, commit_files
+from spoold.helper import Helper, HelperGone, accept_files
 from spoold.intake import Intake
 from spoold.jobs import JobType
-from spoold.spool import Spool, make_stem
+from spoold.spool import Record, Spool, make_stem
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux helper")
 
@@ -59,8 +59,8 @@ def not_dot(spool: Spool, folder: str) -> list[str]:
 
 def test_a_batch_is_placed_and_its_running_files_dropped(spool):
     claimed = running_jobs(spool, 3)
-    items = [(running, stem, "completed", f"r{stem}".encode()) for stem, running in claimed]
-    assert commit_files(spool, items) == [None, None, None]
+    items = [Record("completed", stem, f"r{stem}".encode(), running) for stem, running in claimed]
+    assert spool.commit(items, flush=True) == [None, None, None]
     assert records(spool) == {f"{stem}.json": f"r{stem}".encode() for stem, _ in claimed}
     assert not_dot(spool, "running") == []
 
@@ -68,37 +68,38 @@ def test_a_batch_is_placed_and_its_running_files_dropped(spool):
 def test_one_item_that_cannot_be_placed_fails_alone_and_keeps_its_running_file(spool):
     (stem_a, running_a), (stem_b, running_b) = running_jobs(spool, 2)
     shutil.rmtree(spool.dirs["failed"])
-    items = [(running_a, stem_a, "failed", b"a"), (running_b, stem_b, "completed", b"b")]
-    errors = commit_files(spool, items)
+    items = [Record("failed", stem_a, b"a", running_a)]
+    items.append(Record("completed", stem_b, b"b", running_b))
+    errors = spool.commit(items, flush=True)
     assert isinstance(errors[0], FileNotFoundError) and errors[1] is None
     assert records(spool) == {f"{stem_b}.json": b"b"}
     assert not_dot(spool, "running") == [running_a]  # found again at the next start
-    assert len(not_dot(spool, "tmp")) == 1  # b's running file, kept as a spare
+    assert not_dot(spool, "tmp") == []  # nothing left behind
 
 
 def test_the_helper_commits_a_batch_and_leaves_no_file_when_closed(spool):
     claimed = running_jobs(spool, 5)
     helper = Helper.spawn(spool, "commit")
     assert helper is not None
-    items = [(running, stem, "completed", b"done") for stem, running in claimed]
-    items.append((None, make_stem("high", spool.accept_ns(), "new"), "pending", b"{}"))
-    assert helper.ask("commit", items) == [None] * 6
+    items = [Record("completed", stem, b"done", running) for stem, running in claimed]
+    items.append(Record("pending", make_stem("high", spool.accept_ns(), "new"), b"{}"))
+    assert helper.ask("commit", items, True) == [None] * 6
     assert len(records(spool)) == 5 and not_dot(spool, "running") == []
     assert len(not_dot(spool, "pending")) == 1
     helper.close()
     assert helper.process.returncode == 0
-    assert not_dot(spool, "tmp") == []  # its spares are gone with it
+    assert not_dot(spool, "tmp") == []
 
 
 def test_the_helper_ignores_the_signals_meant_for_the_daemon(spool):
     helper = Helper.spawn(spool, "commit")
     assert helper is not None
     try:
-        assert helper.ask("commit", []) == []  # up and serving
+        assert helper.ask("commit", [], True) == []  # up and serving
         helper.process.send_signal(signal.SIGTERM)
         helper.process.send_signal(signal.SIGINT)
         [(stem, running)] = running_jobs(spool, 1)
-        assert helper.ask("commit", [(running, stem, "completed", b"ok")]) == [None]
+        assert helper.ask("commit", [Record("completed", stem, b"ok", running)], True) == [None]
     finally:
         helper.close()
     assert records(spool) == {f"{stem}.json": b"ok"}
@@ -110,7 +111,7 @@ def test_a_helper_that_died_is_an_error_not_a_hang(spool):
     helper.process.kill()
     helper.process.wait()
     with pytest.raises(HelperGone):
-        helper.ask("commit", [(None, "s", "pending", b"{}")])
+        helper.ask("commit", [Record("pending", "s", b"{}")], True)
     helper.close()
 
 
@@ -303,16 +304,16 @@ def test_the_intake_goes_on_without_a_helper_that_died(spool, intake, caplog):
     assert caplog.text.count("the intake helper stopped") == 1
 
 
-def test_a_file_that_cannot_be_moved_in_stays_and_its_id_stays_free(spool, intake, caplog):
+def test_a_file_that_cannot_be_moved_in_stays_and_its_id_stays_free(spool, intake):
     [name] = drop_jobs(spool, "a")
     spool.dirs["pending"].rmdir()
     spool.dirs["pending"].write_bytes(b"")  # not a folder: the rename fails (ENOTDIR)
-    with caplog.at_level(logging.ERROR, logger="spoold.intake"):
-        assert intake.accept_files([name], 0.0) == []
+    assert intake.accept_files([name], 0.0) == []
     spool.dirs["pending"].unlink()
     spool.dirs["pending"].mkdir()
     assert os.listdir(spool.dirs["incoming"]) == [name]
-    assert "cannot move incoming/a.json to pending/" in caplog.text
+    assert not spool.health.ok
+    assert "moving incoming/a.json to pending/ failed: ENOTDIR" in str(spool.health.error)
     assert "a" not in intake.ids  # the rescan can admit it
     assert intake.accept_files([name], 0.0) == [] and intake.dispatcher.counts()["total"] == 1
 
@@ -321,8 +322,8 @@ def test_without_flush_a_batch_is_placed_and_nothing_is_flushed(tmp_path):
     spool = CountingSpool(tmp_path / "spool", durable=False)
     spool.ensure()
     claimed = running_jobs(spool, 3)
-    items = [(running, stem, "completed", b"r") for stem, running in claimed]
-    assert commit_files(spool, items, flush=False) == [None] * 3
+    items = [Record("completed", stem, b"r", running) for stem, running in claimed]
+    assert spool.commit(items, flush=False) == [None] * 3
     assert len(records(spool)) == 3 and not_dot(spool, "running") == []
     assert spool.flushes == 0
 
