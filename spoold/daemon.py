@@ -91,6 +91,7 @@ class Daemon:
         self.spool.lock_node()
         self.spool.clean_tmp()
         self.spool.renew_lease()
+        self._hold_space()
         if self.api:
             self.api.bind()
         self.intake.ids.load(self.spool)
@@ -141,6 +142,15 @@ class Daemon:
         return 0
 
     # ----- start-up scans and periodic chores -----------------------------------------------
+
+    def _hold_space(self) -> None:
+        """Space for status.json on a full disk (Spool.rewrite); without it, only the log
+        and /healthz tell of one."""
+        try:
+            self.spool.hold_space()
+        except OSError as e:
+            logger.warning("cannot hold space for the status file in %s (%s): on a full disk"
+                           " it will not be updated", self.spool.dirs["tmp"], e)  # fmt: skip
 
     def _index_pending(self) -> None:
         """Put every job in pending/ that the index does not know into it."""
@@ -276,6 +286,7 @@ class Daemon:
                 "loadedAt": iso(self.config_loaded_at),
                 "error": self.config_error,
             },
+            "storage": self.spool.health.snapshot(),
         }
 
     @property
@@ -284,7 +295,7 @@ class Daemon:
         return f"status-{node}.json" if node else "status.json"
 
     def _write_status(self, data: bytes) -> None:
-        self.spool.write("", self.status_name, data)
+        self.spool.rewrite("", self.status_name, data)
 
 
 def _zone_and_policy(config: Config) -> tuple[ZoneInfo, Policy]:

@@ -127,6 +127,11 @@ class SpooldCollector(Collector):
             "When the config in force was loaded (Unix time).",
             value=getattr(daemon, "config_loaded_at", 0.0),
         )
+        yield GaugeMetricFamily(
+            "spoold_storage_ok",
+            "1 while the spool takes writes, 0 while they fail (full disk, read-only, ...).",
+            value=1 if daemon.spool.health.ok else 0,
+        )
         info = GaugeMetricFamily("spoold_info", "This daemon.", labels=["version", "node"])
         info.add_metric([__version__, daemon.spool.owner], 1)
         yield info

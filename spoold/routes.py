@@ -94,6 +94,10 @@ class Endpoints:
         return Answer(200, html.encode(), "text/html; charset=utf-8")
 
     def healthz(self, request: Request) -> Answer:
+        """200 while the daemon serves; 503 while the spool takes no writes (storage.py)."""
+        health = self.daemon.spool.health
+        if not health.ok:
+            return Answer(503, dump({"status": "storage-error", "error": health.error}))
         return ok({"status": "ok"})
 
     def metrics_text(self, request: Request) -> Answer:
@@ -161,7 +165,8 @@ class Endpoints:
             raise ApiError(400, str(e), **extra) from e
         except OSError as e:
             logger.warning("could not write a job posted over HTTP into the spool: %s", e)
-            raise ApiError(503, f"the spool could not be written: {e.strerror or e}") from e
+            reason = self.daemon.spool.health.error or e.strerror or e  # storage.py's one line
+            raise ApiError(503, f"the spool could not be written: {reason}") from e
 
     # ----- operator verbs ----------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import calendar
 import contextlib
 import ctypes
+import errno
 import fcntl
 import itertools
 import json
@@ -54,6 +55,8 @@ STEM_RE = re.compile(
 )
 ERROR_SUFFIX = ".error.json"
 PROBE = b"spoold write test\n" * 64  # about as large as a job's record
+RESERVE_BYTES = 16384  # space held in tmp/ for the status file on a full disk (see rewrite)
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,7 @@ class Spool:
         # Plain string prefixes for the per-job moves: pathlib costs more than the syscall.
         self._p = {key: f"{path}{os.sep}" for key, path in self.dirs.items()}
         self.lease_name = f".lease-{self.owner}"
+        self._reserve = f"{self._p['tmp']}{self.owner}.reserve"
         self._tmp_counter = itertools.count()
         self._clock_lock = threading.Lock()
         self._last_ns = 0
@@ -254,6 +258,47 @@ class Spool:
             _unlink_quiet(tmp)
             raise
         self._sync_dir(folder, sync)
+        return True
+
+    def hold_space(self) -> None:
+        """Keep tmp/<owner>.reserve, RESERVE_BYTES of blanks, for rewrite() to use when the
+        disk is full; OSError if it cannot be made."""
+        fd = os.open(self._reserve, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        try:
+            _pwrite_all(fd, b" " * RESERVE_BYTES)
+        finally:
+            os.close(fd)
+
+    def rewrite(self, folder: str, name: str, data: bytes) -> None:
+        """write(), and on a full disk into the space held by hold_space(): the status file
+        must still say that the disk is full. The held file is filled with data and blanks
+        (still the same JSON) and swapped with folder/name in one rename (RENAME_EXCHANGE),
+        so the old file becomes the space held for next time."""
+        try:
+            self.write(folder, name, data)
+        except OSError as e:
+            if e.errno not in NO_SPACE or not self._write_held(data):
+                raise
+            _exchange(self._reserve, self._p[folder] + name)
+            self._sync_dir(folder)
+
+    def _write_held(self, data: bytes) -> bool:
+        """Overwrite the held file with data and blanks within the space it has; False if
+        there is none, or too little."""
+        try:
+            fd = os.open(self._reserve, os.O_WRONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return False
+        try:
+            st = os.fstat(fd)
+            room = max(st.st_size, st.st_blocks * 512)
+            if len(data) > room:
+                return False
+            _pwrite_all(fd, data + b" " * (room - len(data)))
+            if self.durable:
+                os.fdatasync(fd)
+        finally:
+            os.close(fd)
         return True
 
     def _move(self, src_folder: str, src: str, dst_folder: str, dst: str) -> bool:
@@ -399,6 +444,7 @@ class Spool:
     def end_lease(self) -> None:
         """A clean stop: our running files are all settled, the lease goes."""
         _unlink_quiet(self._p["running"] + self.lease_name)
+        _unlink_quiet(self._reserve)
         self.close()
 
     def close(self) -> None:
@@ -445,7 +491,7 @@ class Spool:
         except OSError as e:
             if len(records) == 1:
                 return [e]
-            logger.warning("cannot commit %d job file(s) together (%s): one by one",
+            logger.debug("cannot commit %d job file(s) together (%s): one by one",
                            len(records), e)  # fmt: skip
             return [self.commit([record], flush)[0] for record in records]
         with self.turn:
@@ -620,6 +666,38 @@ def _find_syncfs() -> Callable[[int], int] | None:
 
 
 _syncfs = _find_syncfs()
+AT_FDCWD = -100
+RENAME_EXCHANGE = 2
+
+
+def _find_renameat2() -> Callable[..., int] | None:
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                         ctypes.c_uint)  # fmt: skip
+    return function
+
+
+_renameat2 = _find_renameat2()
+
+
+def _exchange(a: str, b: str) -> None:
+    """Swap two names in one step (renameat2 RENAME_EXCHANGE, Linux); OSError if the file
+    system or the C library cannot."""
+    if _renameat2 is None:
+        raise OSError(errno.ENOSYS, "renameat2 is not in this C library", b)
+    if _renameat2(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), b)
+
+
+def _pwrite_all(fd: int, data: bytes) -> None:
+    """data at the start of the file, whatever pwrite() takes per call."""
+    view, offset = memoryview(data), 0
+    while offset < len(data):
+        offset += os.pwrite(fd, view[offset:], offset)
 
 
 class GroupSync:

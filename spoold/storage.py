@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import threading
 import time
 from typing import Any
@@ -33,7 +34,7 @@ def describe(what: str, error: OSError, where: str) -> str:
     """One line: what failed, the errno, the path, and what to do; spoold retries."""
     code = error.errno
     name = errno.errorcode.get(code, "?") if code is not None else "?"
-    path = error.filename or where
+    path = os.path.abspath(os.fsdecode(error.filename or where))
     advice = ADVICE.get(code or 0, "fix the file system")
     return (f"{what} failed: {name} ({error.strerror or error}) at {path}: {advice};"
             " spoold retries by itself")  # fmt: skip
