@@ -183,11 +183,19 @@ class Daemon:
             try:
                 self._index_pending()
                 self._recover(own_node_too=False)
+                self._clean_dead_tmp()
                 if time.time() - last_prune >= RETENTION_EVERY:
                     last_prune = time.time()
                     self._prune()
             except OSError as e:
                 logger.error("housekeeping failed, trying again later: %s", e)
+
+    def _clean_dead_tmp(self) -> None:
+        """Files a killed helper (ours, or another daemon's) left in tmp/."""
+        removed = self.spool.clean_dead_tmp(time.time(), self.config.lease_seconds)
+        if removed:
+            logger.info("removed %d file(s) from tmp/ whose writer stopped: %s", len(removed),
+                        ", ".join(sorted(removed)[:5]))  # fmt: skip
 
     def _prune(self) -> None:
         retention = self.config.retention

@@ -142,7 +142,7 @@ class Helper:
             return None
         node = spool.node if spool.shared else ""
         command = [sys.executable, "-m", "spoold.helper", role, str(spool.root), node,
-                   str(os.getpid())]  # fmt: skip
+                   str(os.getpid()), spool.owner]  # fmt: skip
         try:
             process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                        env=_same_spoold())  # fmt: skip
@@ -217,12 +217,14 @@ def _die_with(parent: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def serve(role: str, root: str, node: str, parent: int) -> int:
-    """The helper: do each request read from stdin, answer on stdout, until EOF."""
+def serve(role: str, root: str, node: str, parent: int, owner: str) -> int:
+    """The helper: do each request read from stdin, answer on stdout, until EOF. Its
+    files in tmp/ carry the daemon's name (`owner`) and its own pid: if it is killed,
+    the daemon (or another) knows whose they were (Spool.clean_dead_tmp)."""
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
     _die_with(parent)
-    spool = Spool(Path(root), node or None, durable=True)
+    spool = Spool(Path(root), node or None, durable=True, owner=owner)
     stdin, stdout = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # a stray print must not corrupt the answers: stdout is theirs alone
     sys.stdout = sys.stderr
@@ -248,4 +250,4 @@ def _do(role: str, spool: Spool, verb: str, args: tuple) -> list:
 
 
 if __name__ == "__main__":
-    raise SystemExit(serve(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])))
+    raise SystemExit(serve(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]))

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from spoold.errors import SpoolUnusable
-from spoold.storage import StorageHealth
+from spoold.storage import StorageHealth, errno_name
 from spoold.times import iso, utc_second
 
 logger = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ ERROR_SUFFIX = ".error.json"
 PROBE = b"spoold write test\n" * 64  # about as large as a job's record
 RESERVE_BYTES = 16384  # space held in tmp/ for the status file on a full disk (see rewrite)
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)  # a file system without flock
 
 
 @dataclass(frozen=True)
@@ -127,18 +128,23 @@ class Rejected(Exception):
 class Spool:
     """The spool folder and its verbs. Thread-safe; a lost race returns None."""
 
-    def __init__(self, root: Path, node: str | None = None, durable: bool = True) -> None:
+    def __init__(
+        self, root: Path, node: str | None = None, durable: bool = True, owner: str | None = None
+    ) -> None:
+        """`owner`: a helper process works for its daemon, under the daemon's name."""
         self.root = Path(root)
         self.node = node or "local"
         self.shared = node is not None  # several daemons may share this spool
-        self.owner = f"{self.node}+{uuid.uuid4().hex[:8]}"
+        self.owner = owner or f"{self.node}+{uuid.uuid4().hex[:8]}"
         self.durable = durable
         names = FOLDERS + EXTRA_FOLDERS
         self.dirs = {"": self.root} | {name: self.root / name for name in names}
         # Plain string prefixes for the per-job moves: pathlib costs more than the syscall.
         self._p = {key: f"{path}{os.sep}" for key, path in self.dirs.items()}
         self.lease_name = f".lease-{self.owner}"
-        self._reserve = f"{self._p['tmp']}{self.owner}.reserve"
+        # tmp/<owner>.<pid>.<n>.tmp and .reserve: whose they are, for clean_dead_tmp
+        self._tmp_prefix = f"{self._p['tmp']}{self.owner}.{os.getpid()}."
+        self._reserve = f"{self._tmp_prefix}reserve"
         self._tmp_counter = itertools.count()
         self._clock_lock = threading.Lock()
         self._last_ns = 0
@@ -215,7 +221,7 @@ class Spool:
             self._dir_syncs[folder].sync()
 
     def _tmp_name(self) -> str:
-        return f"{self._p['tmp']}{self.owner}.{next(self._tmp_counter)}.tmp"
+        return f"{self._tmp_prefix}{next(self._tmp_counter)}.tmp"
 
     def _write_tmp(self, data: bytes, sync: bool | None = None) -> str:
         """Write data to a new file in tmp/ (fdatasynced when durable, unless sync=False).
@@ -414,9 +420,14 @@ class Spool:
         the same node name (two with `node` unset, say) is refused instead of recovering
         the first one's running jobs. Where the file system has no locks, only warn."""
         path = f"{self._p['running']}.node-{self.node}.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as e:
+            raise SpoolUnusable(_lock_failed(path, e)) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
             os.close(fd)
@@ -425,11 +436,11 @@ class Spool:
                 f" {self.node!r}: stop it, or give each daemon its own --node"
             ) from None
         except OSError as e:
-            logger.warning("cannot lock %s (%s): run one daemon per node name", path, e)
             os.close(fd)
+            if e.errno not in NO_LOCKS:
+                raise SpoolUnusable(_lock_failed(path, e)) from None
+            logger.warning("cannot lock %s (%s): run one daemon per node name", path, e)
             return
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._node_lock = fd
 
     def renew_lease(self) -> None:
@@ -492,7 +503,7 @@ class Spool:
             if len(records) == 1:
                 return [e]
             logger.debug("cannot commit %d job file(s) together (%s): one by one",
-                           len(records), e)  # fmt: skip
+                         len(records), e)  # fmt: skip
             return [self.commit([record], flush)[0] for record in records]
         with self.turn:
             for record, error in zip(records, results, strict=True):
@@ -551,11 +562,34 @@ class Spool:
             return self._root
 
     def clean_tmp(self) -> None:
-        """Remove what earlier lives of this node left in tmp/ (spares, interrupted writes)."""
+        """Remove what earlier lives of this node left in tmp/ (interrupted writes)."""
         mine = f"{self.node}+"
         for name in self.names("tmp"):
             if name.startswith(mine) and not name.startswith(self.owner):
                 _unlink_quiet(self._p["tmp"] + name)
+
+    def clean_dead_tmp(self, now: float, lease: float) -> list[str]:
+        """Remove files in tmp/ whose writer provably stopped: on this node, a process that
+        is gone (a helper killed mid-write, say); on another, a daemon whose lease file is
+        missing or older than `lease` seconds. Returns the names removed."""
+        removed = []
+        leases: dict[str, bool] = {}
+        for name in self.names("tmp"):
+            writer = tmp_writer(name)
+            if writer is None:
+                continue
+            owner, pid = writer
+            if owner.rsplit("+", 1)[0] == self.node:
+                dead = not _process_alive(pid)
+            else:
+                if owner not in leases:
+                    renewed = self.mtime("running", f".lease-{owner}")
+                    leases[owner] = renewed is not None and now - renewed <= lease
+                dead = not leases[owner]
+            if dead:
+                _unlink_quiet(self._p["tmp"] + name)
+                removed.append(name)
+        return removed
 
     def cancel(self, stem: str, data: bytes) -> bool:
         """Take a pending job from the workers (by claiming it) and fail it with data."""
@@ -656,6 +690,41 @@ class Spool:
             self.remove("failed", name + ERROR_SUFFIX)
             return candidate
         return None
+
+
+def tmp_writer(name: str) -> tuple[str, int] | None:
+    """'<owner>.<pid>.<n>.tmp' or '<owner>.<pid>.reserve' → (owner, pid); None for others."""
+    parts = name.rsplit(".", 3 if name.endswith(".tmp") else 2)
+    if len(parts) < 3 or parts[-1] not in ("tmp", "reserve"):
+        return None
+    if "+" not in parts[0] or not parts[1].isdigit():
+        return None
+    return parts[0], int(parts[1])
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether a process of this host runs (a zombie, killed and not yet reaped, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat_file:
+            return stat_file.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
+    except FileNotFoundError:
+        return False
+    except OSError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _lock_failed(path: str, error: OSError) -> str:
+    """The one-line reason a start ends on the node lock's unexpected error."""
+    return (f"cannot lock {os.path.abspath(path)}: {errno_name(error)}"
+            f" ({error.strerror or error}) from its file system: check that mount (an NFS"
+            " client's lock options) or put the spool on a local disk")  # fmt: skip
 
 
 def _find_syncfs() -> Callable[[int], int] | None:

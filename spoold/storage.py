@@ -32,12 +32,15 @@ ADVICE = {
 
 def describe(what: str, error: OSError, where: str) -> str:
     """One line: what failed, the errno, the path, and what to do; spoold retries."""
-    code = error.errno
-    name = errno.errorcode.get(code, "?") if code is not None else "?"
     path = os.path.abspath(os.fsdecode(error.filename or where))
-    advice = ADVICE.get(code or 0, "fix the file system")
-    return (f"{what} failed: {name} ({error.strerror or error}) at {path}: {advice};"
-            " spoold retries by itself")  # fmt: skip
+    advice = ADVICE.get(error.errno or 0, "fix the file system")
+    return (f"{what} failed: {errno_name(error)} ({error.strerror or error}) at {path}:"
+            f" {advice}; spoold retries by itself")  # fmt: skip
+
+
+def errno_name(error: OSError) -> str:
+    """ENOSPC, EROFS, ...: the name a person searches for; '?' for an error without one."""
+    return errno.errorcode.get(error.errno, "?") if error.errno is not None else "?"
 
 
 class StorageHealth:

@@ -1,7 +1,9 @@
 """The spool protocol on real folders: names, atomic moves, lost races, rejects."""
 
 import os
+import subprocess
 import threading
+import time
 
 import pytest
 
@@ -110,10 +112,35 @@ def test_a_finished_jobs_file_is_never_written_into(spool, tmp_path):
 
 def test_clean_tmp_removes_only_earlier_lives_of_this_node(spool):
     tmp = spool.dirs["tmp"]
-    for name in ("n1+dead.0.tmp", "n2+other.0.tmp", f"{spool.owner}.9.tmp"):
+    for name in ("n1+dead.1.0.tmp", "n2+other.1.0.tmp", f"{spool.owner}.1.9.tmp"):
         (tmp / name).write_bytes(b"x")
     spool.clean_tmp()
-    assert sorted(os.listdir(tmp)) == sorted(["n2+other.0.tmp", f"{spool.owner}.9.tmp"])
+    assert sorted(os.listdir(tmp)) == sorted(["n2+other.1.0.tmp", f"{spool.owner}.1.9.tmp"])
+
+
+def test_tmp_files_go_once_their_writer_provably_stopped(spool):
+    """A killed helper's files (this node, its pid gone), a dead node's (lease expired)."""
+    gone = _exited_pid()
+    me = os.getpid()
+    spool.renew_lease()
+    (spool.dirs["running"] / ".lease-n2+stale").touch()
+    os.utime(spool.dirs["running"] / ".lease-n2+stale", (0, 0))
+    (spool.dirs["running"] / ".lease-n3+alive").touch()
+    names = [f"{spool.owner}.{gone}.0.tmp", f"{spool.owner}.{me}.1.tmp"]
+    names += [f"{spool.owner}.{me}.reserve", f"n2+stale.{me}.0.tmp", "n2+nolease.7.3.tmp"]
+    names += [f"n3+alive.{gone}.0.tmp", "other.json"]
+    for name in names:
+        (spool.dirs["tmp"] / name).write_bytes(b"x")
+    removed = spool.clean_dead_tmp(time.time(), lease=30)
+    assert sorted(removed) == sorted([names[0], names[3], names[4]])
+    assert sorted(os.listdir(spool.dirs["tmp"])) == sorted([names[1], names[2], names[5], names[6]])
+
+
+def _exited_pid() -> int:
+    """The pid of a process that ran and was reaped."""
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
 
 
 def test_exclusive_enqueue_refuses_a_taken_name(spool):
