@@ -16,7 +16,15 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import CountingSpool, daemon_env, job_files, wait_until
+from conftest import (
+    CountingSpool,
+    children,
+    cmdline,
+    daemon_env,
+    helper_of,
+    job_files,
+    wait_until,
+)
 
 from spoold import helper as helper_module
 from spoold.commit import Committer, Outcome
@@ -118,7 +126,7 @@ def test_a_helper_that_died_is_an_error_not_a_hang(spool):
 def test_the_committer_goes_on_without_a_helper_that_died(spool, caplog):
     committer = Committer(spool, helper=True)
     committer.start()
-    helper = _helper_of(os.getpid(), "commit")
+    helper = helper_of(os.getpid(), "commit")
     os.kill(helper, signal.SIGKILL)
     claimed = running_jobs(spool, 3)
     done = []
@@ -172,8 +180,8 @@ def _alive(pid: int) -> bool:
 @pytest.mark.parametrize("durability", ["fsync", "relaxed"])
 def test_a_daemon_works_through_two_helpers_and_takes_them_down_on_kill_9(start_daemon, durability):
     daemon = start_daemon(durability=durability)
-    helpers = _children(daemon.proc.pid)
-    roles = sorted(_cmdline(pid).split("-m spoold.helper ")[1].split()[0] for pid in helpers)
+    helpers = children(daemon.proc.pid)
+    roles = sorted(cmdline(pid).split("-m spoold.helper ")[1].split()[0] for pid in helpers)
     assert roles == ["commit", "intake"]
     for n in range(20):
         daemon.drop(f"j{n}.json", {"type": "noop", "id": f"j{n}"})
@@ -192,30 +200,6 @@ def test_a_clean_stop_leaves_tmp_empty_with_helpers(start_daemon, durability):
     wait_until(lambda: len(job_files(daemon.spool, "completed")) == 10)
     assert daemon.stop() == 0
     assert job_files(daemon.spool, "tmp") == [] and job_files(daemon.spool, "running") == []
-
-
-def _children(pid: int) -> list[int]:
-    kids = []
-    for task in os.listdir(f"/proc/{pid}/task"):
-        text = Path(f"/proc/{pid}/task/{task}/children").read_text()
-        kids += [int(k) for k in text.split()]
-    return kids
-
-
-def _helper_of(pid: int, role: str) -> int:
-    """The one helper process of `role` that pid started."""
-    found: list[int] = []
-
-    def look() -> bool:
-        found[:] = [kid for kid in _children(pid) if f"-m spoold.helper {role} " in _cmdline(kid)]
-        return len(found) == 1
-
-    wait_until(look, 5)
-    return found[0]
-
-
-def _cmdline(pid: int) -> str:
-    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
 
 
 def test_posts_from_threads_share_the_helper(spool):
@@ -286,7 +270,7 @@ def drop_jobs(spool: Spool, *ids: str) -> list[str]:
 
 
 def test_the_intake_moves_files_through_its_helper_and_indexes_them(spool, intake):
-    helper = _helper_of(os.getpid(), "intake")
+    helper = helper_of(os.getpid(), "intake")
     assert intake.accept_files(drop_jobs(spool, "a", "b"), 0.0) == []
     assert sorted(n.rsplit("-", 1)[1] for n in records(spool, "pending")) == ["a.json", "b.json"]
     assert intake.dispatcher.counts()["total"] == 2
@@ -295,7 +279,7 @@ def test_the_intake_moves_files_through_its_helper_and_indexes_them(spool, intak
 
 
 def test_the_intake_goes_on_without_a_helper_that_died(spool, intake, caplog):
-    helper = _helper_of(os.getpid(), "intake")
+    helper = helper_of(os.getpid(), "intake")
     os.kill(helper, signal.SIGKILL)
     with caplog.at_level(logging.ERROR, logger="spoold.helper"):
         assert intake.accept_files(drop_jobs(spool, "a", "b", "c"), 0.0) == []
