@@ -397,7 +397,11 @@ class Spool:
             if name in self._held:
                 return None
             self._held.add(name)
-        moved = self._move("pending", stem + ".json", "running", name)
+        try:
+            moved = self._move("pending", stem + ".json", "running", name)
+        except OSError:  # a read-only spool, say: the name is free to try again
+            self.let_go(name)
+            raise
         if not moved and not os.path.exists(self._p["running"] + name):
             self.let_go(name)
             return None

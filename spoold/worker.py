@@ -168,7 +168,12 @@ class WorkerPool:
         stem, priority = taken.stem, taken.priority
         if not taken.due_known and self._deferred(stem, priority, now):
             return None
-        running = self.spool.claim(stem)
+        try:
+            running = self.spool.claim(stem)
+        except OSError as e:  # a read-only spool, say: the job stays in pending/
+            self.spool.health.failed(f"claiming pending/{stem}.json", e, str(self.spool.root))
+            self.dispatcher.defer(stem, priority, now, due_known=False)
+            return None
         if running is None:
             return None
         job = taken.job or self._load(running, stem, priority)
