@@ -29,6 +29,7 @@ from spoold.errors import (
 )
 from spoold.jobs.registry import build_registry
 from spoold.names import PRIORITIES
+from spoold.storage import errno_name
 
 logger = logging.getLogger("spoold")
 
@@ -56,8 +57,17 @@ def main(argv: list[str] | None = None) -> int:
     except SpoolError as e:
         print(f"spoold: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # a file system's surprise: a reason, not a traceback
+        print(f"spoold: {_os_error(e)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _os_error(error: OSError) -> str:
+    where = f" at {error.filename}" if error.filename else ""
+    return (f"{errno_name(error)} ({error.strerror or error}){where}: check that path and its"
+            " file system (mounted, writable, not full), then start again")  # fmt: skip
 
 
 def _one_line(problems: list[str]) -> str:

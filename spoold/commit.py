@@ -1,19 +1,19 @@
-"""Group commit: with `durability: fsync`, many finished jobs share one flush.
+"""Group commit: the one place that decides how a job's file is written.
 
-Flushing each record on its own costs a device flush per job. The committer
-takes every outcome the workers have handed it, writes them all, flushes the
-file system once, renames them into place, flushes once more, and only then
-drops their running files and reports them (helper.commit_files, run in a
-helper process where one can be started). A crash before that leaves each job
-in running/, where the next start finds it: nothing reported is lost.
+Every outcome of a job (its record, its retry) and every job posted over HTTP
+or fired by the scheduler comes here as an Outcome. While the committer's
+thread runs, it takes every outcome handed to it, writes them all in one
+Spool.commit (write, flush the file system once, rename into place, flush once
+more, drop the running files), in a helper process where one could be started
+(helper.py), and only then reports them. Before start and after stop an outcome
+is written at once in the caller's thread. Without `durability: fsync` the same,
+without the flushes. A crash before the commit leaves each job in running/,
+where the next start finds it: nothing reported is lost.
 
-With `durability: relaxed` the workers hand their outcomes here only when there
-is a helper process to write them (without the flushes), since that takes the
-writes off the daemon's threads; without one they write their own.
-
-New jobs posted over HTTP come the same way (no running file; their callers
-wait for `done`, or hear of an error through `failed`), so eight clients
-posting at once share two flushes instead of paying eight.
+A write that fails (a full disk, say) is not the job's fault: its outcome is
+kept here and written again with a back-off (up to RETRY_MAX seconds) until the
+spool takes it, while the spool's health (storage.py) says why. A caller that
+waits for its write (HTTP, the scheduler) hears of the error instead.
 """
 
 from __future__ import annotations
@@ -21,16 +21,19 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from spoold.helper import FileWork, Item
-from spoold.spool import Spool
+from spoold.helper import FileWork
+from spoold.spool import Record, Spool
 
 logger = logging.getLogger(__name__)
 
 MAX_BATCH = 256
 MAX_WAITING = 1024  # workers wait when this many outcomes are not yet durable
+RETRY_FIRST = 0.1  # seconds before a failed write is tried again; doubled up to RETRY_MAX
+RETRY_MAX = 2.0
 
 
 @dataclass(frozen=True)
@@ -43,12 +46,17 @@ class Outcome:
     folder: str
     data: bytes
     done: Callable[[], None]
-    failed: Callable[[OSError], None] | None = None  # None: log it, the job stays put
+    failed: Callable[[OSError], None] | None = None  # None: kept and written again
+    exclusive: bool = False  # the name must be free (see Record)
+
+    @property
+    def record(self) -> Record:
+        return Record(self.folder, self.stem, self.data, self.running, self.exclusive)
 
 
 class Committer:
-    """One thread making the workers' outcomes durable in batches (with `helper`, through
-    a helper process; see helper.py)."""
+    """One thread making outcomes durable in batches (with `helper`, through a helper
+    process; see helper.py), and keeping those the spool did not take."""
 
     def __init__(self, spool: Spool, helper: bool = False) -> None:
         self.spool = spool
@@ -58,11 +66,14 @@ class Committer:
         self._thread = threading.Thread(target=self._loop, name="spoold-commit", daemon=True)
         self._running = False
         self._state = threading.Lock()  # orders submits against stop's end marker
+        self._kept: list[Outcome] = []  # outcomes whose write failed: written again later
+        self._retry_in = RETRY_FIRST
+        self._retry_at = 0.0
 
     @property
     def waiting(self) -> int:
-        """How many outcomes are handed over and not yet taken into a batch."""
-        return self._queue.qsize()
+        """How many outcomes are handed over and not yet durable (kept ones included)."""
+        return self._queue.qsize() + len(self._kept)
 
     @property
     def has_helper(self) -> bool:
@@ -84,8 +95,9 @@ class Committer:
             self._thread.start()
 
     def submit(self, outcome: Outcome) -> None:
-        """Hand an outcome over; its done() (or failed()) runs once it is durable (at once,
-        in this thread, when the committer is not running: before start, after stop)."""
+        """Hand an outcome over; its done() (or failed()) runs once it is durable. The one
+        decision of how it is written: by the committer's thread while that runs, else at
+        once in this thread (before start, after stop)."""
         with self._state:
             if self._running:
                 self._queue.put(outcome)
@@ -104,27 +116,36 @@ class Committer:
 
     def _loop(self) -> None:
         while True:
-            batch, last = self._next_batch()
+            batch, last = self._next_batch(self._patience())
+            if self._kept and (last or time.monotonic() >= self._retry_at):
+                batch, self._kept = self._kept + batch, []
             if batch:
                 self._commit_guarded(batch)
+            elif not self.spool.health.ok and time.monotonic() >= self._retry_at:
+                self._probe()
             if last:
+                self._give_up()
                 return
+
+    def _patience(self) -> float | None:
+        """How long to wait for new outcomes: until the next retry while writes fail."""
+        if not self._kept and self.spool.health.ok:
+            return None
+        return max(self._retry_at - time.monotonic(), 0.0)
 
     def _commit_guarded(self, batch: list[Outcome]) -> None:
         """_commit, but a bug in it must not end the thread: the workers and HTTP clients
-        waiting on it would wait forever. Each outcome's caller hears of the error; a
-        finished job stays in running/, recovered at the next start."""
+        waiting on it would wait forever."""
         try:
             self._commit(batch)
-        except Exception as e:
+        except Exception:
             logger.exception("could not commit %d job outcome(s)", len(batch))
-            error = e if isinstance(e, OSError) else OSError(f"internal error: {e!r}")
-            for o in batch:
-                if o.failed is not None:
-                    o.failed(error)
 
-    def _next_batch(self) -> tuple[list[Outcome], bool]:
-        first = self._queue.get()
+    def _next_batch(self, timeout: float | None) -> tuple[list[Outcome], bool]:
+        try:
+            first = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return [], False
         if first is None:
             return [], True
         batch = [first]
@@ -139,18 +160,73 @@ class Committer:
         return batch, False
 
     def _commit(self, batch: list[Outcome]) -> None:
-        results = self._commit_files([(o.running, o.stem, o.folder, o.data) for o in batch])
+        """Write the batch; report each outcome written, keep (or hand back) the others."""
+        results = self._write([o.record for o in batch])
+        trouble: tuple[Outcome, OSError] | None = None
         with self.spool.turn:
             for o, error in zip(batch, results, strict=True):
                 if error is None:
                     if o.running is not None:
                         self.spool.let_go(o.running)
                     o.done()
-                elif o.failed is not None:
+                    continue
+                if not isinstance(error, FileExistsError):  # a taken name is an answer
+                    trouble = trouble or (o, error)
+                if o.failed is not None:
                     o.failed(error)
                 else:
-                    logger.error("job %s stays in running/ until the next start: %s", o.stem, error)
+                    self._keep(o, error)
+        if trouble is None:
+            self._writes_ok()
+        else:
+            o, error = trouble
+            where = str(self.spool.dirs[o.folder])
+            self._writes_fail(f"writing {o.folder}/{o.stem}.json", error, where)
 
-    def _commit_files(self, items: list[Item]) -> list[OSError | None]:
-        """commit_files, flushing as the config says now (a reload may change it)."""
-        return self._files.commit(items, self.spool.durable)
+    def _write(self, records: list[Record]) -> list[OSError | None]:
+        """Spool.commit in the helper or here, flushing as the config says now (a reload
+        may change it); an unexpected error counts as each record's error."""
+        try:
+            return self._files.commit(records, self.spool.durable)
+        except Exception as e:
+            logger.exception("could not commit %d job file(s)", len(records))
+            error = e if isinstance(e, OSError) else OSError(f"internal error: {e!r}")
+            return [error] * len(records)
+
+    def _keep(self, outcome: Outcome, error: OSError) -> None:
+        """An outcome the spool did not take: written again later while the thread runs."""
+        if threading.current_thread() is self._thread:
+            self._kept.append(outcome)
+        else:
+            _strand(outcome, error)
+
+    def _writes_fail(self, what: str, error: OSError, where: str) -> None:
+        """Say why writes fail, and when to try again (sooner the first times)."""
+        self.spool.health.failed(what, error, where)
+        self._retry_at = time.monotonic() + self._retry_in
+        self._retry_in = min(self._retry_in * 2, RETRY_MAX)
+
+    def _writes_ok(self) -> None:
+        self._retry_in = RETRY_FIRST
+        self.spool.health.recovered()
+
+    def _probe(self) -> None:
+        """Nothing to write again, yet writes failed (a move or a posted job): try a small
+        write to learn when the spool takes writes again."""
+        try:
+            self.spool.probe()
+        except OSError as e:
+            self._writes_fail("a test write in tmp/", e, str(self.spool.dirs["tmp"]))
+            return
+        self._writes_ok()
+
+    def _give_up(self) -> None:
+        """At stop: outcomes still not written stay in running/, recovered at next start."""
+        for o in self._kept:
+            _strand(o, self.spool.health.error)
+        self._kept = []
+
+
+def _strand(outcome: Outcome, why: object) -> None:
+    logger.error("job %s stays in running/ until the next start: its %s record could not be"
+                 " written (%s)", outcome.stem, outcome.folder, why)  # fmt: skip

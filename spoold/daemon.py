@@ -105,6 +105,7 @@ class Daemon:
         self.spool.lock_node()
         self.spool.clean_tmp()
         self.spool.renew_lease()
+        self._hold_space()
         if self.api:
             self.api.bind()
         self.intake.ids.load(self.spool)
@@ -172,6 +173,15 @@ class Daemon:
 
     # ----- start-up scans and periodic chores -----------------------------------------------
 
+    def _hold_space(self) -> None:
+        """Space for status.json on a full disk (Spool.rewrite); without it, only the log
+        and /healthz tell of one."""
+        try:
+            self.spool.hold_space()
+        except OSError as e:
+            logger.warning("cannot hold space for the status file in %s (%s): on a full disk"
+                           " it will not be updated", self.spool.dirs["tmp"], e)  # fmt: skip
+
     def _index_pending(self) -> None:
         """Put every job in pending/ that the index does not know into it."""
         found = []
@@ -203,11 +213,19 @@ class Daemon:
             try:
                 self._index_pending()
                 self._recover(own_node_too=False)
+                self._clean_dead_tmp()
                 if time.time() - last_prune >= RETENTION_EVERY:
                     last_prune = time.time()
                     self._prune()
             except OSError as e:
                 logger.error("housekeeping failed, trying again later: %s", e)
+
+    def _clean_dead_tmp(self) -> None:
+        """Files a killed helper (ours, or another daemon's) left in tmp/."""
+        removed = self.spool.clean_dead_tmp(time.time(), self.config.lease_seconds)
+        if removed:
+            logger.info("removed %d file(s) from tmp/ whose writer stopped: %s", len(removed),
+                        ", ".join(sorted(removed)[:5]))  # fmt: skip
 
     def _prune(self) -> None:
         retention = self.config.retention
@@ -306,6 +324,7 @@ class Daemon:
                 "loadedAt": iso(self.config_loaded_at),
                 "error": self.config_error,
             },
+            "storage": self.spool.health.snapshot(),
         }
 
     def _jobs_now(self) -> dict[str, Any]:
@@ -330,7 +349,7 @@ class Daemon:
         return f"status-{node}.json" if node else "status.json"
 
     def _write_status(self, data: bytes) -> None:
-        self.spool.write("", self.status_name, data)
+        self.spool.rewrite("", self.status_name, data)
 
     # ----- the service the HTTP API and the metrics use (service.py) --------------------------
 
@@ -394,7 +413,12 @@ class Daemon:
             due_since=self.dispatcher.due_since(),
             config_loaded_at=self.config_loaded_at,
             config_ok=self.config_error is None,
+            storage_ok=self.spool.health.ok,
         )
+
+    def storage_error(self) -> str | None:
+        health = self.spool.health
+        return None if health.ok else health.error or "the spool takes no writes"
 
     def history(self, now: float) -> list[dict[str, Any]]:
         return self.per_minute.minutes(now)

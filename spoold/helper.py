@@ -8,7 +8,7 @@ other:
 
   intake   moves admitted files from incoming/ to pending/ (accept_files), a
            batch per wake-up of the intake;
-  commit   the group commit (commit_files): write a batch of outcomes in tmp/,
+  commit   the group commit (Spool.commit): write a batch of outcomes in tmp/,
            flush the file system once, rename them into place, flush once more,
            and only then drop the running files they replace. Without
            `durability: fsync` the same, without the flushes.
@@ -48,12 +48,10 @@ from typing import IO, Any
 
 from spoold import logs
 from spoold.errors import HelperGone
-from spoold.spool import Spool
+from spoold.spool import Record, Spool
 
 logger = logging.getLogger("spoold.helper")
 
-# (running file or None, stem, folder, bytes): a file to make durable at folder/<stem>.json
-Item = tuple[str | None, str, str, bytes]
 # (name in incoming/, stem in pending/): an admitted file to move in
 Move = tuple[str, str]
 PR_SET_PDEATHSIG = 1
@@ -73,43 +71,9 @@ def accept_files(spool: Spool, moves: list[Move]) -> list[bool | OSError]:
     return results
 
 
-def commit_files(spool: Spool, items: list[Item], flush: bool = True) -> list[OSError | None]:
-    """Make every item durable (with `flush`; else only written and placed), then drop
-    its running file; each item's error (None: done). After an error the batch is
-    retried item by item, so one bad item fails alone; an item that fails keeps its
-    running file, found again at the next start."""
-    staged: list[str] = []
-    try:
-        with spool.turn:
-            staged.extend(spool.stage(data) for *_, data in items)
-        if flush:
-            spool.flush()
-        with spool.turn:
-            for tmp, (_, stem, folder, _) in zip(staged, items, strict=True):
-                spool.place(tmp, folder, stem + ".json")
-        if flush:
-            spool.flush()
-    except OSError:
-        logger.exception("cannot commit %d job outcome(s); committing one by one", len(items))
-        for tmp in staged:  # those placed are gone from tmp/ already
-            spool.unstage(tmp)
-        return [_commit_one(spool, item, flush) for item in items]
-    with spool.turn:
-        for running, *_ in items:
-            if running is not None:
-                spool.retire_running(running)
-    return [None] * len(items)
-
-
-def _commit_one(spool: Spool, item: Item, flush: bool) -> OSError | None:
-    running, stem, folder, data = item
-    try:
-        spool.write(folder, stem + ".json", data, sync=flush)
-        if running is not None:
-            spool.retire_running(running)
-    except OSError as e:
-        return e
-    return None
+def commit_files(spool: Spool, records: list[Record], flush: bool) -> list[OSError | None]:
+    """Spool.commit, the one way a job's file is written: a helper only carries it out."""
+    return spool.commit(records, flush)
 
 
 VERBS: dict[str, Callable[..., list[Any]]] = {"accept": accept_files, "commit": commit_files}
@@ -145,9 +109,9 @@ class FileWork:
         """accept_files, in the helper if it runs."""
         return self._do("accept", moves)
 
-    def commit(self, items: list[Item], flush: bool) -> list[OSError | None]:
-        """commit_files, in the helper if it runs."""
-        return self._do("commit", items, flush)
+    def commit(self, records: list[Record], flush: bool) -> list[OSError | None]:
+        """Spool.commit, in the helper if it runs."""
+        return self._do("commit", records, flush)
 
     def _do(self, verb: str, *args: Any) -> list[Any]:
         if self._helper is not None:
@@ -176,7 +140,7 @@ class Helper:
             return None
         node = spool.node if spool.shared else ""
         command = [sys.executable, "-m", "spoold.helper", role, str(spool.root), node,
-                   str(os.getpid())]  # fmt: skip
+                   str(os.getpid()), spool.owner]  # fmt: skip
         try:
             process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                        env=_same_spoold())  # fmt: skip
@@ -197,7 +161,7 @@ class Helper:
             raise HelperGone(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__) from e
 
     def close(self) -> None:
-        """End of input: the helper drops its spare files and exits."""
+        """End of input: the helper exits."""
         with contextlib.suppress(OSError):
             if self.process.stdin is not None:
                 self.process.stdin.close()
@@ -252,11 +216,13 @@ def _die_with(parent: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def serve(role: str, root: str, node: str, parent: int) -> int:
-    """The helper: do each request read from stdin, answer on stdout, until EOF."""
+def serve(role: str, root: str, node: str, parent: int, owner: str) -> int:
+    """The helper: do each request read from stdin, answer on stdout, until EOF. Its
+    files in tmp/ carry the daemon's name (`owner`) and its own pid: if it is killed,
+    the daemon (or another) knows whose they were (Spool.clean_dead_tmp)."""
     logs.setup(logging.INFO, os.environ.get(logs.FORMAT_VARIABLE, "text"))  # as the daemon's
     _die_with(parent)
-    spool = Spool(Path(root), node or None, durable=True)
+    spool = Spool(Path(root), node or None, durable=True, owner=owner)
     stdin, stdout = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # a stray print must not corrupt the answers: stdout is theirs alone
     sys.stdout = sys.stderr
@@ -268,7 +234,7 @@ def serve(role: str, root: str, node: str, parent: int) -> int:
                 return 0
             send(stdout, _do(role, spool, verb, args))
     finally:
-        spool.drop_spares()
+        spool.close()
 
 
 def _do(role: str, spool: Spool, verb: str, args: tuple[Any, ...]) -> list[Any]:
@@ -282,4 +248,4 @@ def _do(role: str, spool: Spool, verb: str, args: tuple[Any, ...]) -> list[Any]:
 
 
 if __name__ == "__main__":
-    raise SystemExit(serve(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])))
+    raise SystemExit(serve(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]))

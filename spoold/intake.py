@@ -12,16 +12,18 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from spoold.commit import Outcome
+from spoold.commit import Committer, Outcome
 from spoold.context import Context
 from spoold.errors import InvalidJob, Rejected
 from spoold.helper import FileWork
 from spoold.job import Job, decode_object, new_job
 from spoold.names import make_stem, parse_stem, priority_from_name, running_stem, stem_of
-from spoold.rejects import printable
+from spoold.rejects import readable
 from spoold.spool import Spool
 
 logger = logging.getLogger(__name__)
+
+WAIT_FOR_STORAGE = 1.0  # seconds before files are looked at again while writes fail
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,8 @@ class Intake:
 
     def __init__(self, context: Context, max_bytes: int, settle_seconds: float) -> None:
         self.spool, self.dispatcher = context.spool, context.dispatcher
-        self.registry, self.tz, self.committer = context.registry, context.tz, context.committer
+        self.registry, self.tz = context.registry, context.tz
+        self.committer = context.committer or Committer(context.spool)  # unstarted: inline
         self.max_bytes = max_bytes
         self.settle_seconds = settle_seconds
         self.ids = IdRegistry()
@@ -91,7 +94,8 @@ class Intake:
         (see Spool.turn): a backlog is judged in batches, not in a turn per file.
 
         Returns (when to look again, name) for each file that does not parse yet and
-        changed less than settleSeconds ago: a writer may still be at it.
+        changed less than settleSeconds ago: a writer may still be at it, or the spool
+        took no writes (storage.py): the file waits in incoming/, as it was.
         """
         later: list[tuple[float, str]] = []
         admitted: list[Admitted] = []
@@ -99,6 +103,9 @@ class Intake:
             for name in names:
                 try:
                     again = self._accept_file(name, now, admitted)
+                except OSError as e:  # the rejection's explanation could not be written
+                    self._cannot_write(f"rejecting incoming/{name}", e, "failed")
+                    again = now + WAIT_FOR_STORAGE
                 except Exception:
                     logger.exception("could not judge incoming/%s; left for the rescan", name)
                     continue
@@ -118,8 +125,11 @@ class Intake:
             return
         self.ids.release(entry.job.id)
         if isinstance(result, OSError):
-            logger.error("cannot move incoming/%s to pending/ (%s); left for the rescan",
-                         entry.name, result)  # fmt: skip
+            self._cannot_write(f"moving incoming/{entry.name} to pending/", result, "pending")
+
+    def _cannot_write(self, what: str, error: OSError, folder: str) -> None:
+        """The file stays in incoming/, taken again by the rescan once writes succeed."""
+        self.spool.health.failed(what, error, str(self.spool.dirs[folder]))
 
     def _accept_file(self, name: str, now: float, admitted: list[Admitted]) -> float | None:
         """Judge one file; an admitted one gets its id and pending name, and is listed in
@@ -170,12 +180,12 @@ class Intake:
             where = self.spool.reject(name, reason)
         except OSError as e:
             logger.error("cannot reject incoming/%s (%s): left there, judged again at the"
-                         " next rescan; it was rejected because: %s", printable(name), e,
+                         " next rescan; it was rejected because: %s", readable(name), e,
                          reason)  # fmt: skip
             return
         if where:
             self.rejected += 1
-            logger.warning("rejected incoming/%s → failed/%s: %s", printable(name), where, reason)
+            logger.warning("rejected incoming/%s → failed/%s: %s", readable(name), where, reason)
 
     def submit(self, data: dict[str, Any], now: float, exclusive_stem: str | None = None) -> Job:
         """Write a job straight into pending/, durably, before returning (HTTP, schedules).
@@ -200,20 +210,19 @@ class Intake:
         return job
 
     def _write(self, stem: str, data: bytes, exclusive: bool) -> bool:
-        """Put a new job in pending/ and return once it is durable (with fsync). Through
-        the committer when there is one, so that jobs posted together share its flushes;
-        an exclusive write (a scheduled run, whose name decides who fires it) goes alone.
-        False if exclusive and the name is taken."""
-        if exclusive or self.committer is None or not self.spool.durable:
-            return self.spool.enqueue(stem, data, exclusive)
+        """Put a new job in pending/ and return once it is durable (with fsync), through
+        the committer, so that jobs posted together share its flushes. False if exclusive
+        and the name is taken; OSError (nothing written) if the spool takes no writes."""
         done, errors = threading.Event(), []
 
         def failed(error: OSError) -> None:
             errors.append(error)
             done.set()
 
-        self.committer.submit(Outcome(None, stem, "pending", data, done.set, failed))
+        self.committer.submit(Outcome(None, stem, "pending", data, done.set, failed, exclusive))
         done.wait()
+        if errors and isinstance(errors[0], FileExistsError):
+            return False
         if errors:
             raise errors[0]
         return True

@@ -123,6 +123,11 @@ class SpooldCollector(Collector):
             "When the config in force was loaded (Unix time).",
             value=counters.config_loaded_at,
         )
+        yield GaugeMetricFamily(
+            "spoold_storage_ok",
+            "1 while the spool takes writes, 0 while they fail (full disk, read-only, ...).",
+            value=1 if counters.storage_ok else 0,
+        )
         info = GaugeMetricFamily("spoold_info", "This daemon.", labels=["version", "node"])
         info.add_metric([__version__, node], 1)
         yield info

@@ -87,7 +87,10 @@ def paths() -> Schema:
         "/healthz": {"get": {
             "summary": "200 while the daemon serves (needs no token).", "security": [],
             "responses": {"200": json_answer("Serving.", ref("Health")),
-                          "403": COMMON_ERRORS["403"]},
+                          "403": COMMON_ERRORS["403"],
+                          "503": json_answer("The spool takes no writes (full disk, ...):"
+                                             " `error` says what failed and what to do.",
+                                             ref("Health"))},
         }},
         "/metrics": {"get": {
             "summary": "The daemon's counters in the Prometheus text format.",
@@ -299,7 +302,8 @@ def schemas(types: list[str]) -> Schema:
         "Types": {"type": "object", "required": ["types"],
                   "properties": {"types": {"type": "array", "items": string}}},
         "Health": {"type": "object", "required": ["status"],
-                   "properties": {"status": {"type": "string", "enum": ["ok"]}}},
+                   "properties": {"status": {"type": "string", "enum": ["ok", "storage-error"]},
+                                  "error": {"type": "string"}}},
     }  # fmt: skip
 
 

@@ -29,7 +29,6 @@ ROOM = NAME_MAX - len(ERROR_SUFFIX)  # the longest name that leaves room for the
 SAFE_BYTES = 200  # a name this long leaves room for a '.<n>' that makes it unique
 SAFE_STEM = 100  # a safe name is at most 118 characters, '.<n>' included less than 128
 NOT_ID_CHARACTER = re.compile(r"[^A-Za-z0-9._\-]")
-CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 ESCAPED_BYTE = re.compile("[\udc80-\udcff]")  # how os.fsdecode carries a byte that is not UTF-8
 
 
@@ -79,12 +78,6 @@ def readable(text: str) -> str:
     except UnicodeEncodeError:
         raw = text.encode(errors="backslashreplace")
     return raw.decode(errors="backslashreplace")
-
-
-def printable(name: str) -> str:
-    """A file name for a log line: readable, with control characters escaped, so that
-    a name holding a newline or a terminal escape cannot forge or garble log lines."""
-    return CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), readable(name))
 
 
 def original_name(raw: bytes | None) -> str | None:

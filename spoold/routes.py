@@ -142,6 +142,10 @@ class Endpoints:
         return Answer(200, static_file(name), ASSETS[name], dict(HEADERS))
 
     def healthz(self, request: Request) -> Answer:
+        """200 while the daemon serves; 503 while the spool takes no writes (storage.py)."""
+        error = self.service.storage_error()
+        if error is not None:
+            return Answer(503, dump({"status": "storage-error", "error": error}))
         return ok({"status": "ok"})
 
     def metrics_text(self, request: Request) -> Answer:
@@ -214,7 +218,8 @@ class Endpoints:
             raise ApiError(400, str(e), **extra) from e
         except OSError as e:
             logger.warning("could not write a job posted over HTTP into the spool: %s", e)
-            raise ApiError(503, f"the spool could not be written: {e.strerror or e}") from e
+            reason = self.service.storage_error() or e.strerror or e  # storage.py's one line
+            raise ApiError(503, f"the spool could not be written: {reason}") from e
 
     # ----- operator verbs ----------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ class Counters:
     due_since: float | None  # since when the longest-waiting due job has waited
     config_loaded_at: float
     config_ok: bool  # whether the config file last read is the one in force
+    storage_ok: bool  # whether the spool takes writes (storage.py)
 
 
 class Service(Protocol):
@@ -71,6 +72,10 @@ class Service(Protocol):
 
     def counters(self) -> Counters:
         """The counts /metrics shows beyond the snapshot."""
+        ...
+
+    def storage_error(self) -> str | None:
+        """None while the spool takes writes; else one line: what failed, what to do."""
         ...
 
     def history(self, now: float) -> list[dict[str, Any]]:

@@ -34,10 +34,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from spoold import rejects
 from spoold.errors import Rejected, SpoolUnusable
 from spoold.names import ERROR_SUFFIX, is_job_name, running_stem
+from spoold.storage import StorageHealth, errno_name
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +47,10 @@ FOLDERS = ("incoming", "pending", "running", "completed", "failed", "tmp")
 # Made by the scheduler when it starts (spool.ensure_extra), not by ensure().
 EXTRA_FOLDERS = ("schedule",)
 GONE = (errno.ENOENT, errno.ESTALE)  # a file another daemon or host took from under us
-MAX_SPARES = 256  # as many as the committer's batch, so a batch reuses files
+PROBE = b"spoold write test\n" * 64  # about as large as a job's record
+RESERVE_BYTES = 16384  # space held in tmp/ for the status file on a full disk (see rewrite)
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)  # a file system without flock
 
 
 @dataclass(frozen=True)
@@ -56,27 +61,44 @@ class Incoming:
     mtime: float
 
 
+class Record(NamedTuple):
+    """A job's file to make durable at folder/<stem>.json (its final record, its retry,
+    or a new job), and the running file it replaces, if any. With `exclusive`, the name
+    must be free (a scheduled run's name decides who fires it): FileExistsError if not."""
+
+    folder: str
+    stem: str
+    data: bytes
+    running: str | None = None
+    exclusive: bool = False
+
+
 class Spool:
     """The spool folder and its verbs. Thread-safe; a lost race returns None."""
 
-    def __init__(self, root: Path, node: str | None = None, durable: bool = True) -> None:
+    def __init__(
+        self, root: Path, node: str | None = None, durable: bool = True, owner: str | None = None
+    ) -> None:
+        """`owner`: a helper process works for its daemon, under the daemon's name."""
         self.root = Path(root)
         self.node = node or "local"
         self.shared = node is not None  # several daemons may share this spool
-        self.owner = f"{self.node}+{uuid.uuid4().hex[:8]}"
+        self.owner = owner or f"{self.node}+{uuid.uuid4().hex[:8]}"
         self.durable = durable
         names = FOLDERS + EXTRA_FOLDERS
         self.dirs = {"": self.root} | {name: self.root / name for name in names}
         # Plain string prefixes for the per-job moves: pathlib costs more than the syscall.
         self._p = {key: f"{path}{os.sep}" for key, path in self.dirs.items()}
         self.lease_name = f".lease-{self.owner}"
+        # tmp/<owner>.<pid>.<n>.tmp and .reserve: whose they are, for clean_dead_tmp
+        self._tmp_prefix = f"{self._p['tmp']}{self.owner}.{os.getpid()}."
+        self._reserve = f"{self._tmp_prefix}reserve"
         self._tmp_counter = itertools.count()
         self._clock_lock = threading.Lock()
         self._last_ns = 0
         self._held: set[str] = set()  # running names a worker of this daemon holds
         self._held_lock = threading.Lock()
         self._dir_syncs = {key: GroupSync(path) for key, path in self._p.items()}
-        self._spares: list[str] = []  # finished running files, kept in tmp/ to be rewritten
         self._node_lock: int | None = None  # fd of running/.node-<node>.lock, held for life
         # Taken around each job's bookkeeping (accept, claim, record) by intake, workers and
         # committer: a performance device, not a correctness one. Under the GIL those threads
@@ -87,6 +109,7 @@ class Spool:
         self.turn = threading.Lock()
         self._root: int | None = None  # fd of the spool folder, for syncfs
         self._root_lock = threading.Lock()
+        self.health = StorageHealth()  # whether writes succeed now (storage.py)
 
     # ----- set-up -------------------------------------------------------------------------
 
@@ -94,12 +117,19 @@ class Spool:
         """Create missing folders and prove the spool is writable, or raise SpoolUnusable."""
         for folder in ("", *FOLDERS):
             self._make(self.dirs[folder])
-        probe = self.dirs["tmp"] / f".probe-{self.owner}"
         try:
-            probe.write_bytes(b"")
-            probe.unlink()
+            self.probe()
         except OSError as e:
             raise SpoolUnusable(f"{self.dirs['tmp']} is not writable: {e.strerror}") from e
+
+    def probe(self) -> None:
+        """Write a small file in tmp/ (flushed when durable) and drop it: OSError if the
+        spool takes no writes now."""
+        name = f".probe-{self.owner}"
+        try:
+            self.write("tmp", name, PROBE)
+        finally:
+            _unlink_quiet(self._p["tmp"] + name)
 
     def ensure_extra(self, folder: str) -> None:
         """Create one of EXTRA_FOLDERS (e.g. schedule/) if missing, else SpoolUnusable."""
@@ -139,32 +169,19 @@ class Spool:
             self._dir_syncs[folder].sync()
 
     def _tmp_name(self) -> str:
-        return f"{self._p['tmp']}{self.owner}.{next(self._tmp_counter)}.tmp"
-
-    def _open_tmp(self) -> tuple[str, int]:
-        """A file in tmp/ to write: a spare (a finished job's file, rewritten in place) when
-        there is one, since allocating and freeing an inode per job costs more than the
-        renames; else a new file."""
-        while self._spares:
-            try:
-                tmp = self._spares.pop()
-                # No O_TRUNC: ext4 flushes a file truncated to zero when it is closed;
-                # overwriting and then cutting to length (see _write_tmp) does not.
-                return tmp, os.open(tmp, os.O_WRONLY | os.O_NOFOLLOW)
-            except (IndexError, FileNotFoundError):
-                continue
-        tmp = self._tmp_name()
-        return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        return f"{self._tmp_prefix}{next(self._tmp_counter)}.tmp"
 
     def _write_tmp(self, data: bytes, sync: bool | None = None) -> str:
-        """Write data to a file in tmp/ (fdatasynced when durable, unless sync=False)."""
-        tmp, fd = self._open_tmp()
+        """Write data to a new file in tmp/ (fdatasynced when durable, unless sync=False).
+
+        Always a file spoold creates: a finished job's file is never rewritten, since
+        its inode may be a producer's (a hard link they kept, an fd they hold)."""
+        tmp = self._tmp_name()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
-            if os.fstat(fd).st_size > len(data):  # a spare that was longer: cut it
-                os.ftruncate(fd, len(data))  # (ext4 truncates even to the same size)
             if self.durable if sync is None else sync:
                 os.fdatasync(fd)
         except BaseException:
@@ -195,6 +212,47 @@ class Spool:
             _unlink_quiet(tmp)
             raise
         self._sync_dir(folder, sync)
+        return True
+
+    def hold_space(self) -> None:
+        """Keep tmp/<owner>.reserve, RESERVE_BYTES of blanks, for rewrite() to use when the
+        disk is full; OSError if it cannot be made."""
+        fd = os.open(self._reserve, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        try:
+            _pwrite_all(fd, b" " * RESERVE_BYTES)
+        finally:
+            os.close(fd)
+
+    def rewrite(self, folder: str, name: str, data: bytes) -> None:
+        """write(), and on a full disk into the space held by hold_space(): the status file
+        must still say that the disk is full. The held file is filled with data and blanks
+        (still the same JSON) and swapped with folder/name in one rename (RENAME_EXCHANGE),
+        so the old file becomes the space held for next time."""
+        try:
+            self.write(folder, name, data)
+        except OSError as e:
+            if e.errno not in NO_SPACE or not self._write_held(data):
+                raise
+            _exchange(self._reserve, self._p[folder] + name)
+            self._sync_dir(folder)
+
+    def _write_held(self, data: bytes) -> bool:
+        """Overwrite the held file with data and blanks within the space it has; False if
+        there is none, or too little."""
+        try:
+            fd = os.open(self._reserve, os.O_WRONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return False
+        try:
+            st = os.fstat(fd)
+            room = max(st.st_size, st.st_blocks * 512)
+            if len(data) > room:
+                return False
+            _pwrite_all(fd, data + b" " * (room - len(data)))
+            if self.durable:
+                os.fdatasync(fd)
+        finally:
+            os.close(fd)
         return True
 
     def _move(self, src_folder: str, src: str, dst_folder: str, dst: str) -> bool:
@@ -264,8 +322,12 @@ class Spool:
     # ----- pending and running ---------------------------------------------------------------
 
     def enqueue(self, stem: str, data: bytes, exclusive: bool = False) -> bool:
-        """Write a new pending job (HTTP, schedules, retries); False if exclusive and taken."""
-        return self.write("pending", stem + ".json", data, exclusive)
+        """Write a new pending job now (tools, tests); False if exclusive and taken."""
+        try:
+            self.commit_one(Record("pending", stem, data, exclusive=exclusive))
+        except FileExistsError:
+            return False
+        return True
 
     def claim(self, stem: str) -> str | None:
         """pending → running under a name only this daemon uses; None if another took it.
@@ -279,7 +341,11 @@ class Spool:
             if name in self._held:
                 return None
             self._held.add(name)
-        moved = self._move("pending", stem + ".json", "running", name)
+        try:
+            moved = self._move("pending", stem + ".json", "running", name)
+        except OSError:  # a read-only spool, say: the name is free to try again
+            self.let_go(name)
+            raise
         if not moved and not os.path.exists(self._p["running"] + name):
             self.let_go(name)
             return None
@@ -302,9 +368,14 @@ class Spool:
         the same node name (two with `node` unset, say) is refused instead of recovering
         the first one's running jobs. Where the file system has no locks, only warn."""
         path = f"{self._p['running']}.node-{self.node}.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as e:
+            raise SpoolUnusable(_lock_failed(path, e)) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
             os.close(fd)
@@ -313,11 +384,11 @@ class Spool:
                 f" {self.node!r}: stop it, or give each daemon its own --node"
             ) from None
         except OSError as e:
-            logger.warning("cannot lock %s (%s): run one daemon per node name", path, e)
             os.close(fd)
+            if e.errno not in NO_LOCKS:
+                raise SpoolUnusable(_lock_failed(path, e)) from None
+            logger.warning("cannot lock %s (%s): run one daemon per node name", path, e)
             return
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._node_lock = fd
 
     def renew_lease(self) -> None:
@@ -330,14 +401,13 @@ class Spool:
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o644))
 
     def end_lease(self) -> None:
-        """A clean stop: our running files are all settled, the lease and spares go."""
+        """A clean stop: our running files are all settled, the lease goes."""
         _unlink_quiet(self._p["running"] + self.lease_name)
-        self.drop_spares()
+        _unlink_quiet(self._reserve)
+        self.close()
 
-    def drop_spares(self) -> None:
-        """Delete the spare files in tmp/ and close the spool folder: we are done writing."""
-        while self._spares:
-            _unlink_quiet(self._spares.pop())
+    def close(self) -> None:
+        """Close the spool folder (kept open for flush): we are done writing."""
         with self._root_lock:
             root, self._root = self._root, None
         if root is not None:
@@ -345,32 +415,81 @@ class Spool:
 
     def finish(self, running: str, stem: str, folder: str, data: bytes) -> None:
         """Write the final record (completed/ or failed/) or the retry (pending/), then drop
-        the running file. A crash between the two leaves both; recover() sees the record
-        and drops the running file, so no job appears twice."""
-        self.write(folder, stem + ".json", data)
-        self.retire_running(running)
+        the running file, now (recovery, cancel); OSError if it could not be written."""
+        self.commit_one(Record(folder, stem, data, running))
+
+    def commit_one(self, record: Record) -> None:
+        """commit() of one record, its error raised."""
+        error = self.commit([record], self.durable)[0]
+        if error is not None:
+            raise error
 
     def retire_running(self, running: str) -> None:
-        """Drop a running file whose outcome is written (see finish and commit.py)."""
+        """Drop a running file whose outcome is written (see commit)."""
         try:
-            self._retire(self._p["running"] + running)
+            os.unlink(self._p["running"] + running)
         except FileNotFoundError:
             logger.warning("running/%s was already gone when the job finished", running)
         self.let_go(running)
 
-    # ----- group commit (commit.py): stage many, flush once, place, flush once ---------------
+    # ----- the one way a job's file is written --------------------------------------------
 
-    def stage(self, data: bytes) -> str:
-        """Write data to tmp/ without a flush; returns the file to place()."""
-        return self._write_tmp(data, sync=False)
+    def commit(self, records: list[Record], flush: bool) -> list[OSError | None]:
+        """Write each record in tmp/, flush the file system once (with `flush`), rename
+        them into place, flush once more, and only then drop the running files they
+        replace; each record's error (None: done). A crash at any point leaves every
+        job in running/ or at its new place (recover() drops the running file of a job
+        whose record is there), so nothing is lost or recorded twice.
 
-    def place(self, tmp: str, folder: str, name: str) -> None:
-        """Rename a staged file to folder/name."""
-        os.replace(tmp, self._p[folder] + name)
+        Every job file spoold writes goes through here, in the daemon (commit.py) or in
+        a helper process (helper.py). After an error the batch is done again record by
+        record, so one bad record fails alone; a record that fails keeps its running file.
+        """
+        try:
+            results = self._commit_batch(records, flush)
+        except OSError as e:
+            if len(records) == 1:
+                return [e]
+            logger.debug("cannot commit %d job file(s) together (%s): one by one",
+                         len(records), e)  # fmt: skip
+            return [self.commit([record], flush)[0] for record in records]
+        with self.turn:
+            for record, error in zip(records, results, strict=True):
+                if error is None and record.running is not None:
+                    self.retire_running(record.running)
+        return results
 
-    def unstage(self, tmp: str) -> None:
-        """Drop a staged file that will not be placed (gone already if it was)."""
-        _unlink_quiet(tmp)
+    def _commit_batch(self, records: list[Record], flush: bool) -> list[OSError | None]:
+        """commit()'s writes and renames; OSError (nothing placed for sure) if one fails."""
+        staged: list[str] = []
+        try:
+            with self.turn:
+                staged.extend(self._write_tmp(record.data, sync=False) for record in records)
+            if flush:
+                self.flush()
+            with self.turn:
+                results = [self._place(tmp, r) for tmp, r in zip(staged, records, strict=True)]
+            if flush:
+                self.flush()
+        except OSError:
+            for tmp in staged:  # those placed are gone from tmp/ already
+                _unlink_quiet(tmp)
+            raise
+        return results
+
+    def _place(self, tmp: str, record: Record) -> OSError | None:
+        """Rename a written file to its place; FileExistsError for a taken exclusive name."""
+        target = f"{self._p[record.folder]}{record.stem}.json"
+        if not record.exclusive:
+            os.replace(tmp, target)
+            return None
+        try:
+            os.link(tmp, target)
+        except FileExistsError as e:
+            return e
+        finally:
+            _unlink_quiet(tmp)
+        return None
 
     def flush(self) -> None:
         """Make everything written to the spool's file system durable: one syncfs(2)
@@ -390,21 +509,35 @@ class Spool:
                 self._root = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
             return self._root
 
-    def _retire(self, path: str) -> None:
-        """Drop a finished running file: kept in tmp/ as a spare to rewrite, or deleted."""
-        if len(self._spares) >= MAX_SPARES:
-            os.unlink(path)
-            return
-        spare = self._tmp_name()
-        os.rename(path, spare)
-        self._spares.append(spare)
-
     def clean_tmp(self) -> None:
-        """Remove what earlier lives of this node left in tmp/ (spares, interrupted writes)."""
+        """Remove what earlier lives of this node left in tmp/ (interrupted writes)."""
         mine = f"{self.node}+"
         for name in self.names("tmp"):
             if name.startswith(mine) and not name.startswith(self.owner):
                 _unlink_quiet(self._p["tmp"] + name)
+
+    def clean_dead_tmp(self, now: float, lease: float) -> list[str]:
+        """Remove files in tmp/ whose writer provably stopped: on this node, a process that
+        is gone (a helper killed mid-write, say); on another, a daemon whose lease file is
+        missing or older than `lease` seconds. Returns the names removed."""
+        removed = []
+        leases: dict[str, bool] = {}
+        for name in self.names("tmp"):
+            writer = tmp_writer(name)
+            if writer is None:
+                continue
+            owner, pid = writer
+            if owner.rsplit("+", 1)[0] == self.node:
+                dead = not _process_alive(pid)
+            else:
+                if owner not in leases:
+                    renewed = self.mtime("running", f".lease-{owner}")
+                    leases[owner] = renewed is not None and now - renewed <= lease
+                dead = not leases[owner]
+            if dead:
+                _unlink_quiet(self._p["tmp"] + name)
+                removed.append(name)
+        return removed
 
     def cancel(self, stem: str, data: bytes) -> bool:
         """Take a pending job from the workers (by claiming it) and fail it with data."""
@@ -510,6 +643,41 @@ class Spool:
         return None
 
 
+def tmp_writer(name: str) -> tuple[str, int] | None:
+    """'<owner>.<pid>.<n>.tmp' or '<owner>.<pid>.reserve' → (owner, pid); None for others."""
+    parts = name.rsplit(".", 3 if name.endswith(".tmp") else 2)
+    if len(parts) < 3 or parts[-1] not in ("tmp", "reserve"):
+        return None
+    if "+" not in parts[0] or not parts[1].isdigit():
+        return None
+    return parts[0], int(parts[1])
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether a process of this host runs (a zombie, killed and not yet reaped, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat_file:
+            return stat_file.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
+    except FileNotFoundError:
+        return False
+    except OSError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _lock_failed(path: str, error: OSError) -> str:
+    """The one-line reason a start ends on the node lock's unexpected error."""
+    return (f"cannot lock {os.path.abspath(path)}: {errno_name(error)}"
+            f" ({error.strerror or error}) from its file system: check that mount (an NFS"
+            " client's lock options) or put the spool on a local disk")  # fmt: skip
+
+
 def _find_syncfs() -> Callable[[int], int] | None:
     try:
         return ctypes.CDLL(None, use_errno=True).syncfs
@@ -518,6 +686,38 @@ def _find_syncfs() -> Callable[[int], int] | None:
 
 
 _syncfs = _find_syncfs()
+AT_FDCWD = -100
+RENAME_EXCHANGE = 2
+
+
+def _find_renameat2() -> Callable[..., int] | None:
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                         ctypes.c_uint)  # fmt: skip
+    return function
+
+
+_renameat2 = _find_renameat2()
+
+
+def _exchange(a: str, b: str) -> None:
+    """Swap two names in one step (renameat2 RENAME_EXCHANGE, Linux); OSError if the file
+    system or the C library cannot."""
+    if _renameat2 is None:
+        raise OSError(errno.ENOSYS, "renameat2 is not in this C library", b)
+    if _renameat2(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), b)
+
+
+def _pwrite_all(fd: int, data: bytes) -> None:
+    """data at the start of the file, whatever pwrite() takes per call."""
+    view, offset = memoryview(data), 0
+    while offset < len(data):
+        offset += os.pwrite(fd, view[offset:], offset)
 
 
 class GroupSync:

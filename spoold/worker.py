@@ -137,7 +137,11 @@ class WorkerPool:
 
     def _work_loop(self) -> None:
         me = threading.get_ident()
+        health = self.spool.health
         while not self._stopping.is_set():
+            if not health.ok:  # claim nothing while outcomes cannot be written
+                health.wait_ok(0.5)
+                continue
             taken = self.dispatcher.take(timeout=1.0)
             if taken is None:
                 continue
@@ -178,7 +182,12 @@ class WorkerPool:
         stem, priority = taken.stem, taken.priority
         if not taken.due_known and self._deferred(stem, priority, now):
             return None
-        running = self.spool.claim(stem)
+        try:
+            running = self.spool.claim(stem)
+        except OSError as e:  # a read-only spool, say: the job stays in pending/
+            self.spool.health.failed(f"claiming pending/{stem}.json", e, str(self.spool.root))
+            self.dispatcher.defer(stem, priority, now, due_known=False)
+            return None
         if running is None:
             return None
         job = taken.job or self._load(running, stem, priority)
@@ -244,16 +253,10 @@ class WorkerPool:
         return None, False
 
     def _record(self, attempt: Attempt, error: str | None, permanent: bool) -> None:
-        """Write the outcome: completed/, a retry in pending/, or failed/. The committer
-        writes it (outside the turn: its queue may make us wait for it) with fsync, or
-        when its helper process can; else this thread writes it."""
+        """Hand the outcome (completed/, a retry in pending/, or failed/) to the committer,
+        which writes it (outside the turn: its queue may make us wait for it)."""
         with self.spool.turn:
             outcome = self._outcome(attempt, error, permanent)
-            if not self.spool.durable and not self.committer.has_helper:
-                assert outcome.running is not None  # a worker's outcome replaces its running file
-                self.spool.finish(outcome.running, outcome.stem, outcome.folder, outcome.data)
-                outcome.done()
-                return
         self.committer.submit(outcome)
 
     def _outcome(self, attempt: Attempt, error: str | None, permanent: bool) -> Outcome:
@@ -294,7 +297,16 @@ class WorkerPool:
             self._expire(time.monotonic())
             if time.monotonic() - last_renew >= self.policy().lease_seconds / 3:
                 last_renew = time.monotonic()
-                self.spool.renew_lease()
+                self._renew_lease()
+
+    def _renew_lease(self) -> None:
+        """Keep our running files ours, also while the spool takes no writes (a full disk
+        still takes a touch); a failure is logged and tried again at the next turn."""
+        try:
+            self.spool.renew_lease()
+        except OSError as e:
+            logger.error("cannot renew the lease on our running jobs (%s): another daemon"
+                         " may recover them if this lasts", e)  # fmt: skip
 
     def _expire(self, now: float) -> None:
         with self._lock:

@@ -44,6 +44,31 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: fl
         time.sleep(interval)
 
 
+def children(pid: int) -> list[int]:
+    """The child processes of pid (all its threads' children), from /proc."""
+    kids = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        text = Path(f"/proc/{pid}/task/{task}/children").read_text()
+        kids += [int(k) for k in text.split()]
+    return kids
+
+
+def cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+
+def helper_of(pid: int, role: str) -> int:
+    """The one helper process of `role` ("intake", "commit") that pid started."""
+    found: list[int] = []
+
+    def look() -> bool:
+        found[:] = [kid for kid in children(pid) if f"-m spoold.helper {role} " in cmdline(kid)]
+        return len(found) == 1
+
+    wait_until(look, 5)
+    return found[0]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

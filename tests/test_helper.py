@@ -16,18 +16,26 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import CountingSpool, daemon_env, job_files, wait_until
+from conftest import (
+    CountingSpool,
+    children,
+    cmdline,
+    daemon_env,
+    helper_of,
+    job_files,
+    wait_until,
+)
 
 from spoold import helper as helper_module
 from spoold.commit import Committer, Outcome
 from spoold.context import Context
 from spoold.dispatch import Dispatcher
 from spoold.errors import HelperGone
-from spoold.helper import Helper, accept_files, commit_files
+from spoold.helper import Helper, accept_files
 from spoold.intake import Intake
 from spoold.jobs import JobType
 from spoold.names import make_stem
-from spoold.spool import Spool
+from spoold.spool import Record, Spool
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux helper")
 
@@ -61,8 +69,8 @@ def not_dot(spool: Spool, folder: str) -> list[str]:
 
 def test_a_batch_is_placed_and_its_running_files_dropped(spool):
     claimed = running_jobs(spool, 3)
-    items = [(running, stem, "completed", f"r{stem}".encode()) for stem, running in claimed]
-    assert commit_files(spool, items) == [None, None, None]
+    items = [Record("completed", stem, f"r{stem}".encode(), running) for stem, running in claimed]
+    assert spool.commit(items, flush=True) == [None, None, None]
     assert records(spool) == {f"{stem}.json": f"r{stem}".encode() for stem, _ in claimed}
     assert not_dot(spool, "running") == []
 
@@ -70,37 +78,38 @@ def test_a_batch_is_placed_and_its_running_files_dropped(spool):
 def test_one_item_that_cannot_be_placed_fails_alone_and_keeps_its_running_file(spool):
     (stem_a, running_a), (stem_b, running_b) = running_jobs(spool, 2)
     shutil.rmtree(spool.dirs["failed"])
-    items = [(running_a, stem_a, "failed", b"a"), (running_b, stem_b, "completed", b"b")]
-    errors = commit_files(spool, items)
+    items = [Record("failed", stem_a, b"a", running_a)]
+    items.append(Record("completed", stem_b, b"b", running_b))
+    errors = spool.commit(items, flush=True)
     assert isinstance(errors[0], FileNotFoundError) and errors[1] is None
     assert records(spool) == {f"{stem_b}.json": b"b"}
     assert not_dot(spool, "running") == [running_a]  # found again at the next start
-    assert len(not_dot(spool, "tmp")) == 1  # b's running file, kept as a spare
+    assert not_dot(spool, "tmp") == []  # nothing left behind
 
 
 def test_the_helper_commits_a_batch_and_leaves_no_file_when_closed(spool):
     claimed = running_jobs(spool, 5)
     helper = Helper.spawn(spool, "commit")
     assert helper is not None
-    items = [(running, stem, "completed", b"done") for stem, running in claimed]
-    items.append((None, make_stem("high", spool.accept_ns(), "new"), "pending", b"{}"))
-    assert helper.ask("commit", items) == [None] * 6
+    items = [Record("completed", stem, b"done", running) for stem, running in claimed]
+    items.append(Record("pending", make_stem("high", spool.accept_ns(), "new"), b"{}"))
+    assert helper.ask("commit", items, True) == [None] * 6
     assert len(records(spool)) == 5 and not_dot(spool, "running") == []
     assert len(not_dot(spool, "pending")) == 1
     helper.close()
     assert helper.process.returncode == 0
-    assert not_dot(spool, "tmp") == []  # its spares are gone with it
+    assert not_dot(spool, "tmp") == []
 
 
 def test_the_helper_ignores_the_signals_meant_for_the_daemon(spool):
     helper = Helper.spawn(spool, "commit")
     assert helper is not None
     try:
-        assert helper.ask("commit", []) == []  # up and serving
+        assert helper.ask("commit", [], True) == []  # up and serving
         helper.process.send_signal(signal.SIGTERM)
         helper.process.send_signal(signal.SIGINT)
         [(stem, running)] = running_jobs(spool, 1)
-        assert helper.ask("commit", [(running, stem, "completed", b"ok")]) == [None]
+        assert helper.ask("commit", [Record("completed", stem, b"ok", running)], True) == [None]
     finally:
         helper.close()
     assert records(spool) == {f"{stem}.json": b"ok"}
@@ -112,14 +121,14 @@ def test_a_helper_that_died_is_an_error_not_a_hang(spool):
     helper.process.kill()
     helper.process.wait()
     with pytest.raises(HelperGone):
-        helper.ask("commit", [(None, "s", "pending", b"{}")])
+        helper.ask("commit", [Record("pending", "s", b"{}")], True)
     helper.close()
 
 
 def test_the_committer_goes_on_without_a_helper_that_died(spool, caplog):
     committer = Committer(spool, helper=True)
     committer.start()
-    helper = _helper_of(os.getpid(), "commit")
+    helper = helper_of(os.getpid(), "commit")
     os.kill(helper, signal.SIGKILL)
     claimed = running_jobs(spool, 3)
     done = []
@@ -173,8 +182,8 @@ def _alive(pid: int) -> bool:
 @pytest.mark.parametrize("durability", ["fsync", "relaxed"])
 def test_a_daemon_works_through_two_helpers_and_takes_them_down_on_kill_9(start_daemon, durability):
     daemon = start_daemon(durability=durability)
-    helpers = _children(daemon.proc.pid)
-    roles = sorted(_cmdline(pid).split("-m spoold.helper ")[1].split()[0] for pid in helpers)
+    helpers = children(daemon.proc.pid)
+    roles = sorted(cmdline(pid).split("-m spoold.helper ")[1].split()[0] for pid in helpers)
     assert roles == ["commit", "intake"]
     for n in range(20):
         daemon.drop(f"j{n}.json", {"type": "noop", "id": f"j{n}"})
@@ -193,30 +202,6 @@ def test_a_clean_stop_leaves_tmp_empty_with_helpers(start_daemon, durability):
     wait_until(lambda: len(job_files(daemon.spool, "completed")) == 10)
     assert daemon.stop() == 0
     assert job_files(daemon.spool, "tmp") == [] and job_files(daemon.spool, "running") == []
-
-
-def _children(pid: int) -> list[int]:
-    kids = []
-    for task in os.listdir(f"/proc/{pid}/task"):
-        text = Path(f"/proc/{pid}/task/{task}/children").read_text()
-        kids += [int(k) for k in text.split()]
-    return kids
-
-
-def _helper_of(pid: int, role: str) -> int:
-    """The one helper process of `role` that pid started."""
-    found: list[int] = []
-
-    def look() -> bool:
-        found[:] = [kid for kid in _children(pid) if f"-m spoold.helper {role} " in _cmdline(kid)]
-        return len(found) == 1
-
-    wait_until(look, 5)
-    return found[0]
-
-
-def _cmdline(pid: int) -> str:
-    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
 
 
 def test_posts_from_threads_share_the_helper(spool):
@@ -287,7 +272,7 @@ def drop_jobs(spool: Spool, *ids: str) -> list[str]:
 
 
 def test_the_intake_moves_files_through_its_helper_and_indexes_them(spool, intake):
-    helper = _helper_of(os.getpid(), "intake")
+    helper = helper_of(os.getpid(), "intake")
     assert intake.accept_files(drop_jobs(spool, "a", "b"), 0.0) == []
     assert sorted(n.rsplit("-", 1)[1] for n in records(spool, "pending")) == ["a.json", "b.json"]
     assert intake.dispatcher.counts()["total"] == 2
@@ -296,7 +281,7 @@ def test_the_intake_moves_files_through_its_helper_and_indexes_them(spool, intak
 
 
 def test_the_intake_goes_on_without_a_helper_that_died(spool, intake, caplog):
-    helper = _helper_of(os.getpid(), "intake")
+    helper = helper_of(os.getpid(), "intake")
     os.kill(helper, signal.SIGKILL)
     with caplog.at_level(logging.ERROR, logger="spoold.helper"):
         assert intake.accept_files(drop_jobs(spool, "a", "b", "c"), 0.0) == []
@@ -305,16 +290,16 @@ def test_the_intake_goes_on_without_a_helper_that_died(spool, intake, caplog):
     assert caplog.text.count("the intake helper stopped") == 1
 
 
-def test_a_file_that_cannot_be_moved_in_stays_and_its_id_stays_free(spool, intake, caplog):
+def test_a_file_that_cannot_be_moved_in_stays_and_its_id_stays_free(spool, intake):
     [name] = drop_jobs(spool, "a")
     spool.dirs["pending"].rmdir()
     spool.dirs["pending"].write_bytes(b"")  # not a folder: the rename fails (ENOTDIR)
-    with caplog.at_level(logging.ERROR, logger="spoold.intake"):
-        assert intake.accept_files([name], 0.0) == []
+    assert intake.accept_files([name], 0.0) == []
     spool.dirs["pending"].unlink()
     spool.dirs["pending"].mkdir()
     assert os.listdir(spool.dirs["incoming"]) == [name]
-    assert "cannot move incoming/a.json to pending/" in caplog.text
+    assert not spool.health.ok
+    assert "moving incoming/a.json to pending/ failed: ENOTDIR" in str(spool.health.error)
     assert "a" not in intake.ids  # the rescan can admit it
     assert intake.accept_files([name], 0.0) == [] and intake.dispatcher.counts()["total"] == 1
 
@@ -323,8 +308,8 @@ def test_without_flush_a_batch_is_placed_and_nothing_is_flushed(tmp_path):
     spool = CountingSpool(tmp_path / "spool", durable=False)
     spool.ensure()
     claimed = running_jobs(spool, 3)
-    items = [(running, stem, "completed", b"r") for stem, running in claimed]
-    assert commit_files(spool, items, flush=False) == [None] * 3
+    items = [Record("completed", stem, b"r", running) for stem, running in claimed]
+    assert spool.commit(items, flush=False) == [None] * 3
     assert len(records(spool)) == 3 and not_dot(spool, "running") == []
     assert spool.flushes == 0
 

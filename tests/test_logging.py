@@ -140,7 +140,7 @@ def test_a_helper_process_logs_as_the_daemon_does(tmp_path, log_format):
     for a verb it does not know is a bug it logs, with the verb's text."""
     Spool(tmp_path / "spool", None).ensure()
     command = [sys.executable, "-m", "spoold.helper", "commit", str(tmp_path / "spool"), "",
-               str(os.getpid())]  # fmt: skip
+               str(os.getpid()), "local+test"]  # fmt: skip
     env = daemon_env({"SPOOLD_LOG_FORMAT": log_format})
     helper = subprocess.Popen(command, stdin=PIPE, stdout=PIPE, stderr=PIPE, env=env)
     assert helper.stdin and helper.stdout and helper.stderr

@@ -1,7 +1,9 @@
 """The spool protocol on real folders: names, atomic moves, lost races, rejects."""
 
 import os
+import subprocess
 import threading
+import time
 
 import pytest
 
@@ -87,35 +89,60 @@ def test_finish_writes_the_record_then_drops_the_running_file(spool):
     assert os.listdir(spool.dirs["running"]) == []
     assert (spool.dirs["completed"] / f"{stem}.json").read_bytes() == b'{"status": "completed"}'
     assert spool.has_record(stem)
-    [spare] = os.listdir(spool.dirs["tmp"])
-    assert (spool.dirs["tmp"] / spare).read_bytes() == b"{}"
-    spool.end_lease()
     assert os.listdir(spool.dirs["tmp"]) == []
 
 
-def test_finished_files_are_rewritten_not_reallocated(spool):
-    """The running file of one job becomes the record of the next (same inode)."""
-    inodes = []
+def test_a_finished_jobs_file_is_never_written_into(spool, tmp_path):
+    """A producer may have published a hard link (or keep an fd): the inode a job came in
+    is dropped with its running file, never reused for another job's record."""
+    outside = tmp_path / "archive.json"
+    outside.write_bytes(b'{"type": "mine"}')
+    first = make_stem("normal", spool.accept_ns(), "linked")
+    os.link(outside, spool.dirs["pending"] / f"{first}.json")
+    spool.finish(spool.claim(first), first, "completed", b'{"first": 1}')
     for n in range(3):
         stem = make_stem("normal", spool.accept_ns(), f"j{n}")
         spool.enqueue(stem, b"{}")
-        running = spool.claim(stem)
-        spool.finish(running, stem, "completed", f'{{"n": {n}}}'.encode())
-        inodes.append(os.stat(spool.dirs["completed"] / f"{stem}.json").st_ino)
-        assert len(os.listdir(spool.dirs["tmp"])) == 1
-    assert len(set(inodes[1:])) == 2 and inodes[1] != inodes[0]
+        spool.finish(spool.claim(stem), stem, "completed", f'{{"n": {n}}}'.encode())
+    assert outside.read_bytes() == b'{"type": "mine"}' and outside.stat().st_nlink == 1
     records = sorted(
         (spool.dirs["completed"] / n).read_bytes() for n in os.listdir(spool.dirs["completed"])
     )
-    assert records == [b'{"n": 0}', b'{"n": 1}', b'{"n": 2}']
+    assert records == [b'{"first": 1}', b'{"n": 0}', b'{"n": 1}', b'{"n": 2}']
+    assert os.listdir(spool.dirs["tmp"]) == []
 
 
 def test_clean_tmp_removes_only_earlier_lives_of_this_node(spool):
     tmp = spool.dirs["tmp"]
-    for name in ("n1+dead.0.tmp", "n2+other.0.tmp", f"{spool.owner}.9.tmp"):
+    for name in ("n1+dead.1.0.tmp", "n2+other.1.0.tmp", f"{spool.owner}.1.9.tmp"):
         (tmp / name).write_bytes(b"x")
     spool.clean_tmp()
-    assert sorted(os.listdir(tmp)) == sorted(["n2+other.0.tmp", f"{spool.owner}.9.tmp"])
+    assert sorted(os.listdir(tmp)) == sorted(["n2+other.1.0.tmp", f"{spool.owner}.1.9.tmp"])
+
+
+def test_tmp_files_go_once_their_writer_provably_stopped(spool):
+    """A killed helper's files (this node, its pid gone), a dead node's (lease expired)."""
+    gone = _exited_pid()
+    me = os.getpid()
+    spool.renew_lease()
+    (spool.dirs["running"] / ".lease-n2+stale").touch()
+    os.utime(spool.dirs["running"] / ".lease-n2+stale", (0, 0))
+    (spool.dirs["running"] / ".lease-n3+alive").touch()
+    names = [f"{spool.owner}.{gone}.0.tmp", f"{spool.owner}.{me}.1.tmp"]
+    names += [f"{spool.owner}.{me}.reserve", f"n2+stale.{me}.0.tmp", "n2+nolease.7.3.tmp"]
+    names += [f"n3+alive.{gone}.0.tmp", "other.json"]
+    for name in names:
+        (spool.dirs["tmp"] / name).write_bytes(b"x")
+    removed = spool.clean_dead_tmp(time.time(), lease=30)
+    assert sorted(removed) == sorted([names[0], names[3], names[4]])
+    assert sorted(os.listdir(spool.dirs["tmp"])) == sorted([names[1], names[2], names[5], names[6]])
+
+
+def _exited_pid() -> int:
+    """The pid of a process that ran and was reaped."""
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
 
 
 def test_exclusive_enqueue_refuses_a_taken_name(spool):
@@ -209,24 +236,3 @@ def test_folder_syncs_are_shared_between_threads(tmp_path):
         t.join(30)
     assert not any(t.is_alive() for t in threads)
     assert 20 <= group._started < 160
-
-
-def test_a_longer_spare_is_cut_to_the_new_record(spool):
-    first = make_stem("normal", spool.accept_ns(), "long")
-    spool.enqueue(first, b'{"padding": "' + b"x" * 500 + b'"}')
-    spool.finish(spool.claim(first), first, "completed", b'{"a": 1}')
-    second = make_stem("normal", spool.accept_ns(), "short")
-    spool.enqueue(second, b"{}")
-    spool.finish(spool.claim(second), second, "completed", b'{"b": 2}')
-    assert (spool.dirs["completed"] / f"{second}.json").read_bytes() == b'{"b": 2}'
-
-
-@pytest.mark.parametrize("record", [b'{"b": 2, "padding": "' + b"y" * 700 + b'"}', b"[1234567]"])
-def test_a_record_as_long_as_its_spare_or_longer_is_kept_whole(spool, record):
-    first = make_stem("normal", spool.accept_ns(), "a")
-    spool.enqueue(first, b'{"a": 1}')  # 8 bytes
-    spool.finish(spool.claim(first), first, "completed", b"[123456]")  # its spare: 8 bytes
-    second = make_stem("normal", spool.accept_ns(), "b")
-    spool.enqueue(second, b"{}")
-    spool.finish(spool.claim(second), second, "completed", record)
-    assert (spool.dirs["completed"] / f"{second}.json").read_bytes() == record

@@ -385,11 +385,6 @@ def test_the_daemon_still_serves_and_logged_no_traceback(corpus: Corpus, client:
     assert "left for the rescan" not in log
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="a finished job's file is reused as a spare and rewritten in place, so a hard-linked"
-    " producer file changes; the writer side is fixed on branch writes (spare-inode recycling)",
-)
 def test_a_hard_linked_job_leaves_the_outside_file_unchanged_after_many_jobs(corpus: Corpus):
     assert "hard-linked" in completed_ids(corpus.daemon.spool)
     ids = {f"after-link-{n}" for n in range(40)}

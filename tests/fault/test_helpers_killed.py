@@ -1,0 +1,56 @@
+"""`kill -9` of the commit helper and of the intake helper while jobs flow: the daemon
+does their work itself from then on, nothing is lost or recorded twice, and what they
+left in tmp/ is removed once their pid is gone (Spool.clean_dead_tmp)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Callable
+
+import pytest
+from conftest import DaemonProcess, Plugins, helper_of, job_files, records, wait_until
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux helpers")
+
+BEFORE, AFTER = 200, 100
+
+
+@pytest.mark.parametrize("durability", ["relaxed", "fsync"])
+def test_killed_helpers_lose_nothing_and_their_tmp_files_go(
+    start_daemon: Callable[..., DaemonProcess], plugins: Plugins, durability: str
+) -> None:
+    daemon = start_daemon(jobTypes=plugins.types, workers=2, durability=durability)
+    owner = daemon.status()["worker"]["workerId"]
+    tmp = daemon.spool / "tmp"
+    for n in range(BEFORE):
+        daemon.drop(f"a{n}.json", {"type": "trace", "id": f"a{n}"})
+    wait_until(lambda: len(job_files(daemon.spool, "completed")) >= 10)
+    killed = []
+    for role in ("commit", "intake"):
+        pid = helper_of(daemon.proc.pid, role)
+        # what a write cut short by the kill leaves: a file in tmp/ under the helper's pid
+        (tmp / f"{owner}.{pid}.999999.tmp").write_bytes(b'{"half": ')
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+    print(f"injected: kill -9 of the commit and intake helpers {killed} mid-flow ({durability})")
+    for n in range(AFTER):
+        daemon.drop(f"b{n}.json", {"type": "trace", "id": f"b{n}"})
+
+    total = BEFORE + AFTER
+    wait_until(lambda: len(job_files(daemon.spool, "completed")) == total, timeout=60)
+    ids = sorted(r["id"] for r in records(daemon.spool, "completed"))
+    assert ids == sorted([*(f"a{n}" for n in range(BEFORE)), *(f"b{n}" for n in range(AFTER))])
+    assert job_files(daemon.spool, "failed") == [] and job_files(daemon.spool, "incoming") == []
+
+    def leftovers() -> list[str]:
+        return [n for n in os.listdir(tmp) if any(f".{pid}." in n for pid in killed)]
+
+    wait_until(lambda: leftovers() == [], timeout=10)
+    log = daemon.log()
+    assert "the commit helper stopped" in log and "the intake helper stopped" in log
+    assert "whose writer stopped" in log
+    print(f"found: {len(ids)} records, each once; the helpers' files gone from tmp/")
+    assert daemon.stop() == 0
+    assert [n for n in os.listdir(tmp) if not n.startswith(".")] == []

@@ -1,0 +1,168 @@
+"""Storage faults, for real, while jobs run: a full disk (a 2 MiB tmpfs spool filled
+with a ballast file) and a read-only spool (a read-only bind mount over it).
+
+While records cannot be written the daemon keeps each outcome, claims nothing new,
+and says so (status.json where it can be written, /healthz, /metrics, POST /jobs);
+once the fault is gone it resumes by itself and records every job once, with its
+true outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from conftest import DaemonProcess, Plugins, base_config, free_port, job_files, records, wait_until
+from helpers_api import Client
+
+from .small_disk import fill, small_disk
+
+JOBS = 12
+WORKERS = 2
+
+
+def storage(daemon: DaemonProcess) -> dict:
+    try:
+        return daemon.status().get("storage") or {}
+    except (OSError, ValueError):
+        return {}
+
+
+def called(plugins: Plugins) -> int:
+    return len(plugins.order())
+
+
+def metric(client: Client, name: str) -> float | None:
+    for line in client.get("/metrics").body.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+@pytest.mark.parametrize("durability", ["relaxed", "fsync"])
+def test_a_full_disk_pauses_the_daemon_and_every_job_keeps_its_true_outcome(
+    tmp_path: Path, plugins: Plugins, durability: str
+) -> None:
+    with small_disk(tmp_path / "spool"):
+        port = free_port()
+        config = base_config(jobTypes=plugins.types, workers=WORKERS, durability=durability,
+                             http={"host": "127.0.0.1", "port": port})  # fmt: skip
+        daemon = DaemonProcess(tmp_path, config, []).wait_ready()
+        client = Client(port)
+        try:
+            for n in range(JOBS):
+                daemon.drop(f"j{n}.json", {"type": "slow", "id": f"j{n}"})
+            wait_until(lambda: called(plugins) == WORKERS)  # two run, the rest wait
+            ballast = daemon.spool / "ballast"
+            filled = fill(ballast)
+            print(f"injected: a ballast of {filled} bytes fills the 2 MiB spool ({durability})")
+            for job_id in plugins.order():  # they succeed; their records cannot be written
+                plugins.release(job_id)
+
+            wait_until(lambda: storage(daemon).get("ok") is False, timeout=15)
+            found = storage(daemon)
+            print(f"found in status.json: {found}")
+            assert "ENOSPC" in found["error"] and str(daemon.spool) in found["error"]
+            assert found["since"]
+            health = client.get("/healthz")
+            assert health.status == 503
+            assert health.json == {"status": "storage-error", "error": found["error"]}
+            assert metric(client, "spoold_storage_ok") == 0
+            posted = client.post("/jobs", {"type": "slow", "id": "posted"})
+            assert posted.status == 503 and "ENOSPC" in posted.error
+            print(f"found: /healthz 503, spoold_storage_ok 0, POST /jobs {posted.status}")
+
+            plugins.release()  # any job claimed before the first failure ends too
+            claimed = called(plugins)
+            time.sleep(1.0)  # proving an absence: nothing new is claimed while writes fail
+            assert called(plugins) == claimed <= 2 * WORKERS
+            assert job_files(daemon.spool, "failed") == []
+            assert job_files(daemon.spool, "completed") == []
+            held = job_files(daemon.spool, "running")
+            print(f"found: {claimed} job(s) run, {len(held)} outcome(s) held, failed/ empty")
+
+            freed_at = time.monotonic()
+            ballast.unlink()
+            wait_until(lambda: len(job_files(daemon.spool, "completed")) == JOBS, timeout=20)
+            resumed = time.monotonic() - freed_at
+            print(f"found: every job completed {resumed:.1f}s after the ballast went")
+            assert resumed < 10
+            wait_until(lambda: storage(daemon).get("ok") is True, timeout=5)
+            assert storage(daemon) == {"ok": True, "error": None, "since": None}
+            assert client.get("/healthz").status == 200
+            assert metric(client, "spoold_storage_ok") == 1
+
+            done = records(daemon.spool, "completed")
+            assert sorted(r["id"] for r in done) == sorted(f"j{n}" for n in range(JOBS))
+            assert all(r["attempts"] == 1 and r["error"] is None for r in done)
+            assert all(len(plugins.calls(f"j{n}")) == 1 for n in range(JOBS))
+            assert job_files(daemon.spool, "failed") == []
+            assert job_files(daemon.spool, "running") == []
+            assert "Traceback" not in daemon.log()
+            assert daemon.stop() == 0
+            status = json.loads((daemon.spool / "status.json").read_bytes())
+            assert status["storage"]["ok"] is True
+        finally:
+            client.close()
+            daemon.kill()
+
+
+def test_a_read_only_spool_pauses_the_daemon_until_it_is_writable_again(
+    tmp_path: Path, plugins: Plugins
+) -> None:
+    port = free_port()
+    config = base_config(jobTypes=plugins.types, workers=WORKERS,
+                         http={"host": "127.0.0.1", "port": port})  # fmt: skip
+    daemon = DaemonProcess(tmp_path, config, []).wait_ready()
+    client = Client(port)
+    try:
+        for n in range(JOBS):
+            daemon.drop(f"j{n}.json", {"type": "slow", "id": f"j{n}"})
+        wait_until(lambda: called(plugins) == WORKERS)
+        with read_only(daemon.spool) as writable_again:
+            print("injected: the spool made read-only (a read-only bind mount over it)")
+            plugins.release()
+
+            wait_until(lambda: client.get("/healthz").status == 503, timeout=15)
+            health = client.get("/healthz").json
+            print(f"found: /healthz {health}")
+            assert health["status"] == "storage-error" and "EROFS" in health["error"]
+            assert "remount that file system read-write" in health["error"]
+            assert metric(client, "spoold_storage_ok") == 0
+            claimed = called(plugins)
+            time.sleep(1.0)  # proving an absence: nothing new is claimed while writes fail
+            assert called(plugins) == claimed <= 2 * WORKERS
+            assert job_files(daemon.spool, "failed") == []
+
+            writable_again()
+            wait_until(lambda: len(job_files(daemon.spool, "completed")) == JOBS, timeout=20)
+            wait_until(lambda: client.get("/healthz").status == 200, timeout=5)
+            done = records(daemon.spool, "completed")
+            assert all(r["attempts"] == 1 and r["error"] is None for r in done)
+            assert all(len(plugins.calls(f"j{n}")) == 1 for n in range(JOBS))
+            wait_until(lambda: storage(daemon).get("ok") is True, timeout=5)
+            print(f"found: {len(done)} jobs completed once once it was writable again")
+            assert daemon.stop() == 0
+    finally:
+        client.close()
+        daemon.kill()
+
+
+@contextmanager
+def read_only(folder: Path) -> Iterator[Callable[[], None]]:
+    """A read-only bind mount over folder (what the daemon opens from now on answers
+    EROFS); yields the function that makes it writable again. Root only."""
+    if os.geteuid() != 0:
+        pytest.skip("a read-only bind mount needs root (CI runs these tests as root)")
+    subprocess.run(["mount", "--bind", str(folder), str(folder)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(folder)], check=True)
+        yield lambda: subprocess.run(["mount", "-o", "remount,bind,rw", str(folder)], check=True)
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
