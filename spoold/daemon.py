@@ -223,7 +223,8 @@ class Daemon:
                 self.apply_config(new)
         except ConfigError as e:
             self.config_error = str(e)
-            logger.error("config not applied, the last good one stays in use:\n%s", e)
+            problems = "; ".join(e.problems)  # a log record is one line (see logs.py)
+            logger.error("config not applied, the last good one stays in use: %s", problems)
 
     def apply_config(self, new: Config) -> None:
         """Swap in what can change live: schedule, job types, job policy, time zone,

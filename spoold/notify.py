@@ -40,7 +40,8 @@ class Notifier:
         self._failing = False
 
     def send(self, *fields: str) -> bool:
-        """One datagram of `KEY=value` lines; False (and a warning, once) if it failed."""
+        """One datagram of `KEY=value` lines; False if it failed (a warning at the first
+        failure of a run, not at each: pings fail every few seconds)."""
         try:
             self._socket.sendto("\n".join(fields).encode(), self._target)
         except OSError as e:
