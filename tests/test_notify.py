@@ -97,6 +97,8 @@ def test_ready_comes_once_the_api_answers_and_the_spool_is_scanned(manager, tmp_
     daemon = start(tmp_path, notify_env(manager), http={"host": "127.0.0.1", "port": port})
     daemons.append(daemon)
     manager.wait_for("READY", "1")
+    log = daemon.log()  # start() logs these last, before READY is sent
+    assert "HTTP API on http://127.0.0.1" in log and " serving " in log
     assert get(port, "/healthz") == 200  # at once: no waiting after READY
     assert daemon.status()["pid"] == daemon.proc.pid  # the start-up scan is done
     [(_, ready)] = manager.with_key("READY")
