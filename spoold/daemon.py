@@ -140,7 +140,7 @@ class Daemon:
         while not self._stop.wait(service.wait(time.monotonic())):
             service.tick(time.monotonic())
         grace = self.config.shutdown_grace
-        service.stopping(f"running jobs get {grace}s")
+        service.stopping(grace)
         logger.info("stopping: no new jobs are claimed; running jobs get %ss", grace)
         self.stop()
         return 0
@@ -154,6 +154,7 @@ class Daemon:
             "status": self.status.alive,
             "housekeeping": self._housekeeper.is_alive(),
             "http": self.api.alive if self.api else True,
+            "config reload": self.reloader.alive if self.reloader else True,
         }
         return [name for name, alive in parts.items() if not alive]
 

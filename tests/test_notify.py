@@ -163,6 +163,7 @@ def test_sigterm_sends_stopping_before_the_daemon_exits(manager, tmp_path, daemo
     assert daemon.stop() == 0
     [(stopped, fields)] = manager.with_key("STOPPING")
     assert fields["STATUS"] == "stopping: running jobs get 3s"
+    assert fields["EXTEND_TIMEOUT_USEC"] == str((3 + 15) * 1_000_000)
     assert all(at <= stopped for at, _ in manager.with_key("WATCHDOG"))
 
 
@@ -240,8 +241,12 @@ def test_stepped_service_pings_half_periods_and_reports_changes_once_a_second(ma
         {"STATUS": "pending 2, running 1, completed 6, failed 0"},
         {"WATCHDOG": "1"},
     ]
-    service.stopping("running jobs get 5s")
-    stopping = {"STOPPING": "1", "STATUS": "stopping: running jobs get 5s"}
+    service.stopping(2.5)
+    stopping = {
+        "STOPPING": "1",
+        "STATUS": "stopping: running jobs get 2.5s",
+        "EXTEND_TIMEOUT_USEC": "17500000",
+    }
     assert [fields for _, fields in manager.receive()] == [stopping]
 
 
