@@ -154,7 +154,7 @@ class Daemon:
         while not self._stop.wait(service.wait(time.monotonic())):
             service.tick(time.monotonic())
         grace = self.config.shutdown_grace
-        service.stopping(f"running jobs get {grace}s")
+        service.stopping(grace)
         logger.info("stopping: no new jobs are claimed; running jobs get %ss", grace)
         self.stop()
         return 0
@@ -168,6 +168,7 @@ class Daemon:
             "status": self.status.alive,
             "housekeeping": self._housekeeper.is_alive(),
             "http": self.api.alive if self.api else True,
+            "config reload": self.reloader.alive if self.reloader else True,
         }
         return [name for name, alive in parts.items() if not alive]
 
@@ -253,7 +254,8 @@ class Daemon:
                 self.apply_config(new)
         except ConfigError as e:
             self.config_error = str(e)
-            logger.error("config not applied, the last good one stays in use:\n%s", e)
+            problems = "; ".join(e.problems)  # a log record is one line (see logs.py)
+            logger.error("config not applied, the last good one stays in use: %s", problems)
 
     def apply_config(self, new: Config) -> None:
         """Swap in what can change live: schedule, job types, job policy, time zone,

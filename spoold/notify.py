@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 STATUS_EVERY = 1.0  # seconds: STATUS= at most this often
 IDLE_TICK = 0.5  # seconds between the main loop's wake-ups when nothing is due sooner
 SEND_TIMEOUT = 2.0  # seconds a full socket may hold the main loop
+STOP_MARGIN = 15.0  # seconds a stop takes beyond the jobs' grace (helpers, status, lease)
 VARIABLES = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 
 
@@ -40,7 +41,8 @@ class Notifier:
         self._failing = False
 
     def send(self, *fields: str) -> bool:
-        """One datagram of `KEY=value` lines; False (and a warning, once) if it failed."""
+        """One datagram of `KEY=value` lines; False if it failed (a warning at the first
+        failure of a run, not at each: pings fail every few seconds)."""
         try:
             self._socket.sendto("\n".join(fields).encode(), self._target)
         except OSError as e:
@@ -120,10 +122,15 @@ class SystemdLink:
             due.append(self._next_ping - now)
         return max(min(due), 0.0)
 
-    def stopping(self, detail: str) -> None:
-        """The daemon stops: STOPPING=1, and why in STATUS."""
+    def stopping(self, grace: float) -> None:
+        """The daemon stops, giving running jobs `grace` seconds: STOPPING=1, that in
+        STATUS, and a stop timeout that lasts at least that long (EXTEND_TIMEOUT_USEC),
+        so that systemd does not kill jobs a longer shutdownGrace than the unit's
+        TimeoutStopSec= promised time to finish."""
         if self.notifier:
-            self.notifier.send("STOPPING=1", f"STATUS=stopping: {detail}")
+            extend = int((grace + STOP_MARGIN) * 1_000_000)
+            self.notifier.send("STOPPING=1", f"STATUS=stopping: running jobs get {grace:g}s",
+                               f"EXTEND_TIMEOUT_USEC={extend}")  # fmt: skip
             self.notifier.close()
 
     def _look(self, now: float) -> None:

@@ -98,6 +98,11 @@ class ConfigWatcher:
             logger.warning("no file events for %s (%s): checking it every %ss instead",
                            self.path, e, self.poll_seconds)  # fmt: skip
 
+    @property
+    def alive(self) -> bool:
+        """Whether the thread that applies edits still runs (the daemon's health check)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def stop(self) -> None:
         self._stop.set()
         self._poked.set()

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import re
+import socket
 import subprocess
 import sys
 from datetime import datetime, timedelta
@@ -14,7 +15,7 @@ from pathlib import Path
 from subprocess import PIPE
 
 import pytest
-from conftest import daemon_env, job_files, spoold_cli, wait_until
+from conftest import daemon_env, free_port, job_files, spoold_cli, wait_until
 
 from spoold.cli import build_parser
 from spoold.helper import receive, send
@@ -132,6 +133,19 @@ def test_a_crash_is_logged_in_the_chosen_format_too(tmp_path):
     [entry] = [json.loads(line) for line in crash(tmp_path, "json").stderr.splitlines()]
     assert entry["level"] == "CRITICAL"
     assert entry["exception"].endswith(f"ValueError: first\n{FORGED}")
+
+
+def test_an_http_request_line_cannot_forge_a_log_line(start_daemon, tmp_path):
+    port = free_port()
+    daemon = start_daemon(args=["-vv"], http={"host": "127.0.0.1", "port": port})
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        client.sendall(f"GET /a\x1b[2K\r{FORGED} HTTP/1.1\r\n\r\n".encode())
+        assert client.recv(100).startswith(b"HTTP/1.1 400")
+    wait_until(lambda: f'"GET /a\\x1b[2K\\r{FORGED} HTTP/1.1" 400' in daemon.log())
+    assert daemon.stop() == 0
+    log = daemon.log()
+    assert "\r" not in log and "\x1b" not in log
+    assert all(RECORD.match(line) for line in log.rstrip("\n").split("\n"))
 
 
 @pytest.mark.parametrize("log_format", ["text", "json"])

@@ -11,10 +11,11 @@ import socket
 import time
 import urllib.request
 import uuid
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
-from conftest import DaemonProcess, base_config, free_port, job_files, wait_until
+from conftest import free_port, job_files, wait_until
 
 from spoold.notify import Notifier, SystemdLink
 
@@ -73,29 +74,17 @@ def notify_env(manager: ServiceManager, usec: int | str = WATCHDOG_USEC) -> dict
     return {"NOTIFY_SOCKET": manager.address, "WATCHDOG_USEC": str(usec)}
 
 
-def start(tmp_path: Path, env: dict[str, str | None], **overrides) -> DaemonProcess:
-    """A daemon that is not waited for: READY=1 is what the test waits for."""
-    return DaemonProcess(tmp_path, base_config(**overrides), [], env)
-
-
-@pytest.fixture
-def daemons():
-    started: list[DaemonProcess] = []
-    yield started
-    for daemon in started:
-        daemon.kill()
-
-
 def get(port: int, path: str) -> int:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
         return answer.status
 
 
-def test_ready_comes_once_the_api_answers_and_the_spool_is_scanned(manager, tmp_path, daemons):
+def test_ready_comes_once_the_api_answers_and_the_spool_is_scanned(manager, start_daemon):
     port = free_port()
-    daemon = start(tmp_path, notify_env(manager), http={"host": "127.0.0.1", "port": port})
-    daemons.append(daemon)
+    daemon = start_daemon(env=notify_env(manager), http={"host": "127.0.0.1", "port": port})
     manager.wait_for("READY", "1")
+    log = daemon.log()  # start() logs these last, before READY is sent
+    assert "HTTP API on http://127.0.0.1" in log and " serving " in log
     assert get(port, "/healthz") == 200  # at once: no waiting after READY
     assert daemon.status()["pid"] == daemon.proc.pid  # the start-up scan is done
     [(_, ready)] = manager.with_key("READY")
@@ -104,8 +93,8 @@ def test_ready_comes_once_the_api_answers_and_the_spool_is_scanned(manager, tmp_
     assert len(manager.with_key("READY")) == 1
 
 
-def test_watchdog_pings_come_every_half_period(manager, tmp_path, daemons):
-    daemons.append(start(tmp_path, notify_env(manager)))
+def test_watchdog_pings_come_every_half_period(manager, start_daemon):
+    start_daemon(env=notify_env(manager))
     ready = manager.wait_for("READY", "1")
     wait_until(lambda: len(manager.with_key("WATCHDOG")) >= 11)
     pings = [at for at, _ in manager.with_key("WATCHDOG")]
@@ -115,24 +104,23 @@ def test_watchdog_pings_come_every_half_period(manager, tmp_path, daemons):
     assert all(fields == {"WATCHDOG": "1"} for _, fields in manager.with_key("WATCHDOG"))
 
 
-def test_no_watchdog_period_no_pings(manager, tmp_path, daemons):
-    daemons.append(start(tmp_path, {"NOTIFY_SOCKET": manager.address}))
-    manager.wait_for("READY", "1")
-    time.sleep(1.5)  # proves an absence
-    assert manager.with_key("WATCHDOG") == []
-
-
-def test_pings_for_another_process_are_not_ours_to_send(manager, tmp_path, daemons):
-    env = {**notify_env(manager), "WATCHDOG_PID": "1"}
-    daemons.append(start(tmp_path, env))
+def test_no_watchdog_period_no_pings(manager, start_daemon):
+    start_daemon(env={"NOTIFY_SOCKET": manager.address})
     manager.wait_for("READY", "1")
     time.sleep(1.0)  # proves an absence
     assert manager.with_key("WATCHDOG") == []
 
 
-def test_status_shows_the_queue_when_it_changes_at_most_once_a_second(manager, tmp_path, daemons):
-    daemon = start(tmp_path, notify_env(manager))
-    daemons.append(daemon)
+def test_pings_for_another_process_are_not_ours_to_send(manager, start_daemon):
+    env = {**notify_env(manager), "WATCHDOG_PID": "1"}
+    start_daemon(env=env)
+    manager.wait_for("READY", "1")
+    time.sleep(1.0)  # proves an absence
+    assert manager.with_key("WATCHDOG") == []
+
+
+def test_status_shows_the_queue_when_it_changes_at_most_once_a_second(manager, start_daemon):
+    daemon = start_daemon(env=notify_env(manager))
     manager.wait_for("READY", "1")
     assert manager.statuses() == ["pending 0, running 0, completed 0, failed 0"]
     began = time.monotonic()
@@ -145,27 +133,28 @@ def test_status_shows_the_queue_when_it_changes_at_most_once_a_second(manager, t
     elapsed = time.monotonic() - began
     changes = manager.statuses()[1:]
     assert len(changes) <= elapsed / 1.0 + 1, f"{len(changes)} STATUS in {elapsed:.1f}s"
-    assert len(set(changes)) == len(changes)  # each one a change
-    time.sleep(1.5)  # proves an absence: no change, no STATUS
+    statuses = manager.statuses()
+    assert all(a != b for a, b in pairwise(statuses))  # each one a change
+    time.sleep(1.2)  # proves an absence: no change, no STATUS
     assert manager.statuses()[-1] == final and len(manager.statuses()) == len(changes) + 1
 
 
-def test_sigterm_sends_stopping_before_the_daemon_exits(manager, tmp_path, daemons):
-    daemon = start(tmp_path, notify_env(manager), shutdownGrace=3)
-    daemons.append(daemon)
+def test_sigterm_sends_stopping_before_the_daemon_exits(manager, start_daemon):
+    daemon = start_daemon(env=notify_env(manager), shutdownGrace=3)
     manager.wait_for("READY", "1")
     daemon.proc.send_signal(signal.SIGTERM)
     manager.wait_for("STOPPING", "1")
     assert daemon.stop() == 0
     [(stopped, fields)] = manager.with_key("STOPPING")
     assert fields["STATUS"] == "stopping: running jobs get 3s"
+    assert fields["EXTEND_TIMEOUT_USEC"] == str((3 + 15) * 1_000_000)
     assert all(at <= stopped for at, _ in manager.with_key("WATCHDOG"))
 
 
-def test_an_abstract_socket_name_is_used(tmp_path, daemons):
+def test_an_abstract_socket_name_is_used(start_daemon):
     manager = ServiceManager(f"@spoold-test-{uuid.uuid4().hex}")
     try:
-        daemons.append(start(tmp_path, notify_env(manager)))
+        start_daemon(env=notify_env(manager))
         manager.wait_for("READY", "1")
         manager.wait_for("WATCHDOG", "1")
     finally:
@@ -179,10 +168,9 @@ def die(job):
 '''
 
 
-def test_a_dead_worker_thread_stops_the_pings_until_it_is_replaced(manager, tmp_path, daemons):
+def test_a_dead_worker_thread_stops_the_pings_until_it_is_replaced(manager, start_daemon, tmp_path):
     (tmp_path / "notify_plugins.py").write_text(PLUGIN)
-    daemon = start(tmp_path, notify_env(manager), jobTypes={"die": "notify_plugins:die"})
-    daemons.append(daemon)
+    daemon = start_daemon(env=notify_env(manager), jobTypes={"die": "notify_plugins:die"})
     manager.wait_for("READY", "1")
     daemon.drop("dies.json", {"type": "die", "id": "dies", "timeout": 4, "maxAttempts": 1})
     wait_until(lambda: "thread spoold-worker died" in daemon.log())
@@ -236,8 +224,12 @@ def test_stepped_service_pings_half_periods_and_reports_changes_once_a_second(ma
         {"STATUS": "pending 2, running 1, completed 6, failed 0"},
         {"WATCHDOG": "1"},
     ]
-    service.stopping("running jobs get 5s")
-    stopping = {"STOPPING": "1", "STATUS": "stopping: running jobs get 5s"}
+    service.stopping(2.5)
+    stopping = {
+        "STOPPING": "1",
+        "STATUS": "stopping: running jobs get 2.5s",
+        "EXTEND_TIMEOUT_USEC": "17500000",
+    }
     assert [fields for _, fields in manager.receive()] == [stopping]
 
 
@@ -251,7 +243,7 @@ def test_stepped_service_pings_half_periods_and_reports_changes_once_a_second(ma
         ({"NOTIFY_SOCKET": "relative/notify"}, "neither a path nor an @abstract"),
     ],
 )
-def test_a_notify_socket_pointing_nowhere_is_one_warning(start_daemon, tmp_path, env, warning):
+def test_a_notify_socket_pointing_nowhere_is_one_warning(start_daemon, env, warning):
     daemon = start_daemon(env=env)
     daemon.drop("job.json", {"type": "noop", "id": "still-served"})
     wait_until(lambda: job_files(daemon.spool, "completed"))
@@ -262,9 +254,8 @@ def test_a_notify_socket_pointing_nowhere_is_one_warning(start_daemon, tmp_path,
     assert "WARNING" in lines[0] and "Traceback" not in daemon.log()
 
 
-def test_a_watchdog_period_that_is_no_number_is_a_warning_and_no_pings(manager, tmp_path, daemons):
-    daemon = start(tmp_path, notify_env(manager, usec="soon"))
-    daemons.append(daemon)
+def test_a_watchdog_period_that_is_no_number_is_a_warning_and_no_pings(manager, start_daemon):
+    daemon = start_daemon(env=notify_env(manager, usec="soon"))
     manager.wait_for("READY", "1")
     time.sleep(1.0)  # proves an absence
     assert manager.with_key("WATCHDOG") == []
@@ -272,14 +263,13 @@ def test_a_watchdog_period_that_is_no_number_is_a_warning_and_no_pings(manager, 
     assert "WATCHDOG_USEC=soon is not a positive number" in daemon.log()
 
 
-def test_the_variables_are_not_passed_on_to_what_jobs_start(manager, tmp_path, daemons):
+def test_the_variables_are_not_passed_on_to_what_jobs_start(manager, start_daemon, tmp_path):
     (tmp_path / "env_plugins.py").write_text(
         "import json, os\n"
         "def env(job):\n"
         "    open('seen.json', 'w').write(json.dumps(sorted(os.environ)))\n"
     )
-    daemon = start(tmp_path, notify_env(manager), jobTypes={"env": "env_plugins:env"})
-    daemons.append(daemon)
+    daemon = start_daemon(env=notify_env(manager), jobTypes={"env": "env_plugins:env"})
     manager.wait_for("READY", "1")
     daemon.drop("env.json", {"type": "env"})
     wait_until(lambda: job_files(daemon.spool, "completed"))
