@@ -46,6 +46,16 @@ def failed_names(name: str) -> Iterator[str]:
         yield numbered(base, n)
 
 
+def restored_names(failed_name: str, original: str | None) -> Iterator[str]:
+    """Names for a retried file in incoming/, in the order to try them: the one it came
+    with (`original`, from its explanation), else a numbered variant that fits."""
+    base = original or failed_name
+    yield base
+    for n in itertools.count(1):
+        candidate = numbered(base, n)
+        yield candidate if _size(candidate) <= NAME_MAX else numbered(failed_name, n)
+
+
 def numbered(name: str, n: int) -> str:
     """'bad.json', 3 → 'bad.3.json': '.json' kept at the end."""
     base = name[:-5] if name.endswith(".json") else name
