@@ -4,10 +4,10 @@ A rejected file keeps its own name in failed/, beside <that name>.error.json,
 whenever that can be: SPEC 2. Two kinds of name cannot: one that is not valid
 UTF-8 (no JSON text can name it, so no explanation could say which file it
 explains) and one so long that the suffix does not fit in a file name. Such a
-file gets a safe name instead (one that is also a job id, ending in .json);
-its bytes are never changed, and its original name is kept in the explanation (`file`, and
-`fileHex` with the exact bytes where they are not UTF-8), from where
-`spoold retry` restores it.
+file gets a safe name instead (one that is also a job id, ending in .json).
+Its bytes are never changed, and its original name is kept in the explanation
+(`file`, and `fileHex` with the exact bytes where they are not UTF-8), from
+where `spoold retry` restores it.
 """
 
 from __future__ import annotations
