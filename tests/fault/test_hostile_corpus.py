@@ -51,7 +51,7 @@ class Case:
     make: Callable[[Path, Path], None]  # (its path, the work folder)
     outcome: str  # "completed", "failed" or "ignored" (left in incoming/)
     words: str = ""  # in the explanation's error (failed) or the record's id (completed)
-    failed_as: str | None = None  # its name in failed/ when not its own
+    failed_as: str | None = None  # how its (safe) name in failed/ starts, when not its own
     data: bytes | None = None  # its bytes, when they must be found unchanged
 
 
