@@ -136,7 +136,7 @@ def _job_type(data: dict[str, Any], registry: dict[str, JobType]) -> JobType:
         raise InvalidJob(f"no 'type' field: add one naming the job type, one of: {known}")
     name = data["type"]
     if not isinstance(name, str) or name not in registry:
-        raise InvalidJob(f"unknown job type {name!r}: use one of: {known}")
+        raise InvalidJob(f"unknown job type {_given(name)}: use one of: {known}")
     return registry[name]
 
 
@@ -144,18 +144,25 @@ def _field_problems(data: dict[str, Any]) -> list[str]:
     problems = [f"field {key!r} is set by spoold; remove it" for key in STATE_FIELDS if key in data]
     job_id = data.get("id")
     if "id" in data and not (isinstance(job_id, str) and ID_RE.match(job_id)):
-        problems.append(f"field 'id' must be {ID_RULE}, got {job_id!r}")
+        problems.append(f"field 'id' must be {ID_RULE}, got {_given(job_id)}")
     priority = data.get("priority")
     if "priority" in data and priority not in PRIORITIES:
         allowed = ", ".join(PRIORITIES)
-        problems.append(f"field 'priority' must be one of {allowed}, got {priority!r}")
+        problems.append(f"field 'priority' must be one of {allowed}, got {_given(priority)}")
     attempts = data.get("maxAttempts")
     if "maxAttempts" in data and not (_is_int(attempts) and attempts >= 1):
-        problems.append(f"field 'maxAttempts' must be a whole number >= 1, got {attempts!r}")
+        problems.append(f"field 'maxAttempts' must be a whole number >= 1, got {_given(attempts)}")
     timeout = data.get("timeout")
     if "timeout" in data and not (_is_number(timeout) and timeout > 0):
-        problems.append(f"field 'timeout' must be a number of seconds > 0, got {timeout!r}")
+        problems.append(f"field 'timeout' must be a number of seconds > 0, got {_given(timeout)}")
     return problems
+
+
+def _given(value: Any, limit: int = 60) -> str:
+    """A bad value as the message shows it ('3' is not 3), cut short so that a huge one
+    keeps the explanation, the log line and the HTTP answer small."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _is_int(value: Any) -> TypeGuard[int]:
@@ -184,7 +191,7 @@ def _run_at(data: dict[str, Any], tz: ZoneInfo, problems: list[str]) -> float | 
     except ValueError:
         problems.append(
             f"field 'runAt' must be an ISO 8601 time such as 2026-01-31T09:00:00+01:00,"
-            f" got {value!r}"
+            f" got {_given(value)}"
         )
         return None
 

@@ -4,10 +4,10 @@ A rejected file keeps its own name in failed/, beside <that name>.error.json,
 whenever that can be: SPEC 2. Two kinds of name cannot: one that is not valid
 UTF-8 (no JSON text can name it, so no explanation could say which file it
 explains) and one so long that the suffix does not fit in a file name. Such a
-file gets a safe name instead (one that is also a job id, ending in .json);
-its bytes are never changed, and its original name is kept in the explanation (`file`, and
-`fileHex` with the exact bytes where they are not UTF-8), from where
-`spoold retry` restores it.
+file gets a safe name instead (one that is also a job id, ending in .json).
+Its bytes are never changed, and its original name is kept in the explanation
+(`file`, and `fileHex` with the exact bytes where they are not UTF-8), from
+where `spoold retry` restores it.
 """
 
 from __future__ import annotations
@@ -43,6 +43,16 @@ def failed_names(name: str) -> Iterator[str]:
         yield base
     for n in itertools.count(1):
         yield numbered(base, n)
+
+
+def restored_names(failed_name: str, original: str | None) -> Iterator[str]:
+    """Names for a retried file in incoming/, in the order to try them: the one it came
+    with (`original`, from its explanation), else a numbered variant that fits."""
+    base = original or failed_name
+    yield base
+    for n in itertools.count(1):
+        candidate = numbered(base, n)
+        yield candidate if _size(candidate) <= NAME_MAX else numbered(failed_name, n)
 
 
 def numbered(name: str, n: int) -> str:

@@ -632,8 +632,7 @@ class Spool:
         """failed/<rejected file> → incoming/ under the name it had there (or its name in
         failed/, made unique if taken) to be judged again; its .error.json goes."""
         original = rejects.original_name(self.read("failed", name + ERROR_SUFFIX))
-        candidates = itertools.chain([original] if original else [], _unique_names(name))
-        for candidate in candidates:
+        for candidate in rejects.restored_names(name, original):
             if os.path.lexists(self._p["incoming"] + candidate):
                 continue
             if not self._move("failed", name, "incoming", candidate):
@@ -819,10 +818,3 @@ def _read_all(fd: int, limit: int, expected: int) -> bytes:
             break
         want = min(remaining, 1 << 20)
     return b"".join(chunks)
-
-
-def _unique_names(name: str) -> Iterator[str]:
-    """name, then name.1.json, name.2.json, ...: '.json' kept at the end."""
-    yield name
-    for n in itertools.count(1):
-        yield rejects.numbered(name, n)

@@ -49,7 +49,7 @@ def dumps(value: Any, indent: int | None = None) -> bytes:
 
 def _parse(text: str) -> Any:
     try:
-        return json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+        return _DECODER.decode(text)
     except json.JSONDecodeError as e:
         what = e.msg.removesuffix(" at")  # "Invalid control character at"
         raise InvalidJob(f"not valid JSON: {what} at line {e.lineno} column {e.colno}") from e
@@ -78,6 +78,11 @@ def _finite_float(text: str) -> float:
     if not math.isfinite(value):
         raise _NotFinite(text if len(text) <= 40 else text[:37] + "...")
     return value
+
+
+# One decoder for every call: json.loads with hooks would build a new one each time,
+# which costs more than decoding a small job.
+_DECODER = json.JSONDecoder(parse_float=_finite_float, parse_constant=_no_constant)
 
 
 def _check_depth(raw: bytes, value: Any) -> None:

@@ -98,6 +98,12 @@ def test_bad_jobs_are_explained(data, words):
     assert words in str(info.value)
 
 
+def test_a_huge_bad_value_is_shown_cut_short():
+    with pytest.raises(InvalidJob) as info:
+        judge({"type": ["x" * 10_000], "id": "y" * 10_000})
+    assert len(str(info.value)) < 400
+
+
 def test_unknown_type_lists_the_known_ones():
     with pytest.raises(InvalidJob) as info:
         judge({"type": "nope"})

@@ -157,6 +157,11 @@ def test_a_missing_folder_fails_permanently_naming_it(root: Path, allowed: Clean
         clean_directory(allowed, cleanup_job(root / "gone", 7))
 
 
+def test_a_name_too_long_for_a_folder_fails_permanently(root: Path, allowed: CleanupConfig) -> None:
+    with pytest.raises(PermanentJobError, match="no such folder"):
+        clean_directory(allowed, cleanup_job(root / ("x" * 300), 7))
+
+
 def test_a_file_given_as_the_folder_fails_permanently(root: Path, allowed: CleanupConfig) -> None:
     aged(root / "file.txt", 30)
     with pytest.raises(PermanentJobError, match="no such folder"):

@@ -172,3 +172,16 @@ def test_the_intake_leaves_a_bad_file_in_incoming_while_the_disk_is_full(tiny_sp
     intake.accept_files(["bad.json"], time.time())
     assert failed(spool) == ["bad.json", "bad.json.error.json"]
     assert "not valid JSON" in explanation(spool, "bad.json")["error"]
+
+
+def test_retry_with_the_original_name_taken_keeps_that_name_numbered(spool):
+    for name in (LONG, NOT_UTF8):
+        put(spool, name, b"first")
+        where = spool.reject(name, "bad")
+        assert where is not None
+        put(spool, name, b"second, still waiting")
+        restored = spool.restore_rejected(where)
+        assert restored is not None and restored != name
+        assert os.fsencode(restored).startswith(os.fsencode(name[:-5])[:40])
+        with open(os.path.join(spool.dirs["incoming"], restored), "rb") as f:
+            assert f.read() == b"first"

@@ -4,12 +4,15 @@ is an InvalidJob that says why, never a traceback or a record other readers refu
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
-from spoold import strictjson
+from spoold import manage, strictjson
 from spoold.errors import InvalidJob
 from spoold.job import decode_object, dump_record
+from spoold.names import make_stem
+from spoold.spool import Spool
 
 DEEP = b"[" * 100_000 + b"]" * 100_000
 
@@ -67,3 +70,15 @@ def test_records_are_never_written_with_non_finite_numbers(value):
 def test_records_are_never_written_with_strings_that_are_not_unicode():
     with pytest.raises(UnicodeEncodeError):
         strictjson.dumps({"file": "caf\udce9.json"})
+
+
+@pytest.mark.parametrize("edit", [b'{"id": "x", "n": NaN}', b"[" * 5000 + b"]" * 5000])
+def test_a_failed_record_edited_into_what_json_cannot_hold_is_not_retried(tmp_path, edit):
+    spool = Spool(tmp_path / "spool")
+    spool.ensure()
+    stem = make_stem("normal", 1_000_000_000, "edited")
+    (spool.dirs["failed"] / f"{stem}.json").write_bytes(edit)
+    with pytest.raises(manage.NotRetryable, match="is not a readable record"):
+        manage.retry(spool, "edited")
+    assert (spool.dirs["failed"] / f"{stem}.json").read_bytes() == edit
+    assert os.listdir(spool.dirs["pending"]) == []

@@ -8,6 +8,7 @@ path swapped under us cannot redirect the deletes.
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
@@ -22,6 +23,7 @@ from spoold.jobs.basic import wrong_field
 logger = logging.getLogger(__name__)
 
 DAY = 86400.0
+NO_SUCH_FOLDER = (errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG)  # no retry changes these
 
 
 def validate(config: CleanupConfig, job: dict[str, Any]) -> list[str]:
@@ -104,7 +106,7 @@ def _open_failure(directory: str, error: OSError) -> Exception:
         return PermanentJobError(
             f"cleanup of {directory!r} refused: it is a symlink, and cleanup never follows symlinks"
         )
-    if isinstance(error, FileNotFoundError | NotADirectoryError):
+    if error.errno in NO_SUCH_FOLDER:
         return PermanentJobError(f"cleanup of {directory!r}: no such folder ({error.strerror})")
     return OSError(f"cleanup cannot open {directory!r}: {error.strerror or error}")
 

@@ -7,7 +7,6 @@ ordinary exceptions and the job is retried.
 
 from __future__ import annotations
 
-import email.errors
 import logging
 import re
 import smtplib
@@ -70,7 +69,20 @@ def _is_address(value: Any) -> bool:
     if len(parsed) != 1:
         return False
     local, at, domain = parsed[0][1].rpartition("@")
-    return bool(local and at and domain) and not ADDRESS_UNSAFE.search(parsed[0][1])
+    if not (local and at and domain) or ADDRESS_UNSAFE.search(parsed[0][1]):
+        return False
+    return _parses_as_header(value)
+
+
+def _parses_as_header(value: str) -> bool:
+    """Whether Python's email takes value as an address header: its parser fails on some
+    odd addresses that getaddresses takes ('.@[,') with AttributeError, IndexError or
+    TypeError, and would do so at every attempt."""
+    try:
+        EmailMessage()["To"] = value
+    except Exception:  # any of the parser's failures: no retry would change them
+        return False
+    return True
 
 
 def _as_list(value: Any) -> list[str]:
@@ -108,7 +120,7 @@ def send_email(smtp: SmtpConfig, job: dict[str, Any]) -> None:
     try:
         message = build_message(job, smtp.sender)
         recipients = envelope_recipients(job)
-    except (ValueError, TypeError, IndexError, email.errors.MessageError) as e:
+    except Exception as e:  # building involves no server: a failure is the job's for good
         raise PermanentJobError(f"the message cannot be built: {type(e).__name__}: {e}") from e
     where = f"SMTP server {smtp.host}:{smtp.port}"
     try:
