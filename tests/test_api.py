@@ -357,7 +357,7 @@ def test_openapi_document_covers_every_endpoint(client):
     expected = {
         "/", "/healthz", "/metrics", "/openapi.json", "/types", "/jobs", "/jobs/batch",
         "/jobs/stats", "/jobs/completed", "/jobs/failed", "/jobs/{id}", "/jobs/{id}/retry",
-        "/scheduler", "/scheduler/{name}/run", "/jobs/history", "/status",
+        "/scheduler", "/scheduler/{name}/run", "/jobs/history", "/status", "/static/{name}",
     }  # fmt: skip
     assert set(doc["paths"]) == expected
     job_types = doc["components"]["schemas"]["Job"]["properties"]["type"]["enum"]
