@@ -19,7 +19,6 @@ from helpers_servers import http_server
 from prometheus_client.parser import text_string_to_metric_families
 
 import spoold
-from spoold.api import MAX_CONNECTIONS
 
 TOKEN = "s3cret-token"
 LATER = (datetime.now(UTC) + timedelta(days=1)).isoformat()
@@ -662,37 +661,6 @@ def test_a_stalled_client_does_not_stall_the_others(served):
     finally:
         for sock in stalled:
             sock.close()
-
-
-def test_past_the_connection_cap_a_client_gets_503_at_once(start_daemon):
-    daemon = start_daemon(http=http_config())
-    port = daemon.config["http"]["port"]
-    idle = [socket.create_connection(("127.0.0.1", port), timeout=10)
-            for _ in range(MAX_CONNECTIONS)]  # fmt: skip
-    try:
-        with Client(port) as client:
-            wait_until(lambda: _refused(client))
-    finally:
-        for sock in idle:
-            sock.close()
-    with Client(port) as client:
-        wait_until(lambda: _answers(client))
-    assert daemon.stop() == 0
-
-
-def _refused(client: Client) -> bool:
-    try:
-        reply = client.get("/healthz")
-    except ConnectionError:
-        return False
-    return reply.status == 503 and "too many" in reply.error
-
-
-def _answers(client: Client) -> bool:
-    try:
-        return client.get("/healthz").status == 200
-    except ConnectionError:
-        return False
 
 
 # ----- many clients ---------------------------------------------------------------------------
