@@ -63,7 +63,9 @@ function fillTable(table, header, rows, emptyText) {
 
 function cell(value, label) {
   const attrs = { "data-label": label || null };
-  if (value instanceof Node) return el("td", { ...attrs, class: "action" }, value);
+  if (value instanceof Node) {
+    return el("td", { ...attrs, class: value.tagName === "BUTTON" ? "action" : null }, value);
+  }
   if (value !== null && typeof value === "object") {
     return el("td", { ...attrs, class: value.cls }, value.text ?? "");
   }
@@ -328,15 +330,16 @@ function showTasks(scheduler) {
   const tasks = (scheduler && scheduler.tasks) || [];
   const rows = tasks.map((t) => [
     { text: t.name, cls: "id" }, el("code", {}, t.schedule ?? ""),
-    asWritten(t.nextRun, t.timezone), local(t.nextRun), asWritten(t.lastRun, t.timezone),
+    el("span", {}, asWritten(t.nextRun, t.timezone), el("br"),
+      el("span", { class: "muted" }, `yours: ${local(t.nextRun)}`)),
+    asWritten(t.lastRun, t.timezone),
     lastResult(t),
     { text: `${t.runCount ?? 0} / ${t.errorCount ?? 0} / ${t.skippedCount ?? 0}`, cls: "num" },
     actionButton("Run now", `Run task ${t.name} now`, `run ${t.name}`, runNow(t.name),
       scheduler.isRunning ? null : "the scheduler is not running (the daemon stops)."),
   ]);
-  fillTable($("tasks-table"), ["task", "schedule", "next run (task's zone)", "next run (yours)",
-    "last run", "last result", { text: "runs / errors / skipped", cls: "num" }, ""], rows,
-  "No scheduled tasks.");
+  fillTable($("tasks-table"), ["task", "schedule", "next run", "last run", "last result",
+    { text: "runs / errors / skips", cls: "num" }, ""], rows, "No scheduled tasks.");
 }
 
 /** Completed (solid) and failed (outlined, stacked on top) jobs per minute as SVG bars, one
