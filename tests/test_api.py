@@ -169,6 +169,37 @@ def test_status_is_the_snapshot_with_version_and_uptime(client, served):
     assert client.request("POST", "/status").status == 405
 
 
+def test_status_shows_running_and_next_pending_jobs_for_the_dashboard(start_daemon, plugins):
+    daemon = start_daemon(http=http_config(), workers=1, jobTypes=plugins.types)
+    daemon.drop("a.json", {"type": "slow", "id": "busy"})
+    wait_until(lambda: plugins.calls("busy"))
+    daemon.drop("low-b.json", {"type": "noop", "id": "due-low"})
+    daemon.drop("c.json", {"type": "noop", "id": "later", "runAt": LATER})
+    daemon.drop("high-d.json", {"type": "noop", "id": "due-high"})
+    with Client(daemon.config["http"]["port"]) as client:
+
+        def three_pending() -> dict | None:
+            jobs = client.get("/status").json["jobs"]
+            return jobs if len(jobs["nextPending"]) == 3 else None
+
+        jobs = wait_until(three_pending)
+        [running] = jobs["running"]
+        assert (running["id"], running["type"], running["attempts"]) == ("busy", "slow", 1)
+        started = datetime.fromisoformat(running["startedAt"]).timestamp()
+        assert abs(started - plugins.calls("busy")[0]["at"]) < 1
+        # dispatch order: due ones by priority, then the one waiting for its time
+        high, low, later = jobs["nextPending"]
+        assert [(j["id"], j["priority"]) for j in (high, low, later)] == [
+            ("due-high", "high"), ("due-low", "low"), ("later", "normal")]  # fmt: skip
+        assert high["dueAt"] is None and low["dueAt"] is None
+        due = datetime.fromisoformat(later["dueAt"]) - datetime.fromisoformat(LATER)
+        assert abs(due) < timedelta(milliseconds=1)
+        oldest = datetime.fromisoformat(jobs["oldestDueAt"])
+        assert oldest == min(datetime.fromisoformat(j["acceptedAt"]) for j in (high, low))
+        wait_until(lambda: daemon.status().get("jobs") == client.get("/status").json["jobs"])
+    plugins.release()
+
+
 def test_completed_newest_first_with_a_limit(client, served):
     for n in range(3):
         assert client.post("/jobs", {"type": "noop", "id": f"order-{n}"}).status == 200
