@@ -79,13 +79,15 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
 @pytest.fixture
 def page(browser: Any, served: DaemonProcess) -> Any:
     """The dashboard of `served`, opened afresh and loaded once."""
+    browser.get("about:blank")  # the same address again would not load the page anew
     browser.get(url(served))
     wait_until(lambda: "spoold on" in text(browser, "h1") and "version" in text(browser, "about"))
     return browser
 
 
 def url(daemon: DaemonProcess) -> str:
-    return f"http://127.0.0.1:{daemon.config['http']['port']}/"
+    """The page, polling every half second (the least it takes) to keep the tests quick."""
+    return f"http://127.0.0.1:{daemon.config['http']['port']}/#every=0.5"
 
 
 # ----- reading and using the page --------------------------------------------------------

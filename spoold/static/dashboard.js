@@ -4,7 +4,7 @@
 // hold markup or script shows that markup as characters.
 "use strict";
 
-const POLL_MS = 2000;
+const POLL_MS = pollMs(); // every 2 s, or as the address says: /#every=10 (0.5 s to 60 s)
 const LIST_LIMIT = 10;
 const TOKEN_KEY = "spoold-token";
 
@@ -18,6 +18,11 @@ const state = {
   again: false, // and another was asked for meanwhile
   lookedUp: null, // the job id asked for in "Find a job"
 };
+
+function pollMs() {
+  const asked = Number(new URLSearchParams(location.hash.slice(1)).get("every"));
+  return asked ? Math.min(Math.max(asked, 0.5), 60) * 1000 : 2000;
+}
 
 // ----- small DOM helpers ------------------------------------------------------------------
 
