@@ -8,6 +8,7 @@ and access logs. What each endpoint does is in routes.py.
 from __future__ import annotations
 
 import hmac
+import io
 import logging
 import re
 import socket
@@ -22,18 +23,29 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from spoold.browser import Cors, is_loopback, loopback_host_header
 from spoold.config import HttpConfig
+from spoold.connections import (
+    WRITE_SECONDS,
+    Connection,
+    Connections,
+    Deadline,
+    Evicted,
+    HeadTooLarge,
+    raise_open_file_limit,
+)
 from spoold.errors import SpoolError
 from spoold.routes import JSON, QUERY_NAMES, Answer, ApiError, Endpoints, Request, route
 from spoold.service import Service
 
 logger = logging.getLogger(__name__)
 
-SOCKET_TIMEOUT = 10.0  # seconds a client may be silent mid-request (or idle between requests)
 LINGER_SECONDS = 1.0  # after answering, how long unread input is drained so the answer arrives
 LINGER_BYTES = 4 << 20
-MAX_CONNECTIONS = 256  # open connections (one thread each); more are refused with a 503
+MAX_CONNECTIONS = 256  # open connections (one thread each); see connections.py
+ADMIT_WAIT = 0.5  # past the limit with every connection busy, a new one waits this, then 503
+OPEN_FILES = 4096  # the soft limit of open files asked for at start
 BUSY_BODY = b'{"error": "too many open connections: try again soon"}'
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")  # methods that change nothing
+Address = tuple[str, int]
 LENGTH_RE = re.compile(r"^[0-9]{1,18}$")
 
 
@@ -61,10 +73,34 @@ class Handler(BaseHTTPRequestHandler):
     # Nagle on, the second write waits for the client's delayed ACK (40 ms).
     disable_nagle_algorithm = True
     server_version = "spoold"
-    timeout = SOCKET_TIMEOUT
+    timeout = WRITE_SECONDS  # reads set their own, from their deadline (connections.py)
+    connection_entry: Connection
 
     def version_string(self) -> str:
         return self.server_version
+
+    def setup(self) -> None:
+        """Reads through a DeadlineReader: a deadline per request, not per recv."""
+        super().setup()
+        self.rfile.close()
+        self.connection_entry = self.server.connections.get(self.request)
+        self.rfile = io.BufferedReader(self.connection_entry.reader)
+
+    def handle_one_request(self) -> None:
+        """One request, its request line and headers read by a deadline; until it is read
+        in full the connection may be closed for a new client (connections.py)."""
+        self.server.connections.waiting(self.connection_entry)
+        self.connection_entry.expect_head()
+        self.requestline, self.command = "", ""
+        try:
+            super().handle_one_request()
+        except HeadTooLarge as e:
+            self.close_connection = True
+            self._body_read = True
+            self._send(ApiError(431, f"{e}: send a shorter request").answer())
+        except ConnectionError as e:
+            logger.debug("http %s: dropped: %s", self.client_address[0], e)
+            self.close_connection = True
 
     def do_GET(self) -> None:
         self._body_read = False
@@ -72,6 +108,10 @@ class Handler(BaseHTTPRequestHandler):
             answer = self._answer()
         except ApiError as e:
             answer = e.answer()
+        except Deadline as e:
+            logger.debug("http %s: %s", self.client_address[0], e)
+            self.close_connection = True
+            answer = ApiError(408, f"{e}: send the whole request at once").answer()
         except (TimeoutError, ConnectionError) as e:
             logger.debug("dropping a client: %s", e)
             self.close_connection = True
@@ -109,6 +149,8 @@ class Handler(BaseHTTPRequestHandler):
         if method not in SAFE_METHODS:
             self._json_only()
         body = self._body() if takes_body else self._skip_body()
+        if not self.server.connections.busy(self.connection_entry):
+            raise Evicted("closed for a new client before its request was acted on")
         request = Request(method, params, query, body)
         answer: Answer = getattr(self.server.api.endpoints, name)(request)
         return answer
@@ -178,6 +220,7 @@ class Handler(BaseHTTPRequestHandler):
         return self._read(length) if length else b""
 
     def _read(self, length: int) -> bytes:
+        self.connection_entry.expect_body(length)
         body = self.rfile.read(length)
         self._body_read = True
         if len(body) < length:
@@ -212,6 +255,7 @@ class Handler(BaseHTTPRequestHandler):
         lines += [f"{key}: {value}" for key, value in headers.items()]
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "strict")
         with_body = self.command != "HEAD" and status != HTTPStatus.NO_CONTENT
+        self.connection.settimeout(WRITE_SECONDS)
         self.wfile.write(head + answer.body if with_body else head)
 
     def _cors(self) -> dict[str, str]:
@@ -236,7 +280,9 @@ class Handler(BaseHTTPRequestHandler):
         logger.debug('%s "%s" %s', self.client_address[0], self.requestline, code)
 
     def log_error(self, format: str, *args: object) -> None:
-        logger.warning("http %s: " + format, self.client_address[0], *args)
+        # a client too slow for its deadline is the client's problem, not the operator's
+        level = logging.DEBUG if format.startswith("Request timed out") else logging.WARNING
+        logger.log(level, "http %s: " + format, self.client_address[0], *args)
 
     def log_message(self, format: str, *args: object) -> None:
         logger.debug("http %s: " + format, self.client_address[0], *args)
@@ -279,7 +325,7 @@ def _safe_segments(path: str | None) -> list[str]:
         return []
 
 
-def _busy_answer(cors: dict[str, str]) -> bytes:
+def busy_answer(cors: dict[str, str]) -> bytes:
     """The 503 sent, unread, to a connection over the limit (so no Origin is known)."""
     headers = {"Content-Type": JSON, **cors, "Retry-After": "1", "Connection": "close",
                "Content-Length": str(len(BUSY_BODY))}  # fmt: skip
@@ -295,16 +341,17 @@ class Server(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], api: ApiServer) -> None:
         self.api = api
-        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
-        self.busy = _busy_answer(api.cors.headers(None))
+        self.connections = Connections(MAX_CONNECTIONS)
+        self.busy = busy_answer(api.cors.headers(None))
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, Handler)
 
-    def process_request(self, request: socket.socket, client_address: tuple[str, int]) -> None:  # type: ignore[override]
-        """A thread for the connection, unless MAX_CONNECTIONS are open: then a 503 at once."""
-        if not self._slots.acquire(blocking=False):
-            logger.warning("http %s: refused, %d connections open", client_address[0],
+    def process_request(self, request: socket.socket, client_address: Address) -> None:  # type: ignore[override]
+        """A thread for the connection; at MAX_CONNECTIONS the longest-waiting connection
+        is closed for it, and only when every one is busy is it refused with a 503."""
+        if self.connections.admit(request, ADMIT_WAIT) is None:
+            logger.warning("http %s: refused, %d connections open and busy", client_address[0],
                            MAX_CONNECTIONS)  # fmt: skip
             try:
                 request.settimeout(1.0)
@@ -316,20 +363,19 @@ class Server(ThreadingHTTPServer):
         try:
             super().process_request(request, client_address)
         except BaseException:
-            self._slots.release()
+            self.connections.release(request)
             raise
 
-    def process_request_thread(  # type: ignore[override]
-        self, request: socket.socket, client_address: tuple[str, int]
-    ) -> None:
+    def process_request_thread(self, request: socket.socket, client_address: Address) -> None:  # type: ignore[override]
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._slots.release()
+            self.connections.release(request)
 
     def shutdown_request(self, request: socket.socket) -> None:  # type: ignore[override]
         """Close a connection without a reset: drain what the client still sends (a body
         refused unread, say) for a moment, so that it reads our answer rather than ECONNRESET."""
+        self.connections.lingering(request)
         try:
             request.shutdown(socket.SHUT_WR)
             request.settimeout(LINGER_SECONDS)
@@ -371,6 +417,10 @@ class ApiServer:
         return self._http.max_body_bytes
 
     def bind(self) -> None:
+        files = raise_open_file_limit(OPEN_FILES)
+        if files < MAX_CONNECTIONS * 2:
+            logger.warning("http: only %d open files allowed (ulimit -n): with many clients,"
+                           " new connections may fail; raise the limit", files)  # fmt: skip
         host, port = self._http.host, self._http.port
         try:
             self._server = Server((host, port), self)

@@ -10,6 +10,7 @@ from typing import Any
 
 from spoold import __version__
 from spoold.names import PRIORITIES
+from spoold.page import ASSETS
 
 ID_PATTERN = r"^[A-Za-z0-9_\-][A-Za-z0-9._\-]{0,127}$"
 MAX_LIMIT = 1000
@@ -82,7 +83,17 @@ def paths() -> Schema:
                                   "content": {"text/html": {"schema": {"type": "string"}}}},
                           "401": {"description": "The token is set and the request lacks it:"
                                                  " the page, which asks for it.",
-                                  "content": {"text/html": {"schema": {"type": "string"}}}}},
+                                  "content": {"text/html": {"schema": {"type": "string"}}}},
+                          "403": COMMON_ERRORS["403"]},
+        }},
+        "/static/{name}": {"get": {
+            "summary": "The dashboard's script and style (no token needed).", "security": [],
+            "parameters": [{"name": "name", "in": "path", "required": True,
+                            "schema": {"type": "string", "enum": sorted(ASSETS)}}],
+            "responses": {"200": {"description": "The file.", "content": {
+                              media.split(";")[0]: {"schema": {"type": "string"}}
+                              for media in ASSETS.values()}},
+                          "403": COMMON_ERRORS["403"], "404": error("No such file.")},
         }},
         "/healthz": {"get": {
             "summary": "200 while the daemon serves (needs no token).", "security": [],

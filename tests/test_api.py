@@ -19,7 +19,6 @@ from helpers_servers import http_server
 from prometheus_client.parser import text_string_to_metric_families
 
 import spoold
-from spoold.api import MAX_CONNECTIONS
 
 TOKEN = "s3cret-token"
 LATER = (datetime.now(UTC) + timedelta(days=1)).isoformat()
@@ -168,6 +167,37 @@ def test_status_is_the_snapshot_with_version_and_uptime(client, served):
     assert 0 < status["uptimeSeconds"] < 600
     assert set(status["queue"]) == {"pending", "running", "completed", "failed"}
     assert client.request("POST", "/status").status == 405
+
+
+def test_status_shows_running_and_next_pending_jobs_for_the_dashboard(start_daemon, plugins):
+    daemon = start_daemon(http=http_config(), workers=1, jobTypes=plugins.types)
+    daemon.drop("a.json", {"type": "slow", "id": "busy"})
+    wait_until(lambda: plugins.calls("busy"))
+    daemon.drop("low-b.json", {"type": "noop", "id": "due-low"})
+    daemon.drop("c.json", {"type": "noop", "id": "later", "runAt": LATER})
+    daemon.drop("high-d.json", {"type": "noop", "id": "due-high"})
+    with Client(daemon.config["http"]["port"]) as client:
+
+        def three_pending() -> dict | None:
+            jobs = client.get("/status").json["jobs"]
+            return jobs if len(jobs["nextPending"]) == 3 else None
+
+        jobs = wait_until(three_pending)
+        [running] = jobs["running"]
+        assert (running["id"], running["type"], running["attempts"]) == ("busy", "slow", 1)
+        started = datetime.fromisoformat(running["startedAt"]).timestamp()
+        assert abs(started - plugins.calls("busy")[0]["at"]) < 1
+        # dispatch order: due ones by priority, then the one waiting for its time
+        high, low, later = jobs["nextPending"]
+        assert [(j["id"], j["priority"]) for j in (high, low, later)] == [
+            ("due-high", "high"), ("due-low", "low"), ("later", "normal")]  # fmt: skip
+        assert high["dueAt"] is None and low["dueAt"] is None
+        due = datetime.fromisoformat(later["dueAt"]) - datetime.fromisoformat(LATER)
+        assert abs(due) < timedelta(milliseconds=1)
+        oldest = datetime.fromisoformat(jobs["oldestDueAt"])
+        assert oldest == min(datetime.fromisoformat(j["acceptedAt"]) for j in (high, low))
+        wait_until(lambda: daemon.status().get("jobs") == client.get("/status").json["jobs"])
+    plugins.release()
 
 
 def test_completed_newest_first_with_a_limit(client, served):
@@ -357,7 +387,7 @@ def test_openapi_document_covers_every_endpoint(client):
     expected = {
         "/", "/healthz", "/metrics", "/openapi.json", "/types", "/jobs", "/jobs/batch",
         "/jobs/stats", "/jobs/completed", "/jobs/failed", "/jobs/{id}", "/jobs/{id}/retry",
-        "/scheduler", "/scheduler/{name}/run", "/jobs/history", "/status",
+        "/scheduler", "/scheduler/{name}/run", "/jobs/history", "/status", "/static/{name}",
     }  # fmt: skip
     assert set(doc["paths"]) == expected
     job_types = doc["components"]["schemas"]["Job"]["properties"]["type"]["enum"]
@@ -662,37 +692,6 @@ def test_a_stalled_client_does_not_stall_the_others(served):
     finally:
         for sock in stalled:
             sock.close()
-
-
-def test_past_the_connection_cap_a_client_gets_503_at_once(start_daemon):
-    daemon = start_daemon(http=http_config())
-    port = daemon.config["http"]["port"]
-    idle = [socket.create_connection(("127.0.0.1", port), timeout=10)
-            for _ in range(MAX_CONNECTIONS)]  # fmt: skip
-    try:
-        with Client(port) as client:
-            wait_until(lambda: _refused(client))
-    finally:
-        for sock in idle:
-            sock.close()
-    with Client(port) as client:
-        wait_until(lambda: _answers(client))
-    assert daemon.stop() == 0
-
-
-def _refused(client: Client) -> bool:
-    try:
-        reply = client.get("/healthz")
-    except ConnectionError:
-        return False
-    return reply.status == 503 and "too many" in reply.error
-
-
-def _answers(client: Client) -> bool:
-    try:
-        return client.get("/healthz").status == 200
-    except ConnectionError:
-        return False
 
 
 # ----- many clients ---------------------------------------------------------------------------

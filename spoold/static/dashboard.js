@@ -4,7 +4,7 @@
 // hold markup or script shows that markup as characters.
 "use strict";
 
-const POLL_MS = 2000;
+const POLL_MS = pollMs(); // every 2 s, or as the address says: /#every=10 (0.5 s to 60 s)
 const LIST_LIMIT = 10;
 const TOKEN_KEY = "spoold-token";
 
@@ -18,6 +18,11 @@ const state = {
   again: false, // and another was asked for meanwhile
   lookedUp: null, // the job id asked for in "Find a job"
 };
+
+function pollMs() {
+  const asked = Number(new URLSearchParams(location.hash.slice(1)).get("every"));
+  return asked ? Math.min(Math.max(asked, 0.5), 60) * 1000 : 2000;
+}
 
 // ----- small DOM helpers ------------------------------------------------------------------
 
@@ -63,7 +68,9 @@ function fillTable(table, header, rows, emptyText) {
 
 function cell(value, label) {
   const attrs = { "data-label": label || null };
-  if (value instanceof Node) return el("td", { ...attrs, class: "action" }, value);
+  if (value instanceof Node) {
+    return el("td", { ...attrs, class: value.tagName === "BUTTON" ? "action" : null }, value);
+  }
   if (value !== null && typeof value === "object") {
     return el("td", { ...attrs, class: value.cls }, value.text ?? "");
   }
@@ -328,15 +335,16 @@ function showTasks(scheduler) {
   const tasks = (scheduler && scheduler.tasks) || [];
   const rows = tasks.map((t) => [
     { text: t.name, cls: "id" }, el("code", {}, t.schedule ?? ""),
-    asWritten(t.nextRun, t.timezone), local(t.nextRun), asWritten(t.lastRun, t.timezone),
+    el("span", {}, asWritten(t.nextRun, t.timezone), el("br"),
+      el("span", { class: "muted" }, `yours: ${local(t.nextRun)}`)),
+    asWritten(t.lastRun, t.timezone),
     lastResult(t),
     { text: `${t.runCount ?? 0} / ${t.errorCount ?? 0} / ${t.skippedCount ?? 0}`, cls: "num" },
     actionButton("Run now", `Run task ${t.name} now`, `run ${t.name}`, runNow(t.name),
       scheduler.isRunning ? null : "the scheduler is not running (the daemon stops)."),
   ]);
-  fillTable($("tasks-table"), ["task", "schedule", "next run (task's zone)", "next run (yours)",
-    "last run", "last result", { text: "runs / errors / skipped", cls: "num" }, ""], rows,
-  "No scheduled tasks.");
+  fillTable($("tasks-table"), ["task", "schedule", "next run", "last run", "last result",
+    { text: "runs / errors / skips", cls: "num" }, ""], rows, "No scheduled tasks.");
 }
 
 /** Completed (solid) and failed (outlined, stacked on top) jobs per minute as SVG bars, one
