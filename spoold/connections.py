@@ -85,6 +85,7 @@ class Connection:
         self.sock = sock
         self.reader = DeadlineReader(sock)
         self.waiting_since: float | None = time.monotonic()  # None while busy
+        self.served = False  # whether a request of its own has been answered
 
     def expect_head(self) -> None:
         """Ready for a request: its request line and headers have HEAD_SECONDS from now."""
@@ -102,8 +103,8 @@ class Connection:
 
 class Connections:
     """The open connections, at most `limit`; thread-safe. At the limit, a new client gets
-    the place of the connection that has waited longest (an idle keep-alive, a slow
-    sender), if any is waiting; only connections all busy make it wait, then refuse."""
+    the place of the connection that has waited longest (a slow sender, an idle
+    keep-alive), if any is waiting; only connections all busy make it wait, then refuse."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -116,10 +117,12 @@ class Connections:
         """A place for a new connection, evicting if need be; None if none freed in `wait`."""
         deadline = time.monotonic() + wait
         with self._lock:
-            while len(self._open) >= self.limit:
-                if len(self._open) - self._leaving >= self.limit:
-                    self._evict_one()  # none waiting: all are busy, one will end soon
-                left = deadline - time.monotonic()
+            # Those evicted still count until their threads end (at once, as a rule), but
+            # the new one need not wait for that: accepting stays quick under a flood.
+            while self._staying() >= self.limit or len(self._open) >= 2 * self.limit:
+                if self._staying() >= self.limit and self._evict_one():
+                    continue
+                left = deadline - time.monotonic()  # all busy: wait for one to end
                 if left <= 0:
                     return None
                 self._lock.wait(left)
@@ -143,6 +146,7 @@ class Connections:
             if connection.reader.evicted:
                 return False
             connection.waiting_since = None
+            connection.served = True
             return True
 
     def lingering(self, sock: socket.socket) -> None:
@@ -160,17 +164,23 @@ class Connections:
                 self._leaving -= 1
             self._lock.notify_all()
 
-    def _evict_one(self) -> None:
+    def _staying(self) -> int:
+        return len(self._open) - self._leaving
+
+    def _evict_one(self) -> bool:
         waiting = [c for c in self._open.values()
                    if c.waiting_since is not None and not c.reader.evicted]  # fmt: skip
         if not waiting:
-            return
-        victim = min(waiting, key=lambda c: c.waiting_since or 0.0)
+            return False
+        # A connection that never had a request answered goes first: a flood of new ones
+        # (the usual attack) then displaces itself, not a client's idle keep-alive one.
+        victim = min(waiting, key=lambda c: (c.served, c.waiting_since or 0.0))
         victim.reader.evicted = True
         self._leaving += 1
         self.evictions += 1
         with contextlib.suppress(OSError):
             victim.sock.shutdown(socket.SHUT_RDWR)  # its thread's recv returns at once
+        return True
 
 
 def raise_open_file_limit(wanted: int) -> int:
