@@ -111,6 +111,7 @@ class Connections:
         self._lock = threading.Condition()
         self._open: dict[socket.socket, Connection] = {}
         self._leaving = 0  # evicted, their threads not yet ended
+        self._closing = False
         self.evictions = 0
 
     def admit(self, sock: socket.socket, wait: float) -> Connection | None:
@@ -138,6 +139,17 @@ class Connections:
         """The connection may be closed for a newer one from now (since: for the order)."""
         with self._lock:
             connection.waiting_since = time.monotonic() if since is None else since
+            if self._closing:
+                self._evict(connection)
+
+    def close(self) -> None:
+        """The server stops: close every waiting connection now, each busy one once it
+        has answered (its client gets the answer, then the connection ends)."""
+        with self._lock:
+            self._closing = True
+            for connection in list(self._open.values()):
+                if connection.waiting_since is not None and not connection.reader.evicted:
+                    self._evict(connection)
 
     def busy(self, connection: Connection) -> bool:
         """The connection's request is read and about to be acted on: never evicted while
@@ -174,13 +186,15 @@ class Connections:
             return False
         # A connection that never had a request answered goes first: a flood of new ones
         # (the usual attack) then displaces itself, not a client's idle keep-alive one.
-        victim = min(waiting, key=lambda c: (c.served, c.waiting_since or 0.0))
+        self._evict(min(waiting, key=lambda c: (c.served, c.waiting_since or 0.0)))
+        return True
+
+    def _evict(self, victim: Connection) -> None:
         victim.reader.evicted = True
         self._leaving += 1
         self.evictions += 1
         with contextlib.suppress(OSError):
             victim.sock.shutdown(socket.SHUT_RDWR)  # its thread's recv returns at once
-        return True
 
 
 def raise_open_file_limit(wanted: int) -> int:
