@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
+import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -13,7 +17,16 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import DaemonProcess, base_config, free_port, records, spoold_cli, wait_until
+import yaml
+from conftest import (
+    DaemonProcess,
+    base_config,
+    daemon_env,
+    free_port,
+    records,
+    spoold_cli,
+    wait_until,
+)
 from helpers_api import Client, Reply, folder_of, ids_in_spool, raw, raw_json, raw_status
 from helpers_servers import http_server
 from prometheus_client.parser import text_string_to_metric_families
@@ -487,6 +500,48 @@ def test_a_host_that_is_not_loopback_is_403(client, served, host):
     assert client.request("OPTIONS", "/jobs", headers=headers).status == 403
     assert job_id not in ids_in_spool(served.spool)
     still_serving(client)
+
+
+IN_A_NETWORK_NAMESPACE = r"""
+import http.client, json, subprocess, sys, time
+from pathlib import Path
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+subprocess.run(["ip", "addr", "add", "10.200.0.1/32", "dev", "lo"], check=True)
+work = Path(sys.argv[1])
+daemon = subprocess.Popen([sys.executable, "-m", "spoold", "run", "--config",
+                           str(work / "spoold.yaml")], cwd=work)
+found = {}
+try:
+    for _ in range(300):
+        try:
+            conn = http.client.HTTPConnection("10.200.0.1", 18080, timeout=5)
+            conn.request("GET", "/types", headers={"Host": "spoold.example:18080"})
+            reply = conn.getresponse()
+            found = {"status": reply.status, "body": reply.read().decode()}
+            break
+        except OSError:
+            time.sleep(0.05)
+finally:
+    daemon.terminate()
+    daemon.wait(30)
+print(json.dumps(found))
+"""
+
+
+def test_off_loopback_any_host_is_served(tmp_path):
+    """Listening on an address that is not loopback (here 10.200.0.1, on the loopback
+    device of a network namespace this test makes), the Host is not checked."""
+    if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"):
+        pytest.skip("needs root, unshare and ip (iproute2) for a network namespace")
+    config = base_config(http={"host": "10.200.0.1", "port": 18080})
+    (tmp_path / "spoold.yaml").write_text(yaml.safe_dump(config))
+    script = [sys.executable, "-c", IN_A_NETWORK_NAMESPACE, str(tmp_path)]
+    result = subprocess.run(["unshare", "--net", *script], capture_output=True, text=True,
+                            env=daemon_env(), timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found.get("status") == 200, (found, result.stderr[-2000:])
+    assert "noop" in json.loads(found["body"])["types"]
 
 
 def test_host_without_a_header_by_absolute_target_and_twice(served):
