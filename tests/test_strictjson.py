@@ -9,7 +9,7 @@ import os
 import pytest
 
 from spoold import manage, strictjson
-from spoold.errors import InvalidJob
+from spoold.errors import InvalidJob, NotRetryable
 from spoold.job import decode_object, dump_record
 from spoold.names import make_stem
 from spoold.spool import Spool
@@ -78,7 +78,7 @@ def test_a_failed_record_edited_into_what_json_cannot_hold_is_not_retried(tmp_pa
     spool.ensure()
     stem = make_stem("normal", 1_000_000_000, "edited")
     (spool.dirs["failed"] / f"{stem}.json").write_bytes(edit)
-    with pytest.raises(manage.NotRetryable, match="is not a readable record"):
+    with pytest.raises(NotRetryable, match="is not a readable record"):
         manage.retry(spool, "edited")
     assert (spool.dirs["failed"] / f"{stem}.json").read_bytes() == edit
     assert os.listdir(spool.dirs["pending"]) == []
