@@ -9,7 +9,9 @@ the change is reported.
 Names carry the state a reader needs without opening files:
 
     pending/   <rank>-<priority>-<accepted UTC>-<id>.json      (ls shows dispatch order)
-    running/   <pending stem>@<node>+<instance>.json           (who holds it)
+    running/   <pending stem>@<node>+<instance>.json           (who holds it; its mtime is
+               1970-01-01 once the attempt started), .lease-<node>+<instance> (a daemon's
+               lease: its mtime, renewed, says the daemon lives)
     completed/ <pending stem>.json                              (the final record)
     failed/    <pending stem>.json, or a rejected file under its own name
                beside <that name>.error.json
@@ -52,6 +54,7 @@ STEM_RE = re.compile(
 )
 ERROR_SUFFIX = ".error.json"
 MAX_SPARES = 256  # as many as the committer's batch, so a batch reuses files
+STARTED = 0  # a running file's mtime once its attempt has started (1970-01-01, see mark_started)
 
 
 @dataclass(frozen=True)
@@ -336,6 +339,23 @@ class Spool:
             return None
         return name
 
+    def mark_started(self, running: str) -> bool:
+        """Stamp a claimed job's running file as started (mtime STARTED, one setattr and no
+        data write) just before it runs, so that recovery counts an attempt only for a
+        job that ran. False if the file is gone: another daemon judged us dead and took
+        it back, so the job is not ours to run."""
+        try:
+            os.utime(self._p["running"] + running, ns=(STARTED, STARTED))
+        except FileNotFoundError:
+            self.let_go(running)
+            return False
+        return True
+
+    def was_started(self, running: str) -> bool | None:
+        """Whether a running file's attempt started (see mark_started); None if it is gone."""
+        mtime = self.mtime("running", running)
+        return None if mtime is None else mtime == STARTED
+
     def let_go(self, running: str) -> None:
         """The running file is no longer held by a worker of ours."""
         with self._held_lock:
@@ -371,14 +391,45 @@ class Spool:
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._node_lock = fd
 
-    def renew_lease(self) -> None:
+    def start_lease(self, info: dict[str, object]) -> float:
+        """Create running/.lease-<owner> holding `info` (who we are, for the others to
+        read) and `started`, the file server's time now; returns that time."""
+        started = self.renew_lease()
+        self.write("running", self.lease_name, _dump({**info, "started": started}))
+        return started
+
+    def renew_lease(self) -> float:
         """Touch running/.lease-<owner>: its fresh mtime is our lease on every running file
-        we hold (one touch per daemon, not one per job)."""
+        we hold (one touch per daemon, not one per job). Returns that mtime: the file
+        server's time now, which every lease is judged by (a touch without a time asks
+        the server for its own), so a host whose clock is off judges leases right."""
         path = self._p["running"] + self.lease_name
         try:
             os.utime(path)
         except FileNotFoundError:
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o644))
+        return os.lstat(path).st_mtime
+
+    def leases(self) -> dict[str, float]:
+        """Every daemon's lease in running/: owner → when it was last renewed (server time);
+        one lost while we look is left out."""
+        found = {}
+        for name in self.names("running"):
+            if name.startswith(".lease-"):
+                renewed = self.mtime("running", name)
+                if renewed is not None:
+                    found[name.removeprefix(".lease-")] = renewed
+        return found
+
+    def lease_info(self, owner: str) -> dict[str, object]:
+        """What an owner's lease file says about it (see start_lease); {} if it says
+        nothing readable (gone, or created and not yet written)."""
+        raw = self.read("running", f".lease-{owner}")
+        try:
+            info = json.loads(raw) if raw else {}
+        except ValueError:
+            return {}
+        return info if isinstance(info, dict) else {}
 
     def end_lease(self) -> None:
         """A clean stop: our running files are all settled, the lease and spares go."""
