@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import time
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +36,12 @@ from spoold.spool import Spool
 logger = logging.getLogger(__name__)
 
 POLL = 0.25  # seconds between looks at a lease being watched at start
+
+
+def _pause(seconds: float) -> None:
+    """time.sleep, but one that also works under libfaketime (the clock-skew tests), where
+    time.sleep fails with EINVAL."""
+    threading.Event().wait(seconds)
 
 
 @dataclass(frozen=True)
@@ -60,7 +66,7 @@ class NodeGuard:
         self,
         spool: Spool,
         lease_seconds: Callable[[], float],
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] = _pause,
     ) -> None:
         self.spool = spool
         self.lease_seconds = lease_seconds

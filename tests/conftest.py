@@ -87,7 +87,16 @@ def records(spool: Path, folder: str) -> list[dict[str, Any]]:
 class DaemonProcess:
     """spoold run as a real subprocess, its log captured in a file."""
 
-    def __init__(self, workdir: Path, config: dict[str, Any], args: list[str]) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        config: dict[str, Any],
+        args: list[str],
+        prefix: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """`prefix` runs the daemon under another command (nsenter, say); `env` adds to
+        its environment."""
         self.workdir = workdir
         self.config = config
         self.spool = workdir / config.get("spool", "spool")
@@ -95,10 +104,12 @@ class DaemonProcess:
         self.log_path = workdir / f"daemon-{time.monotonic_ns()}.log"
         self.config_path.write_text(yaml.safe_dump(config))
         self._log = self.log_path.open("wb")
-        command = [sys.executable, "-m", "spoold", "run", "--config", str(self.config_path), *args]
+        command = [*(prefix or []), sys.executable, "-m", "spoold", "run", "--config",
+                   str(self.config_path), *args]  # fmt: skip
         self.proc = subprocess.Popen(
-            command, cwd=workdir, stdout=self._log, stderr=subprocess.STDOUT, env=daemon_env()
-        )
+            command, cwd=workdir, stdout=self._log, stderr=subprocess.STDOUT,
+            env=daemon_env() | (env or {}),
+        )  # fmt: skip
 
     @property
     def incoming(self) -> Path:

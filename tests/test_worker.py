@@ -118,6 +118,7 @@ def test_a_started_job_with_no_attempt_left_is_failed_as_interrupted(world):
     assert recover_running(spool, running, intake.dispatcher, (UTC, pool.registry())) == "failed"
     [record] = folder_json(spool, "failed")
     assert record["attempts"] == 1 and "interrupted" in record["error"]
+    assert flaky.calls == []
 
 
 def test_a_job_claimed_but_never_started_gets_its_one_attempt(world):
