@@ -1,0 +1,128 @@
+"""One live daemon per node name, kept by lease files alone (no flock): lease.py on a
+real spool, and a daemon that finds an earlier instance of its node."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+from conftest import wait_until
+
+from spoold.errors import SpoolUnusable
+from spoold.lease import NodeGuard, whoami
+from spoold.spool import Spool
+
+
+def spool_of(root: Path, node: str = "n1") -> Spool:
+    spool = Spool(root, node, durable=False)
+    spool.ensure()
+    return spool
+
+
+class Pauses:
+    """A real pause that notes each call, and runs `during` at each (another daemon's
+    renewal, say)."""
+
+    def __init__(self, during=lambda: None) -> None:
+        self.calls = 0
+        self.during = during
+
+    def __call__(self, seconds: float) -> None:
+        self.calls += 1
+        threading.Event().wait(seconds)
+        self.during()
+
+
+def test_the_lease_says_who_holds_it_and_renewing_gives_the_file_server_s_time(tmp_path):
+    spool = spool_of(tmp_path)
+    NodeGuard(spool, lambda: 5).claim_node()
+    info = spool.lease_info(spool.owner)
+    assert info["pid"] == os.getpid() and info["host"] == whoami()["host"]
+    assert isinstance(info["started"], float)
+    lease = spool.dirs["running"] / spool.lease_name
+    assert spool.renew_lease() == os.stat(lease).st_mtime
+    assert spool.leases() == {spool.owner: os.stat(lease).st_mtime}
+
+
+def test_a_start_is_refused_while_another_instance_renews_the_node_s_lease(tmp_path):
+    first = spool_of(tmp_path)
+    NodeGuard(first, lambda: 5).claim_node()
+    second = spool_of(tmp_path)
+    pauses = Pauses(during=first.renew_lease)
+    with pytest.raises(SpoolUnusable) as refused:
+        NodeGuard(second, lambda: 5, pauses).claim_node()
+    reason = str(refused.value)
+    assert "'n1'" in reason and first.owner in reason and f"pid {os.getpid()}" in reason
+    assert "\n" not in reason and pauses.calls == 1
+    assert set(first.leases()) == {first.owner}  # the refused one withdrew its lease
+
+
+def test_a_start_waits_out_a_lease_that_is_not_renewed(tmp_path):
+    crashed = spool_of(tmp_path)
+    crashed.renew_lease()  # a lease with nothing in it: who left it cannot be checked
+    spool = spool_of(tmp_path)
+    pauses = Pauses()
+    NodeGuard(spool, lambda: 1, pauses).claim_node()
+    assert 3 <= pauses.calls <= 12  # about a lease's time in quarter seconds
+    assert spool.owner in spool.leases()
+
+
+def test_a_lease_left_by_a_process_of_this_host_that_ended_is_not_waited_for(tmp_path):
+    ended = subprocess.run(["sh", "-c", "echo $$"], capture_output=True, text=True, check=True)
+    crashed = spool_of(tmp_path)
+    crashed.start_lease({**whoami(), "pid": int(ended.stdout)})
+    pauses = Pauses()
+    NodeGuard(spool_of(tmp_path), lambda: 30, pauses).claim_node()
+    assert pauses.calls == 0
+
+
+def test_a_lease_from_another_kernel_is_waited_for_even_if_its_pid_is_free_here(tmp_path):
+    ended = subprocess.run(["sh", "-c", "echo $$"], capture_output=True, text=True, check=True)
+    elsewhere = spool_of(tmp_path)
+    elsewhere.start_lease({**whoami(), "kernel": "another-boot/1", "pid": int(ended.stdout)})
+    pauses = Pauses()
+    NodeGuard(spool_of(tmp_path), lambda: 1, pauses).claim_node()
+    assert pauses.calls >= 3
+
+
+def test_other_nodes_leases_are_not_this_node_s_business(tmp_path):
+    other = spool_of(tmp_path, node="n2")
+    NodeGuard(other, lambda: 5).claim_node()
+    pauses = Pauses(during=other.renew_lease)
+    NodeGuard(spool_of(tmp_path), lambda: 5, pauses).claim_node()
+    assert pauses.calls == 0
+
+
+def test_of_two_live_instances_the_later_one_sees_a_conflict(tmp_path):
+    early, late = spool_of(tmp_path), spool_of(tmp_path)
+    early_guard, late_guard = NodeGuard(early, lambda: 5), NodeGuard(late, lambda: 5)
+    early_guard.claim_node()
+    late_guard.started = late.start_lease(whoami()) + 1  # both got past the start check
+    assert early_guard.conflict() is None and late_guard.conflict() is None  # first looks
+    for spool in (early, late):
+        os.utime(spool.dirs["running"] / spool.lease_name, (1, early_guard.started + 2))
+    assert early_guard.conflict() is None
+    reason = late_guard.conflict()
+    assert reason and early.owner in reason and "started first" in reason
+
+
+def test_a_daemon_exits_when_an_earlier_instance_of_its_node_renews_its_lease(start_daemon):
+    daemon = start_daemon(node="n1")
+    lease = daemon.spool / "running" / ".lease-n1+earlier"
+    lease.write_text(json.dumps({"host": "elsewhere", "pid": 7, "started": 0}))
+
+    def renewed_and_exited() -> bool:
+        os.utime(lease)
+        return daemon.proc.poll() is not None
+
+    wait_until(renewed_and_exited, 20, 0.2)
+    log = daemon.log()
+    assert daemon.proc.returncode == 1
+    assert "instance n1+earlier, pid 7 on elsewhere" in log and "stops claiming" in log
+    assert not (
+        daemon.spool / "running" / f".lease-{daemon.status()['worker']['workerId']}"
+    ).exists()
