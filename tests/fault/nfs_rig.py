@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 NFSFUSE = Path(__file__).resolve().parent / "nfsfuse.py"  # a copy of MULTIHOST's tools/
-PROGRAMS = ("ganesha.nfsd", "rpcbind", "ip", "nsenter", "unshare")
+PROGRAMS = ("ganesha.nfsd", "rpcbind", "fusermount3", "ip", "nsenter", "unshare", "umount")
 GANESHA_CONF = """\
 NFS_CORE_PARAM {{ Protocols = 3; Enable_NLM = false; Enable_RQUOTA = false; }}
 NFSV4 {{ Grace_Period = 0; Graceless = true; RecoveryRoot = {srv}/recov; }}
