@@ -284,6 +284,8 @@ class Spool:
             opened = os.fstat(fd)
             _check_regular(opened, max_bytes)
             raw = _read_all(fd, max_bytes + 1, opened.st_size + 1)
+        except FileNotFoundError:  # an NFS client that looks files up by name, not by
+            return None  # handle: another host took the file after our open
         finally:
             os.close(fd)
         if len(raw) > max_bytes:

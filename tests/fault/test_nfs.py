@@ -147,6 +147,7 @@ def test_two_hosts_share_a_thousand_jobs_and_run_each_once(cluster: Cluster) -> 
           f" ids run twice: {[i for i, n in runs.items() if n > 1]}")  # fmt: skip
     assert sorted(runs) == ids and set(runs.values()) == {1}
     assert per_host["host-a"] > 0 and per_host["host-b"] > 0
+    assert "Traceback" not in a.log() + b.log()  # a file the other host took is just gone
     assert a.stop() == 0 and b.stop() == 0
 
 
