@@ -124,6 +124,7 @@ class Spool:
         # Plain string prefixes for the per-job moves: pathlib costs more than the syscall.
         self._p = {key: f"{path}{os.sep}" for key, path in self.dirs.items()}
         self.lease_name = f".lease-{self.owner}"
+        self._lease_data = b""  # what the lease file says (see start_lease)
         self._tmp_counter = itertools.count()
         self._clock_lock = threading.Lock()
         self._last_ns = 0
@@ -397,7 +398,8 @@ class Spool:
         """Create running/.lease-<owner> holding `info` (who we are, for the others to
         read) and `started`, the file server's time now; returns that time."""
         started = self.renew_lease()
-        self.write("running", self.lease_name, _dump({**info, "started": started}))
+        self._lease_data = _dump({**info, "started": started})
+        self.write("running", self.lease_name, self._lease_data)
         return started
 
     def renew_lease(self) -> float:
@@ -409,7 +411,10 @@ class Spool:
         try:
             os.utime(path)
         except FileNotFoundError:
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o644))
+            if self._lease_data:
+                logger.warning("our lease %s was gone (did another daemon judge this one"
+                               " dead?): written again", self.lease_name)  # fmt: skip
+            self.write("running", self.lease_name, self._lease_data)
         return os.lstat(path).st_mtime
 
     def leases(self) -> dict[str, float]:

@@ -48,6 +48,17 @@ def test_the_lease_says_who_holds_it_and_renewing_gives_the_file_server_s_time(t
     assert spool.leases() == {spool.owner: os.stat(lease).st_mtime}
 
 
+def test_a_lease_removed_under_a_live_daemon_comes_back_as_it_was(tmp_path):
+    """Another daemon drops a lease it judged dead (a long stall): renewing writes it
+    again, with the same start time, so the rule of who started first still holds."""
+    spool = spool_of(tmp_path)
+    NodeGuard(spool, lambda: 5).claim_node()
+    before = spool.lease_info(spool.owner)
+    (spool.dirs["running"] / spool.lease_name).unlink()
+    spool.renew_lease()
+    assert spool.lease_info(spool.owner) == before
+
+
 def test_a_start_is_refused_while_another_instance_renews_the_node_s_lease(tmp_path):
     first = spool_of(tmp_path)
     NodeGuard(first, lambda: 5).claim_node()
