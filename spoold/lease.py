@@ -86,7 +86,11 @@ class NodeGuard:
             raise
 
     def _wait_out(self, watched: dict[str, Holder]) -> None:
-        while True:
+        if watched:
+            logger.warning("node %r: waiting up to %.0fs to see whether %s still lives",
+                           self.spool.node, self.lease_seconds(),
+                           ", ".join(h.describe() for h in watched.values()))  # fmt: skip
+        while watched:
             now, renewed = self.spool.renew_lease(), self.spool.leases()
             for owner, holder in list(watched.items()):
                 latest = renewed.get(owner)
@@ -94,12 +98,8 @@ class NodeGuard:
                     raise SpoolUnusable(self._taken_message(holder, now - latest))
                 if latest is None or now - latest > self.lease_seconds():
                     del watched[owner]  # stopped cleanly, or its lease lapsed: dead
-            if not watched:
-                return
-            logger.info("node %r: waiting up to %.0fs to see whether %s still lives",
-                        self.spool.node, self.lease_seconds(),
-                        ", ".join(h.describe() for h in watched.values()))  # fmt: skip
-            self.sleep(POLL)
+            if watched:
+                self.sleep(POLL)
 
     def _taken_message(self, holder: Holder, age: float) -> str:
         return (
