@@ -168,9 +168,9 @@ def _dead_here(holder: Holder) -> bool:
     if holder.pid is None or not holder.kernel or holder.kernel != _kernel_id():
         return False
     try:
-        os.kill(holder.pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{holder.pid}/stat").read_text()
+    except FileNotFoundError:
         return True
-    except PermissionError:
+    except OSError:
         return False
-    return False
+    return stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X")  # killed, not yet reaped

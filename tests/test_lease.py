@@ -91,6 +91,33 @@ def test_a_lease_left_by_a_process_of_this_host_that_ended_is_not_waited_for(tmp
     assert pauses.calls == 0
 
 
+def test_a_lease_left_by_a_killed_process_not_yet_reaped_is_not_waited_for(tmp_path):
+    killed = subprocess.Popen(["sleep", "60"])
+    try:
+        crashed = spool_of(tmp_path)
+        crashed.start_lease({**whoami(), "pid": killed.pid})
+        killed.kill()
+        wait_until(lambda: Path(f"/proc/{killed.pid}/stat").read_text().split()[2] == "Z")
+        pauses = Pauses()
+        NodeGuard(spool_of(tmp_path), lambda: 30, pauses).claim_node()
+        assert pauses.calls == 0
+    finally:
+        killed.kill()
+        killed.wait()
+
+
+def test_a_lease_held_by_a_live_process_of_this_host_is_waited_for(tmp_path):
+    alive = subprocess.Popen(["sleep", "60"])
+    try:
+        spool_of(tmp_path).start_lease({**whoami(), "pid": alive.pid})
+        pauses = Pauses()
+        NodeGuard(spool_of(tmp_path), lambda: 1, pauses).claim_node()
+        assert pauses.calls >= 3
+    finally:
+        alive.kill()
+        alive.wait()
+
+
 def test_a_lease_from_another_kernel_is_waited_for_even_if_its_pid_is_free_here(tmp_path):
     ended = subprocess.run(["sh", "-c", "echo $$"], capture_output=True, text=True, check=True)
     elsewhere = spool_of(tmp_path)

@@ -243,11 +243,12 @@ def test_a_second_daemon_under_a_served_node_name_is_refused(cluster: Cluster) -
     cluster.drop_jobs(rig.a, ["long"], seconds=6)
     spool = cluster.spool(rig.b)
     wait_until(lambda: held_by(spool, "twin"), 20)
+    began = time.monotonic()
     second = cluster.start(rig.b, "twin", wait=False)
     print("\ninjected: a second daemon as node 'twin' through host b's mount")
     code = second.proc.wait(LEASE + 15)
     reason = second.log().strip().splitlines()[-1]
-    print(f"found: exit {code}: {reason}")
+    print(f"found: exit {code} after {time.monotonic() - began:.1f}s: {reason}")
     assert code == 1 and "twin" in reason and "serves" in reason
     assert held_by(spool, "twin") and first.proc.poll() is None
     cluster.drop_jobs(rig.a, ["after"])
