@@ -3,14 +3,17 @@ real spool, and a daemon that finds an earlier instance of its node."""
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import subprocess
 import threading
+import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
-from conftest import wait_until
+from conftest import DaemonProcess, base_config, job_files, records, wait_until
 
 from spoold.errors import SpoolUnusable
 from spoold.lease import NodeGuard, whoami
@@ -164,3 +167,38 @@ def test_a_daemon_exits_when_an_earlier_instance_of_its_node_renews_its_lease(st
     assert not (
         daemon.spool / "running" / f".lease-{daemon.status()['worker']['workerId']}"
     ).exists()
+
+
+FAKETIME = glob.glob("/usr/lib/*/faketime/libfaketime.so.1")
+
+
+@pytest.mark.skipif(not FAKETIME, reason="needs libfaketime (Debian faketime; .ci/run installs it)")
+def test_a_daemon_whose_clock_is_ten_seconds_ahead_takes_no_live_job(
+    start_daemon, plugins, tmp_path
+):
+    """Leases are judged by the file system's clock: a touch without a time, read back.
+    Under the old rule (this host's clock) the daemon ahead took both jobs at once."""
+    holder = start_daemon(node="n2", jobTypes=plugins.types)
+    for n in (1, 2):
+        holder.drop(f"hold{n}.json", {"type": "slow", "id": f"hold{n}"})
+    wait_until(lambda: plugins.calls("hold1") and plugins.calls("hold2"))
+    # CLOCK_REALTIME only; FAKE_UTIME=1 leaves a touch without a time to the file system.
+    skew = {"LD_PRELOAD": FAKETIME[0], "FAKETIME": "+10s", "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+            "FAKE_UTIME": "1"}  # fmt: skip
+    (tmp_path / "ahead").mkdir()
+    config = base_config(spool=str(holder.spool), node="n1")
+    ahead = DaemonProcess(tmp_path / "ahead", config, [], env=skew)
+    try:
+        ahead.wait_ready()
+        status = ahead.spool / ahead.status_name
+        written = datetime.fromisoformat(json.loads(status.read_bytes())["updatedAt"])
+        assert 9 < written.timestamp() - status.stat().st_mtime < 11
+        time.sleep(3)  # proving an absence: six rescans, and over a lease by the skewed clock
+        running = job_files(holder.spool, "running")
+        assert len(running) == 2 and all("@n2+" in name for name in running)
+        assert "recovered" not in ahead.log()
+    finally:
+        ahead.kill()
+    plugins.release()
+    wait_until(lambda: len(records(holder.spool, "completed")) == 2)
+    assert len(plugins.calls("hold1")) == 1 and len(plugins.calls("hold2")) == 1
