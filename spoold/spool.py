@@ -373,8 +373,10 @@ class Spool:
 
     def lock_node(self) -> None:
         """Hold running/.node-<node>.lock for this process's life, so a second daemon under
-        the same node name (two with `node` unset, say) is refused instead of recovering
-        the first one's running jobs. Where the file system has no locks, only warn."""
+        the same node name (two with `node` unset, say) is refused at once where locks
+        are shared. Only a quick check: NFS clients need not share locks, so the rule
+        itself is kept by the leases (lease.py). Where the file system has no locks,
+        only warn."""
         path = f"{self._p['running']}.node-{self.node}.lock"
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
