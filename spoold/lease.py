@@ -11,8 +11,9 @@ cannot prevent that on a network file system (two NFS clients need not share
 locks), so the rule is kept with leases alone:
 
 - At start, a lease of our node from another instance that is still fresh is
-  watched until it is renewed (another daemon serves the node: refuse to start)
-  or lapses (a crashed earlier life: take over). A lease left by a process of
+  watched until it is renewed (another daemon serves the node: refuse to start,
+  unless it started after us, as when two start at once: then it refuses) or
+  lapses (a crashed earlier life: take over). A lease left by a process of
   this very host and pid namespace that no longer exists is dead at once, so a
   restart after a crash does not wait.
 - While running, a daemon that sees its node's lease renewed by an instance
@@ -93,13 +94,22 @@ class NodeGuard:
         while watched:
             now, renewed = self.spool.renew_lease(), self.spool.leases()
             for owner, holder in list(watched.items()):
-                latest = renewed.get(owner)
-                if latest is not None and latest != holder.renewed:
-                    raise SpoolUnusable(self._taken_message(holder, now - latest))
-                if latest is None or now - latest > self.lease_seconds():
-                    del watched[owner]  # stopped cleanly, or its lease lapsed: dead
+                if not self._undecided(holder, renewed.get(owner), now):
+                    del watched[owner]
             if watched:
                 self.sleep(POLL)
+
+    def _undecided(self, holder: Holder, latest: float | None, now: float) -> bool:
+        """Whether `holder` must still be watched: False once it is gone, its lease lapsed,
+        or it renewed its lease but started after us (it is the one to yield);
+        SpoolUnusable if it renewed and started before us."""
+        if latest is None:
+            return False
+        if latest != holder.renewed:
+            if self._after(holder):
+                raise SpoolUnusable(self._taken_message(holder, now - latest))
+            return False
+        return now - latest <= self.lease_seconds()
 
     def _taken_message(self, holder: Holder, age: float) -> str:
         return (
@@ -116,7 +126,7 @@ class NodeGuard:
             self._seen[holder.owner] = holder.renewed
             if last is None or last == holder.renewed:
                 continue
-            if (holder.started, holder.owner) < (self.started, self.spool.owner):
+            if self._after(holder):
                 return (
                     f"another spoold ({holder.describe()}) serves node {self.spool.node!r}"
                     " on this spool and started first: this one stops claiming and exits,"
@@ -124,6 +134,10 @@ class NodeGuard:
                     " give each daemon its own --node"
                 )
         return None
+
+    def _after(self, holder: Holder) -> bool:
+        """Whether we started after `holder` (the start times, then the names, decide)."""
+        return (holder.started, holder.owner) < (self.started, self.spool.owner)
 
     def _others(self) -> list[Holder]:
         """The fresh leases of our node held by other instances."""

@@ -75,6 +75,17 @@ def test_a_start_is_refused_while_another_instance_renews_the_node_s_lease(tmp_p
     assert set(first.leases()) == {first.owner}  # the refused one withdrew its lease
 
 
+def test_a_start_goes_on_past_a_live_instance_that_started_after_it(tmp_path):
+    """Two starting at once: the one that started later refuses (the test above), the
+    earlier one goes on although it saw the other's lease renewed."""
+    later = spool_of(tmp_path)
+    later.start_lease(whoami())
+    later.write("running", later.lease_name, json.dumps({"started": 4e9}).encode())
+    pauses = Pauses(during=later.renew_lease)
+    NodeGuard(spool_of(tmp_path), lambda: 5, pauses).claim_node()
+    assert pauses.calls == 1
+
+
 def test_a_start_waits_out_a_lease_that_is_not_renewed(tmp_path):
     crashed = spool_of(tmp_path)
     crashed.renew_lease()  # a lease with nothing in it: who left it cannot be checked
