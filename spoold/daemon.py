@@ -27,6 +27,7 @@ from spoold.intake import Intake
 from spoold.job import Job
 from spoold.jobs import JobType
 from spoold.jobs.registry import build_registry
+from spoold.lease import NodeGuard
 from spoold.names import ERROR_SUFFIX, parse_stem, stem_of
 from spoold.notify import SystemdLink
 from spoold.recent import Recent
@@ -59,6 +60,8 @@ class Daemon:
         self.config_loaded_at = time.time()
         self.started_at = time.time()
         self.spool = Spool(config.spool, config.node, durable=config.fsync)
+        self.node_guard = NodeGuard(self.spool, lambda: self.config.lease_seconds)
+        self.exit_code = 0
         self.dispatcher = Dispatcher()
         self.registry: dict[str, JobType] = build_registry(config, self.queue_stats)
         check_tasks(config, self.registry)
@@ -103,8 +106,8 @@ class Daemon:
         """Scan the spool once, recover what a crash left, then start every part."""
         self.spool.ensure()
         self.spool.lock_node()
+        self.node_guard.claim_node()
         self.spool.clean_tmp()
-        self.spool.renew_lease()
         self._hold_space()
         if self.api:
             self.api.bind()
@@ -157,7 +160,7 @@ class Daemon:
         service.stopping(grace)
         logger.info("stopping: no new jobs are claimed; running jobs get %ss", grace)
         self.stop()
-        return 0
+        return self.exit_code
 
     def troubles(self) -> list[str]:
         """The parts whose threads ended while the daemon runs; empty when it is healthy."""
@@ -199,19 +202,33 @@ class Daemon:
         return sum(1 for name in self.spool.names(folder) if not name.endswith(ERROR_SUFFIX))
 
     def _recover(self, own_node_too: bool) -> None:
-        context = (self.tz(), self.registry)
-        stale = self.spool.stale_running(time.time(), self.config.lease_seconds, own_node_too)
+        """Take back the running files of daemons whose lease lapsed, judged by the file
+        server's clock (see lease.py), not this host's."""
+        context, now = (self.tz(), self.registry), self.spool.renew_lease()
+        stale = self.spool.stale_running(now, self.config.lease_seconds, own_node_too)
         for name in stale:
             folder = recover_running(self.spool, name, self.dispatcher, context)
             if folder == "failed":
                 self.stats.changed(failed=1)
-        self.spool.drop_dead_leases(time.time(), self.config.lease_seconds * 4)
+        self.spool.drop_dead_leases(now, self.config.lease_seconds * 4)
+
+    def _guard_node(self) -> None:
+        """Stop claiming and exit (code 1) if an earlier daemon serves our node name."""
+        conflict = self.node_guard.conflict()
+        if conflict:
+            logger.error("%s", conflict)
+            self.exit_code = 1
+            self.pool.stop_claiming()
+            self._stop.set()
 
     def _housekeeping(self) -> None:
         """Rescan pending/ for jobs put there by others, recover expired leases, prune."""
         last_prune = 0.0
         while not self._stop.wait(self.config.rescan_seconds):
             try:
+                self._guard_node()
+                if self._stop.is_set():
+                    return
                 self._index_pending()
                 self._recover(own_node_too=False)
                 self._clean_dead_tmp()

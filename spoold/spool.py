@@ -9,7 +9,9 @@ the change is reported.
 Names carry the state a reader needs without opening files:
 
     pending/   <rank>-<priority>-<accepted UTC>-<id>.json      (ls shows dispatch order)
-    running/   <pending stem>@<node>+<instance>.json           (who holds it)
+    running/   <pending stem>@<node>+<instance>.json           (who holds it; its mtime is
+               1970-01-01 once the attempt started), .lease-<node>+<instance> (a daemon's
+               lease: its mtime, renewed, says the daemon lives)
     completed/ <pending stem>.json                              (the final record)
     failed/    <pending stem>.json, or a rejected file under its own name
                beside <that name>.error.json
@@ -36,8 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
-from spoold import rejects
-from spoold.errors import Rejected, SpoolUnusable
+from spoold import rejects, strictjson
+from spoold.errors import InvalidJob, Rejected, SpoolUnusable
 from spoold.names import ERROR_SUFFIX, is_job_name, running_stem
 from spoold.storage import StorageHealth, errno_name
 
@@ -51,6 +53,7 @@ PROBE = b"spoold write test\n" * 64  # about as large as a job's record
 RESERVE_BYTES = 16384  # space held in tmp/ for the status file on a full disk (see rewrite)
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)  # a file system without flock
+STARTED = 0  # a running file's mtime once its attempt has started (1970-01-01, see mark_started)
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,7 @@ class Spool:
         # tmp/<owner>.<pid>.<n>.tmp and .reserve: whose they are, for clean_dead_tmp
         self._tmp_prefix = f"{self._p['tmp']}{self.owner}.{os.getpid()}."
         self._reserve = f"{self._tmp_prefix}reserve"
+        self._lease_data = b""  # what the lease file says (see start_lease)
         self._tmp_counter = itertools.count()
         self._clock_lock = threading.Lock()
         self._last_ns = 0
@@ -351,6 +355,23 @@ class Spool:
             return None
         return name
 
+    def mark_started(self, running: str) -> bool:
+        """Stamp a claimed job's running file as started (mtime STARTED, one setattr and no
+        data write) just before it runs, so that recovery counts an attempt only for a
+        job that ran. False if the file is gone: another daemon judged us dead and took
+        it back, so the job is not ours to run."""
+        try:
+            os.utime(self._p["running"] + running, ns=(STARTED, STARTED))
+        except FileNotFoundError:
+            self.let_go(running)
+            return False
+        return True
+
+    def was_started(self, running: str) -> bool | None:
+        """Whether a running file's attempt started (see mark_started); None if it is gone."""
+        mtime = self.mtime("running", running)
+        return None if mtime is None else mtime == STARTED
+
     def let_go(self, running: str) -> None:
         """The running file is no longer held by a worker of ours."""
         with self._held_lock:
@@ -365,8 +386,10 @@ class Spool:
 
     def lock_node(self) -> None:
         """Hold running/.node-<node>.lock for this process's life, so a second daemon under
-        the same node name (two with `node` unset, say) is refused instead of recovering
-        the first one's running jobs. Where the file system has no locks, only warn."""
+        the same node name (two with `node` unset, say) is refused at once where locks
+        are shared. Only a quick check: NFS clients need not share locks, so the rule
+        itself is kept by the leases (lease.py). Where the file system has no locks,
+        only warn."""
         path = f"{self._p['running']}.node-{self.node}.lock"
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
@@ -391,14 +414,49 @@ class Spool:
             return
         self._node_lock = fd
 
-    def renew_lease(self) -> None:
+    def start_lease(self, info: dict[str, object]) -> float:
+        """Create running/.lease-<owner> holding `info` (who we are, for the others to
+        read) and `started`, the file server's time now; returns that time."""
+        started = self.renew_lease()
+        self._lease_data = strictjson.dumps({**info, "started": started})
+        self.write("running", self.lease_name, self._lease_data)
+        return started
+
+    def renew_lease(self) -> float:
         """Touch running/.lease-<owner>: its fresh mtime is our lease on every running file
-        we hold (one touch per daemon, not one per job)."""
+        we hold (one touch per daemon, not one per job). Returns that mtime: the file
+        server's time now, which every lease is judged by (a touch without a time asks
+        the server for its own), so a host whose clock is off judges leases right."""
         path = self._p["running"] + self.lease_name
         try:
             os.utime(path)
         except FileNotFoundError:
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o644))
+            if self._lease_data:
+                logger.warning("our lease %s was gone (did another daemon judge this one"
+                               " dead?): written again", self.lease_name)  # fmt: skip
+            self.write("running", self.lease_name, self._lease_data)
+        return os.lstat(path).st_mtime
+
+    def leases(self) -> dict[str, float]:
+        """Every daemon's lease in running/: owner → when it was last renewed (server time);
+        one lost while we look is left out."""
+        found = {}
+        for name in self.names("running"):
+            if name.startswith(".lease-"):
+                renewed = self.mtime("running", name)
+                if renewed is not None:
+                    found[name.removeprefix(".lease-")] = renewed
+        return found
+
+    def lease_info(self, owner: str) -> dict[str, object]:
+        """What an owner's lease file says about it (see start_lease); {} if it says
+        nothing readable (gone, or created and not yet written)."""
+        raw = self.read("running", f".lease-{owner}")
+        try:
+            info = strictjson.loads(raw) if raw else {}
+        except InvalidJob:
+            return {}
+        return info if isinstance(info, dict) else {}
 
     def end_lease(self) -> None:
         """A clean stop: our running files are all settled, the lease goes."""

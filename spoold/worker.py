@@ -22,7 +22,7 @@ from spoold.dispatch import Dispatcher, Taken, backoff_seconds, default_rand
 from spoold.errors import PermanentJobError
 from spoold.job import Job, from_record
 from spoold.jobs import JobType
-from spoold.names import parse_stem, running_stem
+from spoold.names import Stem, parse_stem, running_stem
 from spoold.spool import Spool
 from spoold.times import iso_or_none
 
@@ -197,6 +197,8 @@ class WorkerPool:
             self.spool.unclaim(running, stem)
             self.dispatcher.defer(stem, priority, job.due)
             return None
+        if not self.spool.mark_started(running):
+            return None
         return job, running
 
     def _deferred(self, stem: str, priority: str, now: float) -> bool:
@@ -369,7 +371,8 @@ def recover_running(
     context: tuple[ZoneInfo, dict[str, JobType]],
     reason: str = "interrupted: the daemon running it stopped mid-attempt",
 ) -> str | None:
-    """Put a job whose holder stopped back to pending/ (the attempt counted) or into
+    """Put a job whose holder stopped back to pending/: unchanged if its attempt never
+    started (claimed, then the daemon died), else with the attempt counted, or into
     failed/ when it has none left. Returns the folder it went to, or None."""
     parsed = running_stem(running)
     stem = parse_stem(parsed[0]) if parsed else None
@@ -378,6 +381,11 @@ def recover_running(
     if spool.has_record(stem.text):
         spool.drop_running(running)
         return None
+    started = spool.was_started(running)
+    if started is None:
+        return None
+    if not started:
+        return _put_back_unstarted(spool, running, stem, dispatcher)
     raw = spool.read("running", running)
     if raw is None:
         return None
@@ -397,3 +405,16 @@ def recover_running(
     logger.warning("recovered job %s from running/: %s (attempt %d of %d)",
                    stem.id, job.status, job.attempts, job.max_attempts)  # fmt: skip
     return job.status
+
+
+def _put_back_unstarted(
+    spool: Spool, running: str, stem: Stem, dispatcher: Dispatcher
+) -> str | None:
+    """A job claimed whose attempt never started goes back to pending/ as it was: no
+    attempt counted, so a `maxAttempts: 1` job still gets its one run."""
+    if not spool.unclaim(running, stem.text):
+        return None
+    dispatcher.defer(stem.text, stem.priority, 0.0, due_known=False)
+    logger.warning("recovered job %s from running/: claimed but never started, pending"
+                   " again (no attempt counted)", stem.id)  # fmt: skip
+    return "pending"

@@ -118,8 +118,11 @@ class DaemonProcess:
         workdir: Path,
         config: dict[str, Any],
         args: list[str],
+        prefix: list[str] | None = None,
         env: dict[str, str | None] | None = None,
     ) -> None:
+        """`prefix` runs the daemon under another command (nsenter, say); `env` adds to
+        its environment (None removes a variable)."""
         self.workdir = workdir
         self.config = config
         self.spool = workdir / config.get("spool", "spool")
@@ -127,7 +130,8 @@ class DaemonProcess:
         self.log_path = workdir / f"daemon-{time.monotonic_ns()}.log"
         self.config_path.write_text(yaml.safe_dump(config))
         self._log = self.log_path.open("wb")
-        command = [sys.executable, "-m", "spoold", "run", "--config", str(self.config_path), *args]
+        command = [*(prefix or []), sys.executable, "-m", "spoold", "run", "--config",
+                   str(self.config_path), *args]  # fmt: skip
         self.proc = subprocess.Popen(
             command, cwd=workdir, stdout=self._log, stderr=subprocess.STDOUT, env=daemon_env(env)
         )
@@ -222,7 +226,7 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
         env: dict[str, str | None] | None = None,
         **overrides: Any,
     ):
-        daemon = DaemonProcess(workdir or tmp_path, base_config(**overrides), args or [], env)
+        daemon = DaemonProcess(workdir or tmp_path, base_config(**overrides), args or [], env=env)
         started.append(daemon)
         return daemon.wait_ready()
 

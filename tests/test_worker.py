@@ -127,12 +127,82 @@ def test_interrupted_job_is_recovered_with_the_attempt_counted(world):
     stem = os.listdir(spool.dirs["pending"])[0][:-5]
     crashed = Spool(spool.root, durable=False)
     running = crashed.claim(stem)
+    assert crashed.mark_started(running)
     assert recover_running(spool, running, intake.dispatcher, (UTC, pool.registry())) == "pending"
     [record] = folder_json(spool, "pending")
     assert record["attempts"] == 1 and "interrupted" in record["error"]
     pool.run_once()
     [done] = folder_json(spool, "completed")
     assert done["attempts"] == 2
+
+
+def test_a_started_job_with_no_attempt_left_is_failed_as_interrupted(world):
+    spool, intake, pool, flaky, _ = world
+    intake.submit({"type": "flaky", "id": "once", "maxAttempts": 1}, now=100.0)
+    stem = os.listdir(spool.dirs["pending"])[0][:-5]
+    crashed = Spool(spool.root, durable=False)
+    running = crashed.claim(stem)
+    assert crashed.mark_started(running)
+    assert recover_running(spool, running, intake.dispatcher, (UTC, pool.registry())) == "failed"
+    [record] = folder_json(spool, "failed")
+    assert record["attempts"] == 1 and "interrupted" in record["error"]
+    assert flaky.calls == []
+
+
+def test_a_job_claimed_but_never_started_gets_its_one_attempt(world):
+    """A daemon that died between the claim and the run leaves a running file without
+    the start mark: it goes back to pending/ byte for byte, no attempt counted."""
+    spool, intake, pool, flaky, _ = world
+    intake.submit({"type": "flaky", "id": "once", "maxAttempts": 1}, now=100.0)
+    [name] = os.listdir(spool.dirs["pending"])
+    original = (spool.dirs["pending"] / name).read_bytes()
+    running = Spool(spool.root, durable=False).claim(name[:-5])
+    assert spool.was_started(running) is False
+    assert recover_running(spool, running, intake.dispatcher, (UTC, pool.registry())) == "pending"
+    assert (spool.dirs["pending"] / name).read_bytes() == original
+    assert os.listdir(spool.dirs["running"]) == []
+    pool.run_once()
+    [done] = folder_json(spool, "completed")
+    assert done["attempts"] == 1 and len(flaky.calls) == 1
+
+
+def test_the_running_file_is_marked_started_before_the_job_runs(world):
+    spool, intake, pool, _, _ = world
+    seen = []
+
+    def look(job):
+        [running] = [n for n in os.listdir(spool.dirs["running"]) if not n.startswith(".")]
+        seen.append(spool.was_started(running))
+
+    pool.registry()["look"] = JobType("look", look, "normal", 1)
+    intake.submit({"type": "look", "id": "j9"}, now=100.0)
+    pool.run_once()
+    assert seen == [True]
+    assert [r["status"] for r in folder_json(spool, "completed")] == ["completed"]
+
+
+class RecoveredUnderUs(Spool):
+    """A real spool where, just after each claim, another daemon takes the running file
+    back to pending/ (as its recovery does when it judged this daemon dead)."""
+
+    def claim(self, stem):
+        running = super().claim(stem)
+        os.rename(self.dirs["running"] / running, self.dirs["pending"] / f"{stem}.json")
+        return running
+
+
+def test_a_job_taken_back_between_claim_and_start_is_not_run(tmp_path):
+    spool = RecoveredUnderUs(tmp_path / "spool", durable=False)
+    spool.ensure()
+    flaky = Flaky()
+    registry = {"flaky": JobType("flaky", flaky, "normal", 3)}
+    context = Context(spool, Dispatcher(), lambda: registry, lambda: UTC)
+    intake = Intake(context, 10_000, 0.0)
+    pool = WorkerPool(context, lambda: Policy(timeout=5), 1)
+    intake.submit({"type": "flaky", "id": "gone"}, now=100.0)
+    assert pool.run_once() is None
+    assert flaky.calls == [] and os.listdir(spool.dirs["running"]) == []
+    assert len(os.listdir(spool.dirs["pending"])) == 1
 
 
 def test_a_crash_after_the_record_does_not_run_the_job_twice(world):

@@ -1,0 +1,215 @@
+"""One live daemon per node name, kept by lease files alone (no flock): lease.py on a
+real spool, and a daemon that finds an earlier instance of its node."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from conftest import DaemonProcess, base_config, job_files, records, wait_until
+
+from spoold.errors import SpoolUnusable
+from spoold.lease import NodeGuard, whoami
+from spoold.spool import Spool
+
+
+def spool_of(root: Path, node: str = "n1") -> Spool:
+    spool = Spool(root, node, durable=False)
+    spool.ensure()
+    return spool
+
+
+class Pauses:
+    """A real pause that notes each call, and runs `during` at each (another daemon's
+    renewal, say)."""
+
+    def __init__(self, during=lambda: None) -> None:
+        self.calls = 0
+        self.during = during
+
+    def __call__(self, seconds: float) -> None:
+        self.calls += 1
+        threading.Event().wait(seconds)
+        self.during()
+
+
+def test_the_lease_says_who_holds_it_and_renewing_gives_the_file_server_s_time(tmp_path):
+    spool = spool_of(tmp_path)
+    NodeGuard(spool, lambda: 5).claim_node()
+    info = spool.lease_info(spool.owner)
+    assert info["pid"] == os.getpid() and info["host"] == whoami()["host"]
+    assert isinstance(info["started"], float)
+    lease = spool.dirs["running"] / spool.lease_name
+    assert spool.renew_lease() == os.stat(lease).st_mtime
+    assert spool.leases() == {spool.owner: os.stat(lease).st_mtime}
+
+
+def test_a_lease_removed_under_a_live_daemon_comes_back_as_it_was(tmp_path):
+    """Another daemon drops a lease it judged dead (a long stall): renewing writes it
+    again, with the same start time, so the rule of who started first still holds."""
+    spool = spool_of(tmp_path)
+    NodeGuard(spool, lambda: 5).claim_node()
+    before = spool.lease_info(spool.owner)
+    (spool.dirs["running"] / spool.lease_name).unlink()
+    spool.renew_lease()
+    assert spool.lease_info(spool.owner) == before
+
+
+def test_a_start_is_refused_while_another_instance_renews_the_node_s_lease(tmp_path):
+    first = spool_of(tmp_path)
+    NodeGuard(first, lambda: 5).claim_node()
+    second = spool_of(tmp_path)
+    pauses = Pauses(during=first.renew_lease)
+    with pytest.raises(SpoolUnusable) as refused:
+        NodeGuard(second, lambda: 5, pauses).claim_node()
+    reason = str(refused.value)
+    assert "'n1'" in reason and first.owner in reason and f"pid {os.getpid()}" in reason
+    assert "\n" not in reason and pauses.calls == 1
+    assert set(first.leases()) == {first.owner}  # the refused one withdrew its lease
+
+
+def test_a_start_goes_on_past_a_live_instance_that_started_after_it(tmp_path):
+    """Two starting at once: the one that started later refuses (the test above), the
+    earlier one goes on although it saw the other's lease renewed."""
+    later = spool_of(tmp_path)
+    later.start_lease(whoami())
+    later.write("running", later.lease_name, json.dumps({"started": 4e9}).encode())
+    pauses = Pauses(during=later.renew_lease)
+    NodeGuard(spool_of(tmp_path), lambda: 5, pauses).claim_node()
+    assert pauses.calls == 1
+
+
+def test_a_start_waits_out_a_lease_that_is_not_renewed(tmp_path):
+    crashed = spool_of(tmp_path)
+    crashed.renew_lease()  # a lease with nothing in it: who left it cannot be checked
+    spool = spool_of(tmp_path)
+    pauses = Pauses()
+    NodeGuard(spool, lambda: 1, pauses).claim_node()
+    assert 3 <= pauses.calls <= 12  # about a lease's time in quarter seconds
+    assert spool.owner in spool.leases()
+
+
+def test_a_lease_left_by_a_process_of_this_host_that_ended_is_not_waited_for(tmp_path):
+    ended = subprocess.run(["sh", "-c", "echo $$"], capture_output=True, text=True, check=True)
+    crashed = spool_of(tmp_path)
+    crashed.start_lease({**whoami(), "pid": int(ended.stdout)})
+    pauses = Pauses()
+    NodeGuard(spool_of(tmp_path), lambda: 30, pauses).claim_node()
+    assert pauses.calls == 0
+
+
+def test_a_lease_left_by_a_killed_process_not_yet_reaped_is_not_waited_for(tmp_path):
+    killed = subprocess.Popen(["sleep", "60"])
+    try:
+        crashed = spool_of(tmp_path)
+        crashed.start_lease({**whoami(), "pid": killed.pid})
+        killed.kill()
+        wait_until(lambda: Path(f"/proc/{killed.pid}/stat").read_text().split()[2] == "Z")
+        pauses = Pauses()
+        NodeGuard(spool_of(tmp_path), lambda: 30, pauses).claim_node()
+        assert pauses.calls == 0
+    finally:
+        killed.kill()
+        killed.wait()
+
+
+def test_a_lease_held_by_a_live_process_of_this_host_is_waited_for(tmp_path):
+    alive = subprocess.Popen(["sleep", "60"])
+    try:
+        spool_of(tmp_path).start_lease({**whoami(), "pid": alive.pid})
+        pauses = Pauses()
+        NodeGuard(spool_of(tmp_path), lambda: 1, pauses).claim_node()
+        assert pauses.calls >= 3
+    finally:
+        alive.kill()
+        alive.wait()
+
+
+def test_a_lease_from_another_kernel_is_waited_for_even_if_its_pid_is_free_here(tmp_path):
+    ended = subprocess.run(["sh", "-c", "echo $$"], capture_output=True, text=True, check=True)
+    elsewhere = spool_of(tmp_path)
+    elsewhere.start_lease({**whoami(), "kernel": "another-boot/1", "pid": int(ended.stdout)})
+    pauses = Pauses()
+    NodeGuard(spool_of(tmp_path), lambda: 1, pauses).claim_node()
+    assert pauses.calls >= 3
+
+
+def test_other_nodes_leases_are_not_this_node_s_business(tmp_path):
+    other = spool_of(tmp_path, node="n2")
+    NodeGuard(other, lambda: 5).claim_node()
+    pauses = Pauses(during=other.renew_lease)
+    NodeGuard(spool_of(tmp_path), lambda: 5, pauses).claim_node()
+    assert pauses.calls == 0
+
+
+def test_of_two_live_instances_the_later_one_sees_a_conflict(tmp_path):
+    early, late = spool_of(tmp_path), spool_of(tmp_path)
+    early_guard, late_guard = NodeGuard(early, lambda: 5), NodeGuard(late, lambda: 5)
+    early_guard.claim_node()
+    late_guard.started = late.start_lease(whoami()) + 1  # both got past the start check
+    assert early_guard.conflict() is None and late_guard.conflict() is None  # first looks
+    for spool in (early, late):
+        os.utime(spool.dirs["running"] / spool.lease_name, (1, early_guard.started + 2))
+    assert early_guard.conflict() is None
+    reason = late_guard.conflict()
+    assert reason and early.owner in reason and "started first" in reason
+
+
+def test_a_daemon_exits_when_an_earlier_instance_of_its_node_renews_its_lease(start_daemon):
+    daemon = start_daemon(node="n1")
+    lease = daemon.spool / "running" / ".lease-n1+earlier"
+    lease.write_text(json.dumps({"host": "elsewhere", "pid": 7, "started": 0}))
+
+    def renewed_and_exited() -> bool:
+        os.utime(lease)
+        return daemon.proc.poll() is not None
+
+    wait_until(renewed_and_exited, 20, 0.2)
+    log = daemon.log()
+    assert daemon.proc.returncode == 1
+    assert "instance n1+earlier, pid 7 on elsewhere" in log and "stops claiming" in log
+    assert not (
+        daemon.spool / "running" / f".lease-{daemon.status()['worker']['workerId']}"
+    ).exists()
+
+
+FAKETIME = glob.glob("/usr/lib/*/faketime/libfaketime.so.1")
+
+
+@pytest.mark.skipif(not FAKETIME, reason="needs libfaketime (Debian faketime; .ci/run installs it)")
+def test_a_daemon_whose_clock_is_ten_seconds_ahead_takes_no_live_job(
+    start_daemon, plugins, tmp_path
+):
+    """Leases are judged by the file system's clock: a touch without a time, read back.
+    Under the old rule (this host's clock) the daemon ahead took both jobs at once."""
+    holder = start_daemon(node="n2", jobTypes=plugins.types)
+    for n in (1, 2):
+        holder.drop(f"hold{n}.json", {"type": "slow", "id": f"hold{n}"})
+    wait_until(lambda: plugins.calls("hold1") and plugins.calls("hold2"))
+    # CLOCK_REALTIME only; FAKE_UTIME=1 leaves a touch without a time to the file system.
+    skew = {"LD_PRELOAD": FAKETIME[0], "FAKETIME": "+10s", "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+            "FAKE_UTIME": "1"}  # fmt: skip
+    (tmp_path / "ahead").mkdir()
+    config = base_config(spool=str(holder.spool), node="n1")
+    ahead = DaemonProcess(tmp_path / "ahead", config, [], env=skew)
+    try:
+        ahead.wait_ready()
+        status = ahead.spool / ahead.status_name
+        written = datetime.fromisoformat(json.loads(status.read_bytes())["updatedAt"])
+        assert 9 < written.timestamp() - status.stat().st_mtime < 11
+        time.sleep(3)  # proving an absence: six rescans, and over a lease by the skewed clock
+        running = job_files(holder.spool, "running")
+        assert len(running) == 2 and all("@n2+" in name for name in running)
+        assert "recovered" not in ahead.log()
+    finally:
+        ahead.kill()
+    plugins.release()
+    wait_until(lambda: len(records(holder.spool, "completed")) == 2)
+    assert len(plugins.calls("hold1")) == 1 and len(plugins.calls("hold2")) == 1
