@@ -22,7 +22,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from spoold.browser import Cors, is_loopback, loopback_host_header
+from spoold.browser import Cors, is_loopback, loopback_host_header, same_origin
 from spoold.config import HttpConfig
 from spoold.connections import (
     WRITE_SECONDS,
@@ -149,6 +149,7 @@ class Handler(BaseHTTPRequestHandler):
         query = _query(url.query, QUERY_NAMES.get(name, set()))
         if method not in SAFE_METHODS:
             self._json_only()
+            self._check_origin()
         body = self._body() if takes_body else self._skip_body()
         if not self.server.connections.busy(self.connection_entry):
             raise Evicted("closed for a new client before its request was acted on")
@@ -208,6 +209,18 @@ class Handler(BaseHTTPRequestHandler):
         media = self.headers.get("Content-Type", JSON).split(";")[0].strip().lower()
         if media != JSON and not media.endswith("+json"):
             raise ApiError(415, f"send JSON with Content-Type: {JSON} (got {media[:60]!r})")
+
+    def _check_origin(self) -> None:
+        """A browser names the page behind a request in Origin (other clients send none):
+        one that CORS does not allow, and that is not the API's own page, may not change
+        anything, whatever it sends (a fetch of a typeless body needs no preflight)."""
+        origin = self.headers.get("Origin")
+        if origin is None or self.server.api.cors.allows(origin):
+            return
+        if same_origin(origin, self.headers.get("Host")):
+            return
+        raise ApiError(403, f"a web page from {origin[:100]!r} may not change anything here:"
+                            " list its origin in http.corsOrigins to let it")  # fmt: skip
 
     def _body(self) -> bytes:
         length = self._length()

@@ -422,7 +422,7 @@ def every_kind_of_answer(client: Client, origin: str | None) -> list[Reply]:
     replies = [
         client.get("/types", headers=headers),
         client.get("/nowhere", headers=headers),
-        client.post("/jobs", {"no": 1}, headers=headers),
+        client.get("/jobs/completed?limit=0", headers=headers),
         client.request("PUT", "/jobs", headers=headers),
         client.post("/jobs", b"{}", headers={**headers, "Content-Type": "text/plain"}),
         client.request("OPTIONS", "/jobs", headers={**headers, **PREFLIGHT}),
@@ -441,12 +441,33 @@ def test_without_cors_origins_no_answer_has_cors_headers(client):
         assert not any(name.startswith("access-control-") for name in reply.headers), reply
 
 
+def test_a_page_from_another_origin_cannot_change_anything(client, served):
+    """Without CORS for it, a browser's request from another site is refused, even one a
+    page may send without a preflight (a typeless body); the API's own page, and clients
+    that are not browsers (no Origin), may."""
+    port = client.port
+    typeless = json.dumps({"type": "noop", "id": "from-a-page"}).encode()
+    for origin in ("http://evil.example", "null", f"http://127.0.0.1:{port + 1}",
+                   f"https://127.0.0.1:{port}x"):  # fmt: skip
+        reply = client.post("/jobs", typeless, headers={"Origin": origin})
+        assert reply.status == 403 and "corsOrigins" in reply.error, (origin, reply.body)
+        assert client.delete("/jobs/anything", headers={"Origin": origin}).status == 403
+    assert "from-a-page" not in ids_in_spool(served.spool)
+    own = client.post("/jobs", {"type": "noop", "id": "from-its-own-page"},
+                      headers={"Origin": f"http://127.0.0.1:{port}"})  # fmt: skip
+    assert own.status == 200, own.body
+    assert client.post("/jobs", typeless).status == 200  # curl, scripts: no Origin
+    assert client.get("/types", headers={"Origin": "http://evil.example"}).status == 200
+
+
 def test_cors_star_as_the_original_design(start_daemon):
     daemon = start_daemon(http=http_config(corsOrigins=["*"]))
     with Client(daemon.config["http"]["port"]) as client:
         for origin in ("http://localhost:3000", None):
             for reply in every_kind_of_answer(client, origin):
                 assert reply.headers["access-control-allow-origin"] == "*", reply.status
+        posted = client.post("/jobs", {"type": "noop"}, headers={"Origin": "http://x.example"})
+        assert posted.status == 200  # '*': any page may, as the original design had it
         preflight = client.request("OPTIONS", "/jobs", headers={"Origin": "https://x.example",
                                                                  **PREFLIGHT})  # fmt: skip
     assert "POST" in preflight.headers["access-control-allow-methods"]
@@ -465,10 +486,15 @@ def test_cors_for_listed_origins_only(start_daemon):
                 assert reply.headers["vary"] == "Origin"
             preflight = client.request("OPTIONS", "/jobs", headers={"Origin": origin, **PREFLIGHT})
             assert "POST" in preflight.headers["access-control-allow-methods"]
+            posted = client.post("/jobs", {"type": "noop"}, headers={"Origin": origin})
+            assert posted.status == 200, posted.body  # a listed page may change state
         for origin in ("http://localhost:3001", "http://evil.example", "null", None):
             for reply in every_kind_of_answer(client, origin):
                 assert "access-control-allow-origin" not in reply.headers, (origin, reply)
                 assert "access-control-allow-methods" not in reply.headers, (origin, reply)
+            if origin:
+                posted = client.post("/jobs", {"type": "noop"}, headers={"Origin": origin})
+                assert posted.status == 403, posted.body
     assert daemon.stop() == 0
 
 
