@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from conftest import DaemonProcess, base_config, drop, job_files, records, wait_until
+
 from .nfs_rig import Host, NfsRig, missing
 
 pytestmark = pytest.mark.slow
