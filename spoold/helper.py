@@ -79,14 +79,14 @@ def commit_files(spool: Spool, items: list[Item], flush: bool = True) -> list[OS
     staged: list[str] = []
     try:
         with spool.turn:
-            staged.extend(spool.stage(data) for *_, data in items)
+            staged.extend(spool.stage(data, flush) for *_, data in items)
         if flush:
             spool.flush()
         with spool.turn:
             for tmp, (_, stem, folder, _) in zip(staged, items, strict=True):
                 spool.place(tmp, folder, stem + ".json")
         if flush:
-            spool.flush()
+            spool.flush({folder for _, _, folder, _ in items})
     except OSError:
         logger.exception("cannot commit %d job outcome(s); committing one by one", len(items))
         for tmp in staged:  # those placed are gone from tmp/ already

@@ -23,6 +23,7 @@ import calendar
 import contextlib
 import ctypes
 import fcntl
+import functools
 import itertools
 import json
 import logging
@@ -30,10 +31,11 @@ import os
 import re
 import shutil
 import stat
+import struct
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -411,9 +413,10 @@ class Spool:
 
     # ----- group commit (commit.py): stage many, flush once, place, flush once ---------------
 
-    def stage(self, data: bytes) -> str:
-        """Write data to tmp/ without a flush; returns the file to place()."""
-        return self._write_tmp(data, sync=False)
+    def stage(self, data: bytes, flush: bool = False) -> str:
+        """Write data to tmp/ without a flush; returns the file to place(). With `flush`,
+        where flush() cannot reach the data (see flush_reaches), it is synced here."""
+        return self._write_tmp(data, sync=flush and not self.flush_reaches)
 
     def place(self, tmp: str, folder: str, name: str) -> None:
         """Rename a staged file to folder/name."""
@@ -423,9 +426,22 @@ class Spool:
         """Drop a staged file that will not be placed (gone already if it was)."""
         _unlink_quiet(tmp)
 
-    def flush(self) -> None:
+    @functools.cached_property
+    def flush_reaches(self) -> bool:
+        """Whether one syncfs(2) makes the spool durable. Not on FUSE: the kernel passes
+        syncfs and sync on to no FUSE server but virtiofs, so a FUSE file system never
+        hears of them; there each staged file and each folder is synced on its own."""
+        return not _on_fuse(self.root)
+
+    def flush(self, folders: Collection[str] = ()) -> None:
         """Make everything written to the spool's file system durable: one syncfs(2)
-        (os.sync() where there is none) instead of a flush per file."""
+        (os.sync() where there is none) instead of a flush per file. Where that does not
+        reach the file system (see flush_reaches), fsync `folders`, the ones whose names
+        changed, instead (the data was synced when staged)."""
+        if not self.flush_reaches:
+            for folder in folders:
+                self._sync_dir(folder, sync=True)
+            return
         if _syncfs is None:
             os.sync()
             return
@@ -566,6 +582,19 @@ def _find_syncfs() -> Callable[[int], int] | None:
 
 
 _syncfs = _find_syncfs()
+FUSE_SUPER_MAGIC = 0x65735546
+
+
+def _on_fuse(path: Path) -> bool:
+    """Whether path is on a FUSE file system (statfs(2)'s f_type, its first field)."""
+    try:
+        statfs = ctypes.CDLL(None, use_errno=True).statfs
+    except (OSError, AttributeError):
+        return False
+    buf = ctypes.create_string_buffer(512)  # struct statfs: 120 bytes on 64-bit Linux
+    if statfs(os.fsencode(path), buf) != 0:
+        return False
+    return bool(struct.unpack_from("l", buf)[0] == FUSE_SUPER_MAGIC)
 
 
 class GroupSync:
