@@ -47,4 +47,8 @@ def kill9(pids: list[int]) -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             continue
+    wait_gone(pids)
+
+
+def wait_gone(pids: list[int]) -> None:
     wait_until(lambda: all(gone(pid) for pid in pids), timeout=10)
