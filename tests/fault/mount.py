@@ -1,0 +1,64 @@
+"""lazyfs.py mounted in its own process, for the tests: mount, power loss, unmount."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+LAZYFS = Path(__file__).with_name("lazyfs.py")
+
+
+def _fuse_missing() -> str | None:
+    if os.geteuid() != 0:
+        return "mounting the FUSE layer needs root (CI runs as root)"
+    if not Path("/dev/fuse").exists() or shutil.which("fusermount3") is None:
+        return "needs /dev/fuse and fusermount3: apt-get install fuse3 libfuse3-3"
+    try:
+        import mfusepy  # noqa: F401
+    except (ImportError, OSError) as e:
+        return f"needs mfusepy and libfuse3 (pip install mfusepy; apt-get install libfuse3-3): {e}"
+    return None
+
+
+FUSE_MISSING = _fuse_missing()
+needs_fuse = pytest.mark.skipif(FUSE_MISSING is not None, reason=str(FUSE_MISSING))
+
+
+class Mount:
+    """lazyfs.py mounted at `mountpoint` over `backing`, in its own process."""
+
+    def __init__(self, backing: Path, mountpoint: Path, log: Path) -> None:
+        self.mountpoint = mountpoint
+        self._log = log.open("ab")
+        command = [sys.executable, str(LAZYFS), str(backing), str(mountpoint)]
+        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self._log, text=True)
+        assert self._line() == "ready", f"lazyfs did not mount; see {log}"
+
+    def _line(self, timeout: float = 20.0) -> str:
+        assert self.proc.stdout is not None
+        readable, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        assert readable, f"lazyfs said nothing for {timeout}s"
+        return self.proc.stdout.readline().strip()
+
+    def power_loss(self) -> dict[str, Any]:
+        """Drop every unsynced change; what was dropped."""
+        self.proc.send_signal(signal.SIGUSR1)
+        report: dict[str, Any] = json.loads(self._line())
+        return report
+
+    def unmount(self) -> None:
+        if self.proc.poll() is None:
+            subprocess.run(["fusermount3", "-u", "-z", str(self.mountpoint)], check=False)
+            self.proc.wait(20)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self._log.close()
