@@ -86,7 +86,8 @@ def commit_files(spool: Spool, items: list[Item], flush: bool = True) -> list[OS
             for tmp, (_, stem, folder, _) in zip(staged, items, strict=True):
                 spool.place(tmp, folder, stem + ".json")
         if flush:
-            spool.flush({folder for _, _, folder, _ in items})
+            spool.flush()
+            spool.sync_names({folder for _, _, folder, _ in items})
     except OSError:
         logger.exception("cannot commit %d job outcome(s); committing one by one", len(items))
         for tmp in staged:  # those placed are gone from tmp/ already

@@ -428,20 +428,22 @@ class Spool:
 
     @functools.cached_property
     def flush_reaches(self) -> bool:
-        """Whether one syncfs(2) makes the spool durable. Not on FUSE: the kernel passes
-        syncfs and sync on to no FUSE server but virtiofs, so a FUSE file system never
-        hears of them; there each staged file and each folder is synced on its own."""
+        """Whether flush() makes the spool durable. Not on FUSE: the kernel passes syncfs
+        and sync on to no FUSE server but virtiofs, so a FUSE file system never hears
+        of them; there each staged file (see stage) and each folder whose names changed
+        (see sync_names) is synced on its own."""
         return not _on_fuse(self.root)
 
-    def flush(self, folders: Collection[str] = ()) -> None:
-        """Make everything written to the spool's file system durable: one syncfs(2)
-        (os.sync() where there is none) instead of a flush per file. Where that does not
-        reach the file system (see flush_reaches), fsync `folders`, the ones whose names
-        changed, instead (the data was synced when staged)."""
+    def sync_names(self, folders: Collection[str]) -> None:
+        """After a flush: fsync the folders whose names changed, where flush() does not
+        reach the file system (see flush_reaches); elsewhere the flush did that."""
         if not self.flush_reaches:
             for folder in folders:
                 self._sync_dir(folder, sync=True)
-            return
+
+    def flush(self) -> None:
+        """Make everything written to the spool's file system durable: one syncfs(2)
+        (os.sync() where there is none) instead of a flush per file."""
         if _syncfs is None:
             os.sync()
             return
