@@ -74,10 +74,9 @@ class Durable:
             parent, name = args
             self.entries.get(parent, {}).pop(name, None)
         elif kind == "rename":
-            src, src_name, dst, dst_name = args
-            ident = self.entries.get(src, {}).pop(src_name, None)
-            if ident is not None:
-                self.entries.setdefault(dst, {})[dst_name] = ident
+            src, src_name, dst, dst_name, ident = args
+            self.entries.get(src, {}).pop(src_name, None)
+            self.entries.setdefault(dst, {})[dst_name] = ident
 
     def materialize(self, ident: int, path: str, made: dict[int, str]) -> None:
         """Write folder `ident`'s durable tree into the existing folder `path`."""
@@ -348,8 +347,9 @@ class LazyFS(mfusepy.Operations):  # type: ignore[misc]
         with self._mutex:
             src, dst = self._full(old), self._full(new)
             (src_dir, src_name), (dst_dir, dst_name) = self._parent(src), self._parent(dst)
+            ident = self._id(src)
             os.rename(src, dst)
-            self._log("rename", (src_dir, dst_dir), src_dir, src_name, dst_dir, dst_name)
+            self._log("rename", (src_dir, dst_dir), src_dir, src_name, dst_dir, dst_name, ident)
             return 0
 
     # ----- attributes: not modelled (see the module's docstring) ----------------------------

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import wait_until
 
 LAZYFS = Path(__file__).with_name("lazyfs.py")
 
@@ -56,9 +57,25 @@ class Mount:
         return report
 
     def unmount(self) -> None:
-        if self.proc.poll() is None:
+        """Unmount and wait for lazyfs to exit. A plain unmount first, retried while busy
+        (files of a killed process may still be being released), then a lazy one; a
+        lazyfs that still does not exit is killed, and the test fails saying so."""
+        try:
+            if self.proc.poll() is None:
+                wait_until(self._unmounted, timeout=10, interval=0.1)
+                self.proc.wait(20)
+        except (AssertionError, subprocess.TimeoutExpired):
             subprocess.run(["fusermount3", "-u", "-z", str(self.mountpoint)], check=False)
-            self.proc.wait(20)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self._log.close()
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(
+                f"lazyfs did not exit after unmounting {self.mountpoint}"
+            ) from None
+        finally:
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
+            self._log.close()
+
+    def _unmounted(self) -> bool:
+        command = ["fusermount3", "-u", str(self.mountpoint)]
+        return subprocess.run(command, capture_output=True, check=False).returncode == 0
