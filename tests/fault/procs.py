@@ -32,12 +32,14 @@ def _cmdline(pid: int) -> bytes:
 
 
 def gone(pid: int) -> bool:
-    """Dead: no /proc entry, or a zombie that nobody reaped yet (it holds no files)."""
+    """Dead: no /proc entry, or a zombie whose other threads have exited too (a thread
+    group's leader turns zombie first; the others may still be closing files)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
+        threads = len(os.listdir(f"/proc/{pid}/task"))
     except OSError:
         return True
-    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X") and threads <= 1
 
 
 def kill9(pids: list[int]) -> None:

@@ -163,6 +163,7 @@ def _load_and_cut(
         with Client(port) as client:
             reported = produce(daemon, client, LOAD_SECONDS)
         kill9([*helpers_of(daemon.proc.pid), daemon.proc.pid])
+        daemon.kill()  # reaped: every thread of it has exited
         return reported, mount.power_loss()
     finally:
         daemon.kill()
