@@ -29,12 +29,13 @@ FUSE). It prints "ready" once mounted. SIGUSR1: drop everything not durable,
 rewrite BACKING to the durable state, print one JSON line saying what was
 dropped, and answer EIO to everything from then on (a dead disk) until it is
 unmounted (`fusermount3 -u MOUNTPOINT`), after which it exits. Mount it again
-to "power on".
+to "power on". SIGUSR2 dumps its threads' stacks to stderr.
 """
 
 from __future__ import annotations
 
 import errno
+import faulthandler
 import itertools
 import json
 import os
@@ -376,6 +377,7 @@ def _content(fh: int) -> bytes:
 def serve(backing: str, mountpoint: str) -> None:
     """Mount until unmounted; SIGUSR1 is the power loss (handled in its own thread)."""
     fs = LazyFS(backing)
+    faulthandler.register(signal.SIGUSR2, all_threads=True)  # where is it stuck?
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})  # FUSE's threads inherit it
 
     def on_power_loss() -> None:

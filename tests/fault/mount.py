@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ class Mount:
 
     def __init__(self, backing: Path, mountpoint: Path, log: Path) -> None:
         self.mountpoint = mountpoint
+        self._log_path = log
         self._log = log.open("ab")
         command = [sys.executable, str(LAZYFS), str(backing), str(mountpoint)]
         self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self._log, text=True)
@@ -65,12 +67,13 @@ class Mount:
                 wait_until(self._unmounted, timeout=10, interval=0.1)
                 self.proc.wait(20)
         except (AssertionError, subprocess.TimeoutExpired):
+            self.proc.send_signal(signal.SIGUSR2)  # its threads' stacks, into the log
+            time.sleep(1)  # (time for the dump to be written)
             subprocess.run(["fusermount3", "-u", "-z", str(self.mountpoint)], check=False)
             self.proc.kill()
             self.proc.wait()
-            raise AssertionError(
-                f"lazyfs did not exit after unmounting {self.mountpoint}"
-            ) from None
+            tail = self._log_path.read_text(errors="replace")[-4000:]
+            raise AssertionError(f"lazyfs did not exit after unmount; its log:\n{tail}") from None
         finally:
             if self.proc.stdout is not None:
                 self.proc.stdout.close()

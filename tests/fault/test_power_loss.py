@@ -12,6 +12,7 @@ run must lose something: proof that the layer really drops what was not synced.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
@@ -27,14 +28,15 @@ from fault.mount import Mount, needs_fuse
 from fault.procs import helpers_of, kill9
 
 LOAD_SECONDS = 4.0
+CYCLES = 3  # power losses in a row with durability: fsync
 FUTURE = "2999-01-01T00:00:00Z"  # jobs that wait in pending/ through the whole test
 UNREPORTED = 5  # files dropped after the last report, just before the kill
-# Posted in turn: a quick job, one still running at the kill, one waiting in pending/.
-POSTED = (
-    {"type": "noop"},
-    {"type": "slow", "seconds": 0.2, "maxAttempts": 9},
-    {"type": "noop", "runAt": FUTURE},
-)
+# One turn of the load: quick jobs posted, one posted to wait in pending/ (runAt far
+# ahead), a file dropped in incoming/ (None). Besides, a slow job every SLOW_EVERY
+# seconds keeps the workers busy, so that the kill finds jobs mid-attempt.
+STEPS = ({"type": "noop"}, {"type": "noop", "runAt": FUTURE}, None, {"type": "noop"})
+SLOW = {"type": "slow", "seconds": 0.2, "maxAttempts": 9}
+SLOW_EVERY = 0.1  # 2 busy workers of 3 on average: the backlog stays small
 
 
 pytestmark = [pytest.mark.slow, needs_fuse]
@@ -52,6 +54,12 @@ class Reported:
     @property
     def ids(self) -> set[str]:
         return self.posted | self.completed
+
+    def add(self, other: Reported) -> None:
+        self.posted |= other.posted
+        self.waiting |= other.waiting
+        self.completed |= other.completed
+        self.dropped += other.dropped
 
 
 def folders_of(spool: Path) -> dict[str, list[str]]:
@@ -76,33 +84,46 @@ def half_written(spool: Path) -> list[str]:
     return bad
 
 
-def produce(daemon: DaemonProcess, client: Client, seconds: float) -> Reported:
-    """Post jobs and drop files for `seconds`, noting what the daemon reported."""
+def produce(daemon: DaemonProcess, client: Client, seconds: float, tag: str) -> Reported:
+    """Post jobs and drop files (named with `tag`) for `seconds`, noting what the daemon
+    reported."""
     reported = Reported()
     deadline = time.monotonic() + seconds
-    n = 0
-    while time.monotonic() < deadline:
-        n += 1
-        if n % 4 == 3:
-            _drop_synced(daemon.incoming, f"drop-{n}", {"type": "noop", "id": f"drop-{n}"})
+    next_slow = time.monotonic()
+    for n in itertools.count():
+        now = time.monotonic()
+        if now >= deadline:
+            break
+        step = STEPS[n % len(STEPS)]
+        if now >= next_slow:
+            next_slow += SLOW_EVERY
+            step = SLOW
+        if step is None:
+            name = f"{tag}-drop-{n}"
+            _drop_synced(daemon.incoming, name, {"type": "noop", "id": name})
             reported.dropped += 1
         else:
-            reply = client.post("/jobs", POSTED[n % 4])
-            assert reply.status == 200, reply.body
-            reported.posted.add(reply.json["jobId"])
-            if n % 4 == 2:
-                reported.waiting.add(reply.json["jobId"])
+            job_id = _post(client, step)
+            reported.posted.add(job_id)
+            if "runAt" in step:
+                reported.waiting.add(job_id)
         if n % 10 == 0:
             reported.completed |= _completed(daemon.spool)
     # A barrier: a record seen in completed/ is placed before its batch's last flush, so
     # list, then post one more job: its 200 comes after that flush (one committer, in order).
     reported.completed |= _completed(daemon.spool)
-    reply = client.post("/jobs", {"type": "noop"})
-    assert reply.status == 200, reply.body
-    reported.posted.add(reply.json["jobId"])
+    reported.posted.add(_post(client, {"type": "noop"}))
     for n in range(UNREPORTED):  # changes the kill is sure to catch unsynced
-        _drop_synced(daemon.incoming, f"late-{n}", {"type": "noop", "id": f"late-{n}"})
+        name = f"{tag}-late-{n}"
+        _drop_synced(daemon.incoming, name, {"type": "noop", "id": name})
     return reported
+
+
+def _post(client: Client, job: dict[str, Any]) -> str:
+    reply = client.post("/jobs", job)
+    assert reply.status == 200, reply.body
+    job_id: str = reply.json["jobId"]
+    return job_id
 
 
 def _completed(spool: Path) -> set[str]:
@@ -121,15 +142,16 @@ def _drop_synced(incoming: Path, name: str, job: dict[str, Any]) -> None:
 
 @dataclass
 class Found:
-    report: dict[str, Any]
+    reports: list[dict[str, Any]]  # what the layer dropped at each power loss
     half_written: list[str]
     lost: list[str]
     no_longer_completed: list[str]
     in_two_folders: list[str]
 
 
-def crash_and_restart(tmp_path: Path, durability: str) -> tuple[Reported, Found]:
-    """Load, kill -9, power loss, power on, restart, drain; what was reported and found."""
+def crash_and_restart(tmp_path: Path, durability: str, cycles: int) -> tuple[Reported, Found]:
+    """`cycles` times: load, kill -9, power loss, power on (the next cycle's start is the
+    restart); then a last restart that drains. What was reported, and what was found."""
     backing, mnt = tmp_path / "backing", tmp_path / "mnt"
     backing.mkdir()
     mnt.mkdir()
@@ -137,14 +159,19 @@ def crash_and_restart(tmp_path: Path, durability: str) -> tuple[Reported, Found]
     config = base_config(spool=str(mnt / "spool"), durability=durability, workers=3,
                          http={"host": "127.0.0.1", "port": port},
                          jobTypes=Plugins(tmp_path).types)  # fmt: skip
-    reported, report = _load_and_cut(tmp_path, config, port)
-    bad = half_written(backing / "spool")
+    reported, reports, bad = Reported(), [], []
+    for cycle in range(cycles):
+        in_cycle, report = _load_and_cut(tmp_path, config, port, f"c{cycle}")
+        reported.add(in_cycle)
+        reports.append(report)
+        bad += half_written(backing / "spool")
     _restart_and_drain(tmp_path, config, reported.waiting)
-    found = Found(report, bad, *_compare(reported, folders_of(backing / "spool")))
+    found = Found(reports, bad, *_compare(reported, folders_of(backing / "spool")))
     print(
-        f"\n[{durability}] injected: kill -9 of the daemon and its helpers, then a power loss"
-        f" after {len(reported.posted)} jobs posted (200), {reported.dropped} files dropped;"
-        f" {len(reported.completed)} records seen in completed/; the layer dropped {report}"
+        f"\n[{durability}] injected: {cycles} x (load, kill -9 of the daemon and its helpers,"
+        f" power loss, restart) after {len(reported.posted)} jobs posted (200) and"
+        f" {reported.dropped} files dropped, {len(reported.completed)} records seen in"
+        f" completed/; the layer dropped {reports}"
     )
     print(f"[{durability}] found after restart: {len(found.lost)} reported jobs lost,"
           f" {len(found.no_longer_completed)} seen completed but no longer, {len(bad)}"
@@ -153,15 +180,15 @@ def crash_and_restart(tmp_path: Path, durability: str) -> tuple[Reported, Found]
 
 
 def _load_and_cut(
-    workdir: Path, config: dict[str, Any], port: int
+    workdir: Path, config: dict[str, Any], port: int, tag: str
 ) -> tuple[Reported, dict[str, Any]]:
-    """Run the daemon under load, kill it and its helpers, cut the power, unmount."""
+    """(Re)start the daemon, load it, kill it and its helpers, cut the power, unmount."""
     mount = Mount(workdir / "backing", workdir / "mnt", workdir / "lazyfs.log")
     daemon = DaemonProcess(workdir, config, [])
     try:
         daemon.wait_ready(30)
         with Client(port) as client:
-            reported = produce(daemon, client, LOAD_SECONDS)
+            reported = produce(daemon, client, LOAD_SECONDS, tag)
         kill9([*helpers_of(daemon.proc.pid), daemon.proc.pid])
         daemon.kill()  # reaped: every thread of it has exited
         return reported, mount.power_loss()
@@ -196,10 +223,10 @@ def _settled(spool: Path, waiting: set[str]) -> bool:
     return not job_files(spool, "running") and pending <= waiting
 
 
-def test_fsync_keeps_every_reported_job_through_a_power_loss(tmp_path: Path) -> None:
-    reported, found = crash_and_restart(tmp_path, "fsync")
+def test_fsync_keeps_every_reported_job_through_power_losses(tmp_path: Path) -> None:
+    reported, found = crash_and_restart(tmp_path, "fsync", CYCLES)
     assert len(reported.posted) > 20 and reported.completed, "too little load to prove anything"
-    assert found.report["droppedOps"] > 0, "the power loss dropped nothing: not a real fault"
+    assert all(r["droppedOps"] > 0 for r in found.reports), "a power loss dropped nothing"
     assert found.half_written == []
     assert found.lost == []
     assert found.no_longer_completed == []
@@ -207,7 +234,7 @@ def test_fsync_keeps_every_reported_job_through_a_power_loss(tmp_path: Path) -> 
 
 
 def test_relaxed_loses_jobs_so_the_layer_is_real(tmp_path: Path) -> None:
-    _, found = crash_and_restart(tmp_path, "relaxed")
-    assert found.report["droppedOps"] > 0
+    _, found = crash_and_restart(tmp_path, "relaxed", 1)
+    assert found.reports[0]["droppedOps"] > 0
     assert found.lost or found.no_longer_completed, "relaxed lost nothing: the layer is not lossy"
     assert found.in_two_folders == []
