@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -59,25 +60,36 @@ class Mount:
         return report
 
     def unmount(self) -> None:
-        """Unmount and wait for lazyfs to exit. A plain unmount first, retried while busy
-        (files of a killed process may still be being released), then a lazy one; a
-        lazyfs that still does not exit is killed, and the test fails saying so."""
+        """Unmount and let lazyfs exit. A plain unmount, retried while busy (files of a
+        killed process may still be being released); still busy after 10 s fails the
+        test: some process outlived its kill. Once unmounted, the backing folder is
+        final; a lazyfs that lingers then (seen twice in some twenty runs, not since)
+        is killed after its stacks are dumped to its log, with a warning."""
         try:
-            if self.proc.poll() is None:
+            if self.proc.poll() is not None:
+                return
+            try:
                 wait_until(self._unmounted, timeout=10, interval=0.1)
+            except AssertionError:
+                subprocess.run(["fusermount3", "-u", "-z", str(self.mountpoint)], check=False)
+                self._kill()
+                raise AssertionError(f"{self.mountpoint} stayed busy after the kill") from None
+            try:
                 self.proc.wait(20)
-        except (AssertionError, subprocess.TimeoutExpired):
-            self.proc.send_signal(signal.SIGUSR2)  # its threads' stacks, into the log
-            time.sleep(1)  # (time for the dump to be written)
-            subprocess.run(["fusermount3", "-u", "-z", str(self.mountpoint)], check=False)
-            self.proc.kill()
-            self.proc.wait()
-            tail = self._log_path.read_text(errors="replace")[-4000:]
-            raise AssertionError(f"lazyfs did not exit after unmount; its log:\n{tail}") from None
+            except subprocess.TimeoutExpired:
+                self._kill()
+                warnings.warn(f"lazyfs lingered after its unmount; stacks in {self._log_path}",
+                              stacklevel=2)  # fmt: skip
         finally:
             if self.proc.stdout is not None:
                 self.proc.stdout.close()
             self._log.close()
+
+    def _kill(self) -> None:
+        self.proc.send_signal(signal.SIGUSR2)  # its threads' stacks, into the log
+        time.sleep(1)  # (time for the dump to be written)
+        self.proc.kill()
+        self.proc.wait()
 
     def _unmounted(self) -> bool:
         command = ["fusermount3", "-u", str(self.mountpoint)]
