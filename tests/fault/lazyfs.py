@@ -17,7 +17,11 @@ usual Linux file systems still honour:
   folder makes durable every logged operation up to the last one that touched
   that folder: a prefix of the log, as a journaling file system commits its
   journal in order. An fsync of a *file* makes no name durable (POSIX asks for
-  the folder's fsync; ext4 happens to do more, xfs and others need it).
+  the folder's fsync; ext4 and xfs do more, by committing their journal).
+  Stricter still would be each folder durable only as of its own fsync, with
+  no order between folders; tried by hand, that also loses spoold's claims
+  (pending/ to running/, never fsynced) and the folders it creates at start,
+  which no journaling Linux file system loses, so it is not modelled.
 - syncfs(2) and sync(2) never reach a FUSE server (the kernel forwards them
   only to virtiofs), so they make nothing durable here: on a FUSE mount they
   do not make anything durable on the server's side either.
