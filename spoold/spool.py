@@ -25,15 +25,17 @@ import contextlib
 import ctypes
 import errno
 import fcntl
+import functools
 import itertools
 import logging
 import os
 import shutil
 import stat
+import struct
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -522,13 +524,16 @@ class Spool:
         staged: list[str] = []
         try:
             with self.turn:
-                staged.extend(self._write_tmp(record.data, sync=False) for record in records)
+                # Where flush() cannot reach the data (FUSE), each file is synced itself.
+                sync = flush and not self.flush_reaches
+                staged.extend(self._write_tmp(record.data, sync=sync) for record in records)
             if flush:
                 self.flush()
             with self.turn:
                 results = [self._place(tmp, r) for tmp, r in zip(staged, records, strict=True)]
             if flush:
                 self.flush()
+                self.sync_names({record.folder for record in records})
         except OSError:
             for tmp in staged:  # those placed are gone from tmp/ already
                 _unlink_quiet(tmp)
@@ -548,6 +553,21 @@ class Spool:
         finally:
             _unlink_quiet(tmp)
         return None
+
+    @functools.cached_property
+    def flush_reaches(self) -> bool:
+        """Whether flush() makes the spool durable. Not on FUSE: the kernel passes syncfs
+        and sync on to no FUSE server but virtiofs, so a FUSE file system never hears
+        of them; there each staged file (see stage) and each folder whose names changed
+        (see sync_names) is synced on its own."""
+        return not _on_fuse(self.root)
+
+    def sync_names(self, folders: Collection[str]) -> None:
+        """After a flush: fsync the folders whose names changed, where flush() does not
+        reach the file system (see flush_reaches); elsewhere the flush did that."""
+        if not self.flush_reaches:
+            for folder in folders:
+                self._sync_dir(folder, sync=True)
 
     def flush(self) -> None:
         """Make everything written to the spool's file system durable: one syncfs(2)
@@ -775,6 +795,21 @@ def _pwrite_all(fd: int, data: bytes) -> None:
     view, offset = memoryview(data), 0
     while offset < len(data):
         offset += os.pwrite(fd, view[offset:], offset)
+
+
+FUSE_SUPER_MAGIC = 0x65735546
+
+
+def _on_fuse(path: Path) -> bool:
+    """Whether path is on a FUSE file system (statfs(2)'s f_type, its first field)."""
+    try:
+        statfs = ctypes.CDLL(None, use_errno=True).statfs
+    except (OSError, AttributeError):
+        return False
+    buf = ctypes.create_string_buffer(512)  # struct statfs: 120 bytes on 64-bit Linux
+    if statfs(os.fsencode(path), buf) != 0:
+        return False
+    return bool(struct.unpack_from("l", buf)[0] == FUSE_SUPER_MAGIC)
 
 
 class GroupSync:
