@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import io
 import logging
+import queue
 import re
 import socket
 import sys
@@ -18,10 +19,10 @@ import time
 from dataclasses import replace
 from email.utils import formatdate
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from spoold.browser import Cors, is_loopback, loopback_host_header
+from spoold.browser import Cors, is_loopback, loopback_host_header, same_origin
 from spoold.config import HttpConfig
 from spoold.connections import (
     WRITE_SECONDS,
@@ -148,6 +149,7 @@ class Handler(BaseHTTPRequestHandler):
         query = _query(url.query, QUERY_NAMES.get(name, set()))
         if method not in SAFE_METHODS:
             self._json_only()
+            self._check_origin()
         body = self._body() if takes_body else self._skip_body()
         if not self.server.connections.busy(self.connection_entry):
             raise Evicted("closed for a new client before its request was acted on")
@@ -206,6 +208,18 @@ class Handler(BaseHTTPRequestHandler):
         media = self.headers.get("Content-Type", JSON).split(";")[0].strip().lower()
         if media != JSON and not media.endswith("+json"):
             raise ApiError(415, f"send JSON with Content-Type: {JSON} (got {media[:60]!r})")
+
+    def _check_origin(self) -> None:
+        """A browser names the page behind a request in Origin (other clients send none):
+        one that CORS does not allow, and that is not the API's own page, may not change
+        anything, whatever it sends (a fetch of a typeless body needs no preflight)."""
+        origin = self.headers.get("Origin")
+        if origin is None or self.server.api.cors.allows(origin):
+            return
+        if same_origin(origin, self.headers.get("Host")):
+            return
+        raise ApiError(403, f"a web page from {origin[:100]!r} may not change anything here:"
+                            " list its origin in http.corsOrigins to let it")  # fmt: skip
 
     def _body(self) -> bytes:
         length = self._length()
@@ -332,23 +346,42 @@ def busy_answer(cors: dict[str, str]) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + BUSY_BODY
 
 
-class Server(ThreadingHTTPServer):
-    """A thread per connection; threads never keep the process alive."""
+class Server(HTTPServer):
+    """Connections are served by a pool of MAX_CONNECTIONS threads started once: accepting
+    hands a connection over and goes on (no thread to start and wait for), so a flood of
+    connects is taken in quickly, and connections.py decides which of them stay."""
 
-    daemon_threads = True
-    request_queue_size = 128
+    # the listen backlog: a burst of connects waits there rather than in SYN retries (1 s)
+    request_queue_size = 1024
 
     def __init__(self, address: tuple[str, int], api: ApiServer) -> None:
         self.api = api
         self.connections = Connections(MAX_CONNECTIONS)
         self.busy = busy_answer(api.cors.headers(None))
+        self._handoff: queue.SimpleQueue[tuple[socket.socket, Address] | None] = queue.SimpleQueue()
+        self._workers: list[threading.Thread] = []
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, Handler)
 
+    def start_workers(self) -> None:
+        for n in range(MAX_CONNECTIONS):
+            worker = threading.Thread(target=self._work, name=f"spoold-http-{n}", daemon=True)
+            worker.start()
+            self._workers.append(worker)
+
+    def stop_workers(self, timeout: float) -> None:
+        """Close idle connections (and each busy one once answered), then end the pool."""
+        self.connections.close()
+        for _ in self._workers:
+            self._handoff.put(None)
+        deadline = time.monotonic() + timeout
+        for worker in self._workers:
+            worker.join(max(deadline - time.monotonic(), 0.0))
+
     def process_request(self, request: socket.socket, client_address: Address) -> None:  # type: ignore[override]
-        """A thread for the connection; at MAX_CONNECTIONS the longest-waiting connection
-        is closed for it, and only when every one is busy is it refused with a 503."""
+        """To the pool; at MAX_CONNECTIONS the longest-waiting connection is closed for it,
+        and only when every one is busy is it refused with a 503."""
         if self.connections.admit(request, ADMIT_WAIT) is None:
             logger.warning("http %s: refused, %d connections open and busy", client_address[0],
                            MAX_CONNECTIONS)  # fmt: skip
@@ -359,17 +392,18 @@ class Server(ThreadingHTTPServer):
                 pass
             self.close_request(request)
             return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self.connections.release(request)
-            raise
+        self._handoff.put((request, client_address))
 
-    def process_request_thread(self, request: socket.socket, client_address: Address) -> None:  # type: ignore[override]
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self.connections.release(request)
+    def _work(self) -> None:
+        while (item := self._handoff.get()) is not None:
+            request, client_address = item
+            try:
+                self.finish_request(request, client_address)
+            except Exception:
+                self.handle_error(request, client_address)
+            finally:
+                self.shutdown_request(request)
+                self.connections.release(request)
 
     def shutdown_request(self, request: socket.socket) -> None:  # type: ignore[override]
         """Close a connection without a reset: drain what the client still sends (a body
@@ -428,6 +462,7 @@ class ApiServer:
 
     def serve(self) -> None:
         assert self._server is not None
+        self._server.start_workers()
         self._thread = threading.Thread(
             target=self._server.serve_forever, args=(0.2,), name="spoold-http", daemon=True
         )
@@ -447,4 +482,5 @@ class ApiServer:
         if self._thread is not None:
             self._server.shutdown()
             self._thread.join(5)
+        self._server.stop_workers(5)
         self._server.server_close()

@@ -85,6 +85,7 @@ class Connection:
         self.sock = sock
         self.reader = DeadlineReader(sock)
         self.waiting_since: float | None = time.monotonic()  # None while busy
+        self.served = False  # whether a request of its own has been answered
 
     def expect_head(self) -> None:
         """Ready for a request: its request line and headers have HEAD_SECONDS from now."""
@@ -102,24 +103,27 @@ class Connection:
 
 class Connections:
     """The open connections, at most `limit`; thread-safe. At the limit, a new client gets
-    the place of the connection that has waited longest (an idle keep-alive, a slow
-    sender), if any is waiting; only connections all busy make it wait, then refuse."""
+    the place of the connection that has waited longest (a slow sender, an idle
+    keep-alive), if any is waiting; only connections all busy make it wait, then refuse."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._lock = threading.Condition()
         self._open: dict[socket.socket, Connection] = {}
         self._leaving = 0  # evicted, their threads not yet ended
+        self._closing = False
         self.evictions = 0
 
     def admit(self, sock: socket.socket, wait: float) -> Connection | None:
         """A place for a new connection, evicting if need be; None if none freed in `wait`."""
         deadline = time.monotonic() + wait
         with self._lock:
-            while len(self._open) >= self.limit:
-                if len(self._open) - self._leaving >= self.limit:
-                    self._evict_one()  # none waiting: all are busy, one will end soon
-                left = deadline - time.monotonic()
+            # Those evicted still count until their threads end (at once, as a rule), but
+            # the new one need not wait for that: accepting stays quick under a flood.
+            while self._staying() >= self.limit or len(self._open) >= 2 * self.limit:
+                if self._staying() >= self.limit and self._evict_one():
+                    continue
+                left = deadline - time.monotonic()  # all busy: wait for one to end
                 if left <= 0:
                     return None
                 self._lock.wait(left)
@@ -135,6 +139,17 @@ class Connections:
         """The connection may be closed for a newer one from now (since: for the order)."""
         with self._lock:
             connection.waiting_since = time.monotonic() if since is None else since
+            if self._closing:
+                self._evict(connection)
+
+    def close(self) -> None:
+        """The server stops: close every waiting connection now, each busy one once it
+        has answered (its client gets the answer, then the connection ends)."""
+        with self._lock:
+            self._closing = True
+            for connection in list(self._open.values()):
+                if connection.waiting_since is not None and not connection.reader.evicted:
+                    self._evict(connection)
 
     def busy(self, connection: Connection) -> bool:
         """The connection's request is read and about to be acted on: never evicted while
@@ -143,6 +158,7 @@ class Connections:
             if connection.reader.evicted:
                 return False
             connection.waiting_since = None
+            connection.served = True
             return True
 
     def lingering(self, sock: socket.socket) -> None:
@@ -160,12 +176,20 @@ class Connections:
                 self._leaving -= 1
             self._lock.notify_all()
 
-    def _evict_one(self) -> None:
+    def _staying(self) -> int:
+        return len(self._open) - self._leaving
+
+    def _evict_one(self) -> bool:
         waiting = [c for c in self._open.values()
                    if c.waiting_since is not None and not c.reader.evicted]  # fmt: skip
         if not waiting:
-            return
-        victim = min(waiting, key=lambda c: c.waiting_since or 0.0)
+            return False
+        # A connection that never had a request answered goes first: a flood of new ones
+        # (the usual attack) then displaces itself, not a client's idle keep-alive one.
+        self._evict(min(waiting, key=lambda c: (c.served, c.waiting_since or 0.0)))
+        return True
+
+    def _evict(self, victim: Connection) -> None:
         victim.reader.evicted = True
         self._leaving += 1
         self.evictions += 1

@@ -43,7 +43,10 @@ def json_body(schema: Schema, description: str) -> Schema:
 
 COMMON_ERRORS = {
     "401": error("The token is set and the request lacks it (or it is wrong)."),
-    "403": error("The API listens on loopback and the Host is not a loopback name."),
+    "403": error(
+        "The API listens on loopback and the Host is not a loopback name; or a"
+        " web page's Origin, not allowed by http.corsOrigins, asks for a change."
+    ),
 }
 BODY_ERRORS = {
     "400": error("Bad JSON, or not what the endpoint expects."),

@@ -46,7 +46,8 @@ class Recent:
 
     def finished(self, job: Job, folder: str) -> None:
         """The daemon's finish listener: a final record (completed or failed) joins the list."""
-        self.add(folder, job.to_record())
+        if folder in FOLDERS:  # not a retry
+            self.add(folder, job.to_record())
 
     def add(self, folder: str, record: dict[str, Any], name: str | None = None) -> None:
         """A job's final record was just written into folder (completed or failed)."""

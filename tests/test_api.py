@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
+import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -13,7 +17,16 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import DaemonProcess, base_config, free_port, records, spoold_cli, wait_until
+import yaml
+from conftest import (
+    DaemonProcess,
+    base_config,
+    daemon_env,
+    free_port,
+    records,
+    spoold_cli,
+    wait_until,
+)
 from helpers_api import Client, Reply, folder_of, ids_in_spool, raw, raw_json, raw_status
 from helpers_servers import http_server
 from prometheus_client.parser import text_string_to_metric_families
@@ -409,7 +422,7 @@ def every_kind_of_answer(client: Client, origin: str | None) -> list[Reply]:
     replies = [
         client.get("/types", headers=headers),
         client.get("/nowhere", headers=headers),
-        client.post("/jobs", {"no": 1}, headers=headers),
+        client.get("/jobs/completed?limit=0", headers=headers),
         client.request("PUT", "/jobs", headers=headers),
         client.post("/jobs", b"{}", headers={**headers, "Content-Type": "text/plain"}),
         client.request("OPTIONS", "/jobs", headers={**headers, **PREFLIGHT}),
@@ -428,12 +441,33 @@ def test_without_cors_origins_no_answer_has_cors_headers(client):
         assert not any(name.startswith("access-control-") for name in reply.headers), reply
 
 
+def test_a_page_from_another_origin_cannot_change_anything(client, served):
+    """Without CORS for it, a browser's request from another site is refused, even one a
+    page may send without a preflight (a typeless body); the API's own page, and clients
+    that are not browsers (no Origin), may."""
+    port = client.port
+    typeless = json.dumps({"type": "noop", "id": "from-a-page"}).encode()
+    for origin in ("http://evil.example", "null", f"http://127.0.0.1:{port + 1}",
+                   f"https://127.0.0.1:{port}x"):  # fmt: skip
+        reply = client.post("/jobs", typeless, headers={"Origin": origin})
+        assert reply.status == 403 and "corsOrigins" in reply.error, (origin, reply.body)
+        assert client.delete("/jobs/anything", headers={"Origin": origin}).status == 403
+    assert "from-a-page" not in ids_in_spool(served.spool)
+    own = client.post("/jobs", {"type": "noop", "id": "from-its-own-page"},
+                      headers={"Origin": f"http://127.0.0.1:{port}"})  # fmt: skip
+    assert own.status == 200, own.body
+    assert client.post("/jobs", typeless).status == 200  # curl, scripts: no Origin
+    assert client.get("/types", headers={"Origin": "http://evil.example"}).status == 200
+
+
 def test_cors_star_as_the_original_design(start_daemon):
     daemon = start_daemon(http=http_config(corsOrigins=["*"]))
     with Client(daemon.config["http"]["port"]) as client:
         for origin in ("http://localhost:3000", None):
             for reply in every_kind_of_answer(client, origin):
                 assert reply.headers["access-control-allow-origin"] == "*", reply.status
+        posted = client.post("/jobs", {"type": "noop"}, headers={"Origin": "http://x.example"})
+        assert posted.status == 200  # '*': any page may, as the original design had it
         preflight = client.request("OPTIONS", "/jobs", headers={"Origin": "https://x.example",
                                                                  **PREFLIGHT})  # fmt: skip
     assert "POST" in preflight.headers["access-control-allow-methods"]
@@ -452,10 +486,15 @@ def test_cors_for_listed_origins_only(start_daemon):
                 assert reply.headers["vary"] == "Origin"
             preflight = client.request("OPTIONS", "/jobs", headers={"Origin": origin, **PREFLIGHT})
             assert "POST" in preflight.headers["access-control-allow-methods"]
+            posted = client.post("/jobs", {"type": "noop"}, headers={"Origin": origin})
+            assert posted.status == 200, posted.body  # a listed page may change state
         for origin in ("http://localhost:3001", "http://evil.example", "null", None):
             for reply in every_kind_of_answer(client, origin):
                 assert "access-control-allow-origin" not in reply.headers, (origin, reply)
                 assert "access-control-allow-methods" not in reply.headers, (origin, reply)
+            if origin:
+                posted = client.post("/jobs", {"type": "noop"}, headers={"Origin": origin})
+                assert posted.status == 403, posted.body
     assert daemon.stop() == 0
 
 
@@ -487,6 +526,48 @@ def test_a_host_that_is_not_loopback_is_403(client, served, host):
     assert client.request("OPTIONS", "/jobs", headers=headers).status == 403
     assert job_id not in ids_in_spool(served.spool)
     still_serving(client)
+
+
+IN_A_NETWORK_NAMESPACE = r"""
+import http.client, json, subprocess, sys, time
+from pathlib import Path
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+subprocess.run(["ip", "addr", "add", "10.200.0.1/32", "dev", "lo"], check=True)
+work = Path(sys.argv[1])
+daemon = subprocess.Popen([sys.executable, "-m", "spoold", "run", "--config",
+                           str(work / "spoold.yaml")], cwd=work)
+found = {}
+try:
+    for _ in range(300):
+        try:
+            conn = http.client.HTTPConnection("10.200.0.1", 18080, timeout=5)
+            conn.request("GET", "/types", headers={"Host": "spoold.example:18080"})
+            reply = conn.getresponse()
+            found = {"status": reply.status, "body": reply.read().decode()}
+            break
+        except OSError:
+            time.sleep(0.05)
+finally:
+    daemon.terminate()
+    daemon.wait(30)
+print(json.dumps(found))
+"""
+
+
+def test_off_loopback_any_host_is_served(tmp_path):
+    """Listening on an address that is not loopback (here 10.200.0.1, on the loopback
+    device of a network namespace this test makes), the Host is not checked."""
+    if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"):
+        pytest.skip("needs root, unshare and ip (iproute2) for a network namespace")
+    config = base_config(http={"host": "10.200.0.1", "port": 18080})
+    (tmp_path / "spoold.yaml").write_text(yaml.safe_dump(config))
+    script = [sys.executable, "-c", IN_A_NETWORK_NAMESPACE, str(tmp_path)]
+    result = subprocess.run(["unshare", "--net", *script], capture_output=True, text=True,
+                            env=daemon_env(), timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found.get("status") == 200, (found, result.stderr[-2000:])
+    assert "noop" in json.loads(found["body"])["types"]
 
 
 def test_host_without_a_header_by_absolute_target_and_twice(served):

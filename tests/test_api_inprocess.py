@@ -7,6 +7,7 @@ import ast
 import json
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -391,3 +392,25 @@ def test_which_names_are_loopback():
         assert loopback_host_header(value), value
     for value in ("::1", "[::1", "[::1]:", "localhost:", "localhost:80:80", "[127.0.0.1]x"):
         assert not loopback_host_header(value), value
+
+
+def test_a_stop_closes_idle_connections_at_once(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"spool": str(tmp_path / "spool"), "durability": "relaxed",
+                                    "http": {"host": "127.0.0.1", "port": 0}}))  # fmt: skip
+    daemon = Daemon(load_config(path))
+    daemon.start()
+    assert daemon.api is not None
+    port = daemon.api.address[1]
+    kept, silent = Client(port), socket.create_connection(("127.0.0.1", port))
+    try:
+        assert kept.get("/healthz").status == 200  # then idle, kept alive
+        started = time.monotonic()
+        daemon.stop(graceful=False)
+        stopped_in = time.monotonic() - started
+        silent.settimeout(5)
+        assert silent.recv(10) == b""  # closed by the server, not left to its deadline
+    finally:
+        kept.close()
+        silent.close()
+    assert stopped_in < 3, stopped_in  # and no HTTP thread is left (no_leaked_threads)
