@@ -23,7 +23,7 @@ from helpers_api import Client, folder_of, raw_json, raw_status
 
 from spoold.api import MAX_CONNECTIONS, busy_answer
 from spoold.browser import Cors
-from spoold.connections import BODY_SECONDS, HEAD_SECONDS, Connections
+from spoold.connections import BODY_SECONDS, HEAD_SECONDS, Connections, raise_open_file_limit
 
 HOSTILE = 1000
 PATIENCE = 1.0  # a new client is answered within this while the API is under attack
@@ -347,3 +347,18 @@ def test_the_busy_answer_carries_cors_only_when_configured():
         answer = busy_answer(Cors(origins).headers(None))
         assert answer.startswith(b"HTTP/1.1 503 ") and raw_json(answer)["error"]
         assert (b"Access-Control-Allow-Origin: *" in answer) is expected, origins
+
+
+def test_the_open_file_limit_is_raised_towards_what_the_connections_need():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1024:
+        pytest.skip(f"the hard limit of open files ({hard}) leaves nothing to raise")
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+        assert raise_open_file_limit(1024) == 1024
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == 1024
+        assert raise_open_file_limit(512) == 1024  # never lowered
+        above = raise_open_file_limit(hard + 1) if hard != resource.RLIM_INFINITY else None
+        assert above in (None, hard)  # as far as the hard limit allows
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
