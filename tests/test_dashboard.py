@@ -93,10 +93,14 @@ def url(daemon: DaemonProcess) -> str:
 # ----- reading and using the page --------------------------------------------------------
 
 
-def text(driver: Any, element_id_or_tag: str) -> str:
+def text(driver: Any, element_id_or_selector: str, visible: bool = False) -> str:
+    """An element's text ('' if there is none, or with `visible`, if it is not shown), read
+    in one step: the page rebuilds its panels at every poll, so an element found first and
+    read later may be gone."""
     found = driver.execute_script(
         "const e = document.getElementById(arguments[0]) || document.querySelector(arguments[0]);"
-        "return e ? e.textContent : '';", element_id_or_tag)  # fmt: skip
+        "return e && (!arguments[1] || e.getClientRects().length) ? e.textContent : '';",
+        element_id_or_selector, visible)  # fmt: skip
     return str(found)
 
 
@@ -237,8 +241,8 @@ def test_an_invalid_config_edit_shows_on_the_page_until_fixed(page, served):
         served.config_path.write_text(good + "workers: [not, a, number\n")
         alert = wait_until(lambda: text(page, "config-error"), timeout=15)
         assert "Config error" in alert
-        shown = page.find_element(By.CSS_SELECTOR, "#config-error pre")
-        assert shown.is_displayed() and re.search(r"spoold\.yaml:\d+: not valid YAML", shown.text)
+        shown = text(page, "#config-error pre", visible=True)
+        assert re.search(r"spoold\.yaml:\d+: not valid YAML", shown), shown
     finally:
         served.config_path.write_text(good)
     wait_until(lambda: not text(page, "config-error"), timeout=15)
@@ -261,7 +265,7 @@ def test_job_fields_holding_markup_show_as_text_and_never_run(page, served):
 
     page.find_element(By.ID, "find-input").send_keys("evil-script", Keys.ENTER)
     found = wait_until(lambda: text(page, "found") if "failed/" in text(page, "found") else None)
-    assert json.loads(page.find_element(By.CSS_SELECTOR, "#found pre").text)["note"] == image
+    assert json.loads(text(page, "#found pre"))["note"] == image
     assert "Job evil-script is in failed/" in found
     assert (
         page.execute_script("return document.querySelectorAll('main img, main script').length") == 0
@@ -275,8 +279,7 @@ def test_find_a_job_then_cancel_and_retry_it_there(page, served):
     wait_until(lambda: folder_of(served.spool, "found-1") == "pending")
     page.find_element(By.ID, "find-input").send_keys("found-1", Keys.ENTER)
     wait_until(lambda: "Job found-1 is in pending/" in text(page, "found"))
-    assert json.loads(page.find_element(By.CSS_SELECTOR, "#found pre").text)["runAt"].startswith(
-        "2099")  # fmt: skip
+    assert json.loads(text(page, "#found pre"))["runAt"].startswith("2099")
 
     click(page, "Cancel job found-1 (it moves to failed/)", within="#found")
     wait_until(lambda: "Job found-1 is in failed/" in text(page, "found"))  # it follows the job

@@ -266,6 +266,8 @@ function showAlerts(s) {
   if (s.storage?.error) {
     alerts.push(el("div", { class: "alert", id: "storage-error", role: "alert" },
       el("h2", {}, "⚠ Storage problem: the spool cannot be written"),
+      el("p", {}, s.storage.since ? `Since ${local(s.storage.since)} (${since(s.storage.since)}).`
+        + " spoold tries again; free space or fix the spool's permissions." : null),
       el("pre", {}, s.storage.error)));
   }
   $("alerts").replaceChildren(...alerts);
