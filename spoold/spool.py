@@ -30,6 +30,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import stat
 import threading
 import time
@@ -58,6 +59,8 @@ PROBE = b"spoold write test\n" * 64  # about as large as a job's record
 RESERVE_BYTES = 16384  # space held in tmp/ for the status file on a full disk (see rewrite)
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)  # a file system without flock
+MAX_SPARES = 256  # as many as the committer's batch, so a batch reuses files
+LEASES = hasattr(fcntl, "F_SETLEASE") and hasattr(fcntl, "F_SETSIG")  # Linux
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,7 @@ class Spool:
         self._root: int | None = None  # fd of the spool folder, for syncfs
         self._root_lock = threading.Lock()
         self.health = StorageHealth()  # whether writes succeed now (storage.py)
+        self._spares: list[str] = []  # finished running files no one else can reach (_retire)
 
     # ----- set-up -------------------------------------------------------------------------
 
@@ -223,17 +227,30 @@ class Spool:
     def _tmp_name(self) -> str:
         return f"{self._tmp_prefix}{next(self._tmp_counter)}.tmp"
 
-    def _write_tmp(self, data: bytes, sync: bool | None = None) -> str:
-        """Write data to a new file in tmp/ (fdatasynced when durable, unless sync=False).
-
-        Always a file spoold creates: a finished job's file is never rewritten, since
-        its inode may be a producer's (a hard link they kept, an fd they hold)."""
+    def _open_tmp(self) -> tuple[str, int]:
+        """A file in tmp/ to write: a spare (a finished job's file that no one else can
+        reach, see _retire) when there is one, since allocating and freeing an inode per
+        job costs more than the renames; else a new file."""
+        while self._spares:
+            try:
+                tmp = self._spares.pop()
+                # No O_TRUNC: ext4 flushes a file truncated to zero when it is closed;
+                # overwriting and then cutting to length (see _write_tmp) does not.
+                return tmp, os.open(tmp, os.O_WRONLY | os.O_NOFOLLOW)
+            except (IndexError, FileNotFoundError):
+                continue
         tmp = self._tmp_name()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+
+    def _write_tmp(self, data: bytes, sync: bool | None = None) -> str:
+        """Write data to a file in tmp/ (fdatasynced when durable, unless sync=False)."""
+        tmp, fd = self._open_tmp()
         try:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
+            if os.fstat(fd).st_size > len(data):  # a spare that was longer: cut it
+                os.ftruncate(fd, len(data))  # (ext4 truncates even to the same size)
             if self.durable if sync is None else sync:
                 os.fdatasync(fd)
         except BaseException:
@@ -463,7 +480,9 @@ class Spool:
         self.close()
 
     def close(self) -> None:
-        """Close the spool folder (kept open for flush): we are done writing."""
+        """Delete the spare files in tmp/ and close the spool folder: we are done writing."""
+        while self._spares:
+            _unlink_quiet(self._spares.pop())
         with self._root_lock:
             root, self._root = self._root, None
         if root is not None:
@@ -483,10 +502,52 @@ class Spool:
     def retire_running(self, running: str) -> None:
         """Drop a running file whose outcome is written (see commit)."""
         try:
-            os.unlink(self._p["running"] + running)
+            self._retire(self._p["running"] + running)
         except FileNotFoundError:
             logger.warning("running/%s was already gone when the job finished", running)
         self.let_go(running)
+
+    def _retire(self, path: str) -> None:
+        """Drop a finished running file: kept in tmp/ as a spare to write a later record
+        into if no one else can reach it (_take_alone), else deleted. spoold never writes
+        into a file a producer can still see: one published as a hard link keeps its
+        bytes, and so does one whose producer holds it open."""
+        if len(self._spares) < MAX_SPARES:
+            spare = self._take_alone(path)
+            if spare is not None:
+                self._spares.append(spare)
+                return
+        os.unlink(path)
+
+    def _take_alone(self, path: str) -> str | None:
+        """Move path into tmp/ if its inode has no other name (st_nlink 1) and no other
+        open file anywhere: the kernel grants a write lease only then, and the lease,
+        held during the move, makes anyone opening it wait. None where that cannot be
+        shown (a hard link, an open fd, no leases on this file system or for this user).
+
+        A lease broken by an open is signalled to the holder: SIGURG, ignored by
+        default, instead of SIGIO, which would end the process."""
+        if not LEASES:
+            return None
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            return None
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETSIG, signal.SIGURG)
+            fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
+        except OSError:
+            os.close(fd)
+            return None
+        try:
+            if os.fstat(fd).st_nlink != 1:
+                return None
+            spare = self._tmp_name()
+            os.rename(path, spare)
+            return spare
+        finally:
+            fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+            os.close(fd)
 
     # ----- the one way a job's file is written --------------------------------------------
 
