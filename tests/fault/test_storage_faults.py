@@ -59,6 +59,10 @@ def test_a_full_disk_pauses_the_daemon_and_every_job_keeps_its_true_outcome(
             for n in range(JOBS):
                 daemon.drop(f"j{n}.json", {"type": "slow", "id": f"j{n}"})
             wait_until(lambda: called(plugins) == WORKERS)  # two run, the rest wait
+            # written before the disk fills, published (renamed) while it is full
+            late = {"late.json": b'{"type": "slow", "id": "late"}', "bad.json": b"{not json"}
+            for name, data in late.items():
+                (daemon.incoming / f".{name}").write_bytes(data)
             ballast = daemon.spool / "ballast"
             filled = fill(ballast)
             print(f"injected: a ballast of {filled} bytes fills the 2 MiB spool ({durability})")
@@ -79,17 +83,20 @@ def test_a_full_disk_pauses_the_daemon_and_every_job_keeps_its_true_outcome(
             print(f"found: /healthz 503, spoold_storage_ok 0, POST /jobs {posted.status}")
 
             plugins.release()  # any job claimed before the first failure ends too
+            for name in late:
+                (daemon.incoming / f".{name}").rename(daemon.incoming / name)
             claimed = called(plugins)
             time.sleep(1.0)  # proving an absence: nothing new is claimed while writes fail
             assert called(plugins) == claimed <= 2 * WORKERS
-            assert job_files(daemon.spool, "failed") == []
+            assert job_files(daemon.spool, "failed") == []  # the bad file waits for room
+            assert (daemon.incoming / "bad.json").read_bytes() == late["bad.json"]
             assert job_files(daemon.spool, "completed") == []
             held = job_files(daemon.spool, "running")
             print(f"found: {claimed} job(s) run, {len(held)} outcome(s) held, failed/ empty")
 
             freed_at = time.monotonic()
             ballast.unlink()
-            wait_until(lambda: len(job_files(daemon.spool, "completed")) == JOBS, timeout=20)
+            wait_until(lambda: len(job_files(daemon.spool, "completed")) == JOBS + 1, timeout=20)
             resumed = time.monotonic() - freed_at
             print(f"found: every job completed {resumed:.1f}s after the ballast went")
             assert resumed < 10
@@ -99,10 +106,13 @@ def test_a_full_disk_pauses_the_daemon_and_every_job_keeps_its_true_outcome(
             assert metric(client, "spoold_storage_ok") == 1
 
             done = records(daemon.spool, "completed")
-            assert sorted(r["id"] for r in done) == sorted(f"j{n}" for n in range(JOBS))
+            ids = [f"j{n}" for n in range(JOBS)] + ["late"]
+            assert sorted(r["id"] for r in done) == sorted(ids)
             assert all(r["attempts"] == 1 and r["error"] is None for r in done)
-            assert all(len(plugins.calls(f"j{n}")) == 1 for n in range(JOBS))
-            assert job_files(daemon.spool, "failed") == []
+            assert all(len(plugins.calls(job_id)) == 1 for job_id in ids)
+            wait_until(lambda: job_files(daemon.spool, "failed") == ["bad.json"])
+            assert (daemon.spool / "failed" / "bad.json").read_bytes() == late["bad.json"]
+            assert (daemon.spool / "failed" / "bad.json.error.json").exists()
             assert job_files(daemon.spool, "running") == []
             assert "Traceback" not in daemon.log()
             assert daemon.stop() == 0
