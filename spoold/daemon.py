@@ -171,7 +171,11 @@ class Daemon:
         context = (self.tz(), self.registry)
         stale = self.spool.stale_running(time.time(), self.config.lease_seconds, own_node_too)
         for name in stale:
-            folder = recover_running(self.spool, name, self.dispatcher, context)
+            try:
+                folder = recover_running(self.spool, name, self.dispatcher, context)
+            except OSError as e:  # a full disk, say: recovered later, once its lease is stale
+                self.spool.health.failed(f"recovering running/{name}", e, str(self.spool.root))
+                continue
             if folder == "failed":
                 self.stats.changed(failed=1)
         self.spool.drop_dead_leases(time.time(), self.config.lease_seconds * 4)

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from spoold.errors import SpoolUnusable
-from spoold.storage import StorageHealth, errno_name
+from spoold.storage import StorageHealth, advice, errno_name
 from spoold.times import iso, utc_second
 
 logger = logging.getLogger(__name__)
@@ -176,7 +176,10 @@ class Spool:
         try:
             self.probe()
         except OSError as e:
-            raise SpoolUnusable(f"{self.dirs['tmp']} is not writable: {e.strerror}") from e
+            raise SpoolUnusable(
+                f"{self.dirs['tmp'].absolute()} is not writable: {errno_name(e)}"
+                f" ({e.strerror}): {advice(e)}, then start again"
+            ) from e
 
     def probe(self) -> None:
         """Write a small file in tmp/ (flushed when durable) and drop it: OSError if the
