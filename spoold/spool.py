@@ -511,46 +511,16 @@ class Spool:
         self.let_go(running)
 
     def _retire(self, path: str) -> None:
-        """Drop a finished running file: kept in tmp/ as a spare to write a later record
-        into if no one else can reach it (_take_alone), else deleted. spoold never writes
-        into a file a producer can still see: one published as a hard link keeps its
-        bytes, and so does one whose producer holds it open."""
-        if len(self._spares) < MAX_SPARES:
-            spare = self._take_alone(path)
-            if spare is not None:
-                self._spares.append(spare)
-                return
-        os.unlink(path)
-
-    def _take_alone(self, path: str) -> str | None:
-        """Move path into tmp/ if its inode has no other name (st_nlink 1) and no other
-        open file anywhere: the kernel grants a write lease only then, and the lease,
-        held during the move, makes anyone opening it wait. None where that cannot be
-        shown (a hard link, an open fd, no leases on this file system or for this user).
-
-        A lease broken by an open is signalled to the holder: SIGURG, ignored by
-        default, instead of SIGIO, which would end the process."""
-        if not LEASES:
-            return None
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except OSError:
-            return None
-        try:
-            fcntl.fcntl(fd, fcntl.F_SETSIG, signal.SIGURG)
-            fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
-        except OSError:
-            os.close(fd)
-            return None
-        try:
-            if os.fstat(fd).st_nlink != 1:
-                return None
-            spare = self._tmp_name()
-            os.rename(path, spare)
-            return spare
-        finally:
-            fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
-            os.close(fd)
+        """Drop a finished running file: moved to tmp/ and kept there as a spare to write
+        a later record into if no one else can reach it (_alone), else deleted. spoold
+        never writes into a file a producer can still see: one published as a hard link
+        keeps its bytes, and so does one whose producer holds it open."""
+        spare = self._tmp_name()
+        os.rename(path, spare)
+        if len(self._spares) < MAX_SPARES and _alone(spare):
+            self._spares.append(spare)
+        else:
+            os.unlink(spare)
 
     # ----- the one way a job's file is written --------------------------------------------
 
@@ -786,6 +756,33 @@ def _process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _alone(path: str) -> bool:
+    """Whether the file at path has no other name (st_nlink 1) and no open file anywhere
+    else, now and until we let go: Linux grants a write lease only to the sole opener,
+    and an open by anyone while we hold it breaks it (and waits), which we see. False
+    where that cannot be shown: no leases on this file system or for this user.
+
+    A lease broken by an open is signalled to its holder: SIGURG, ignored by default,
+    instead of SIGIO, which would end the process."""
+    if not LEASES:
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETSIG, signal.SIGURG)
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
+    except OSError:
+        os.close(fd)
+        return False
+    try:
+        return os.fstat(fd).st_nlink == 1 and fcntl.fcntl(fd, fcntl.F_GETLEASE) == fcntl.F_WRLCK
+    finally:
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+        os.close(fd)
 
 
 def _lock_failed(path: str, error: OSError) -> str:
