@@ -176,3 +176,48 @@ def read_only(folder: Path) -> Iterator[Callable[[], None]]:
         yield lambda: subprocess.run(["mount", "-o", "remount,bind,rw", str(folder)], check=True)
     finally:
         subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_while_writes_fail_the_daemon_keeps_its_lease_and_no_other_recovers_its_jobs(
+    tmp_path: Path,
+) -> None:
+    lease = 1.0
+    with small_disk(tmp_path / "spool") as spool:
+        homes = {node: tmp_path / node for node in ("a", "b")}
+        for home in homes.values():
+            home.mkdir()
+        plugins = Plugins(homes["a"])
+        Plugins(homes["b"])  # the same job types for b, should it take a job
+
+        def start(node: str) -> DaemonProcess:
+            config = base_config(jobTypes=plugins.types, workers=WORKERS, spool=str(spool),
+                                 node=node, leaseSeconds=lease, rescanSeconds=0.2)  # fmt: skip
+            return DaemonProcess(homes[node], config, []).wait_ready()
+
+        a = start("a")
+        b = None
+        try:
+            for n in range(WORKERS):
+                a.drop(f"j{n}.json", {"type": "slow", "id": f"j{n}"})
+            wait_until(lambda: called(plugins) == WORKERS)  # a holds both
+            b = start("b")
+            filled = fill(spool / "ballast")
+            plugins.release()
+            wait_until(lambda: storage(a).get("ok") is False, timeout=15)
+            print(f"injected: a {filled}-byte ballast while node a held {WORKERS} jobs")
+            time.sleep(4 * lease)  # proving an absence: b recovers nothing of a's
+            assert "recovered job" not in b.log()
+            assert len(job_files(spool, "running")) == WORKERS
+            assert all(n.endswith(f"@{a.status()['worker']['workerId']}.json")
+                       for n in job_files(spool, "running"))  # fmt: skip
+
+            (spool / "ballast").unlink()
+            wait_until(lambda: len(job_files(spool, "completed")) == WORKERS, timeout=20)
+            done = records(spool, "completed")
+            assert all(r["attempts"] == 1 and r["error"] is None for r in done)
+            assert all(len(plugins.calls(f"j{n}")) == 1 for n in range(WORKERS))
+            print(f"found: b recovered nothing in {4 * lease:.0f}s; a recorded both once")
+        finally:
+            a.kill()
+            if b is not None:
+                b.kill()
