@@ -477,7 +477,8 @@ class Spool:
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o644))
 
     def end_lease(self) -> None:
-        """A clean stop: our running files are all settled, the lease goes."""
+        """A clean stop: our running files are all settled; the lease, the space held for
+        the status file and the spares go."""
         _unlink_quiet(self._p["running"] + self.lease_name)
         _unlink_quiet(self._reserve)
         self.close()
