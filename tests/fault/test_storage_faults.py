@@ -18,7 +18,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import DaemonProcess, Plugins, base_config, free_port, job_files, records, wait_until
+from conftest import (
+    DaemonProcess,
+    Plugins,
+    base_config,
+    free_port,
+    job_files,
+    records,
+    spoold_cli,
+    wait_until,
+)
 from helpers_api import Client
 
 from .small_disk import fill, small_disk
@@ -74,6 +83,8 @@ def test_a_full_disk_pauses_the_daemon_and_every_job_keeps_its_true_outcome(
             print(f"found in status.json: {found}")
             assert "ENOSPC" in found["error"] and str(daemon.spool) in found["error"]
             assert found["since"]
+            shown = spoold_cli("status", "--config", str(daemon.config_path), cwd=tmp_path)
+            assert f"STORAGE ERROR since {found['since']}: {found['error']}" in shown.stdout
             health = client.get("/healthz")
             assert health.status == 503
             assert health.json == {"status": "storage-error", "error": found["error"]}
