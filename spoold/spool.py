@@ -183,12 +183,13 @@ class Spool:
 
     def probe(self) -> None:
         """Write a small file in tmp/ (flushed when durable) and drop it: OSError if the
-        spool takes no writes now."""
-        name = f".probe-{self.owner}"
+        spool takes no writes now. Named as our other files there, so that one left by a
+        kill is cleaned as they are (clean_dead_tmp)."""
+        path = f"{self._tmp_prefix}probe.tmp"
         try:
-            self.write("tmp", name, PROBE)
+            self.write("tmp", os.path.basename(path), PROBE)
         finally:
-            _unlink_quiet(self._p["tmp"] + name)
+            _unlink_quiet(path)
 
     def ensure_extra(self, folder: str) -> None:
         """Create one of EXTRA_FOLDERS (e.g. schedule/) if missing, else SpoolUnusable."""
