@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 from conftest import base_config, spoold_cli
 
-from .small_disk import fill, small_disk
+from .mounts import fill, small_disk
 
 
 def test_an_unusable_node_lock_ends_the_start_with_one_line(tmp_path: Path) -> None:

@@ -10,11 +10,7 @@ true outcome.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -30,7 +26,7 @@ from conftest import (
 )
 from helpers_api import Client
 
-from .small_disk import fill, small_disk
+from .mounts import fill, read_only, small_disk
 
 JOBS = 12
 WORKERS = 2
@@ -173,23 +169,6 @@ def test_a_read_only_spool_pauses_the_daemon_until_it_is_writable_again(
     finally:
         client.close()
         daemon.kill()
-
-
-@contextmanager
-def read_only(folder: Path) -> Iterator[Callable[[], None]]:
-    """A read-only bind mount over folder (what the daemon opens from now on answers
-    EROFS); yields the function that makes it writable again. Root only."""
-    if os.geteuid() != 0:
-        pytest.skip("a read-only bind mount needs root (CI runs these tests as root)")
-    bound = subprocess.run(["mount", "--bind", str(folder), str(folder)],
-                           capture_output=True, text=True)  # fmt: skip
-    if bound.returncode != 0:
-        pytest.skip(f"cannot bind-mount {folder}: {bound.stderr.strip()}")
-    try:
-        subprocess.run(["mount", "-o", "remount,bind,ro", str(folder)], check=True)
-        yield lambda: subprocess.run(["mount", "-o", "remount,bind,rw", str(folder)], check=True)
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
 def test_while_writes_fail_the_daemon_keeps_its_lease_and_no_other_recovers_its_jobs(
