@@ -317,6 +317,9 @@ def format_status(status: dict[str, Any], path: Path) -> str:
     config = status.get("config", {})
     if config.get("error"):
         lines.append(f"  CONFIG ERROR (last good config still in use): {config['error']}")
+    storage = status.get("storage") or {}
+    if storage.get("ok") is False:
+        lines.append(f"  STORAGE ERROR since {storage.get('since')}: {storage.get('error')}")
     lines.append(f"  ({path})")
     return "\n".join(lines)
 

@@ -170,7 +170,7 @@ class Committer:
                         self.spool.let_go(o.running)
                     o.done()
                     continue
-                if not isinstance(error, FileExistsError):  # a taken name is an answer
+                if _storage_error(error):
                     trouble = trouble or (o, error)
                 if o.failed is not None:
                     o.failed(error)
@@ -194,8 +194,9 @@ class Committer:
             return [error] * len(records)
 
     def _keep(self, outcome: Outcome, error: OSError) -> None:
-        """An outcome the spool did not take: written again later while the thread runs."""
-        if threading.current_thread() is self._thread:
+        """An outcome the spool did not take: written again later while the thread runs
+        (a bug, an error without an errno, is not written again: it would fail again)."""
+        if threading.current_thread() is self._thread and _storage_error(error):
             self._kept.append(outcome)
         else:
             _strand(outcome, error)
@@ -230,3 +231,9 @@ class Committer:
 def _strand(outcome: Outcome, why: object) -> None:
     logger.error("job %s stays in running/ until the next start: its %s record could not be"
                  " written (%s)", outcome.stem, outcome.folder, why)  # fmt: skip
+
+
+def _storage_error(error: OSError) -> bool:
+    """An error of the file system (ENOSPC, EROFS, ...), not an answer (a taken exclusive
+    name) nor a bug (an internal error, which has no errno)."""
+    return error.errno is not None and not isinstance(error, FileExistsError)

@@ -207,7 +207,11 @@ class Daemon:
         context, now = (self.tz(), self.registry), self.spool.renew_lease()
         stale = self.spool.stale_running(now, self.config.lease_seconds, own_node_too)
         for name in stale:
-            folder = recover_running(self.spool, name, self.dispatcher, context)
+            try:
+                folder = recover_running(self.spool, name, self.dispatcher, context)
+            except OSError as e:  # a full disk, say: recovered later, once its lease is stale
+                self.spool.health.failed(f"recovering running/{name}", e, str(self.spool.root))
+                continue
             if folder == "failed":
                 self.stats.changed(failed=1)
         self.spool.drop_dead_leases(now, self.config.lease_seconds * 4)

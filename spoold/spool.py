@@ -30,6 +30,7 @@ import itertools
 import logging
 import os
 import shutil
+import signal
 import stat
 import struct
 import threading
@@ -43,7 +44,7 @@ from typing import NamedTuple
 from spoold import rejects, strictjson
 from spoold.errors import InvalidJob, Rejected, SpoolUnusable
 from spoold.names import ERROR_SUFFIX, is_job_name, running_stem
-from spoold.storage import StorageHealth, errno_name
+from spoold.storage import StorageHealth, advice, errno_name
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,8 @@ RESERVE_BYTES = 16384  # space held in tmp/ for the status file on a full disk (
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)  # a file system without flock
 STARTED = 0  # a running file's mtime once its attempt has started (1970-01-01, see mark_started)
+LEASES = hasattr(fcntl, "F_SETLEASE") and hasattr(fcntl, "F_SETSIG")  # Linux
+MAX_SPARES = 256  # as many as the committer's batch, so a batch reuses files
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,7 @@ class Spool:
         self._root: int | None = None  # fd of the spool folder, for syncfs
         self._root_lock = threading.Lock()
         self.health = StorageHealth()  # whether writes succeed now (storage.py)
+        self._spares: list[str] = []  # finished running files no one else can reach (_retire)
 
     # ----- set-up -------------------------------------------------------------------------
 
@@ -126,16 +130,20 @@ class Spool:
         try:
             self.probe()
         except OSError as e:
-            raise SpoolUnusable(f"{self.dirs['tmp']} is not writable: {e.strerror}") from e
+            raise SpoolUnusable(
+                f"{self.dirs['tmp'].absolute()} is not writable: {errno_name(e)}"
+                f" ({e.strerror}): {advice(e)}, then start again"
+            ) from e
 
     def probe(self) -> None:
         """Write a small file in tmp/ (flushed when durable) and drop it: OSError if the
-        spool takes no writes now."""
-        name = f".probe-{self.owner}"
+        spool takes no writes now. Named as our other files there, so that one left by a
+        kill is cleaned as they are (clean_dead_tmp)."""
+        path = f"{self._tmp_prefix}probe.tmp"
         try:
-            self.write("tmp", name, PROBE)
+            self.write("tmp", os.path.basename(path), PROBE)
         finally:
-            _unlink_quiet(self._p["tmp"] + name)
+            _unlink_quiet(path)
 
     def ensure_extra(self, folder: str) -> None:
         """Create one of EXTRA_FOLDERS (e.g. schedule/) if missing, else SpoolUnusable."""
@@ -177,17 +185,30 @@ class Spool:
     def _tmp_name(self) -> str:
         return f"{self._tmp_prefix}{next(self._tmp_counter)}.tmp"
 
-    def _write_tmp(self, data: bytes, sync: bool | None = None) -> str:
-        """Write data to a new file in tmp/ (fdatasynced when durable, unless sync=False).
-
-        Always a file spoold creates: a finished job's file is never rewritten, since
-        its inode may be a producer's (a hard link they kept, an fd they hold)."""
+    def _open_tmp(self) -> tuple[str, int]:
+        """A file in tmp/ to write: a spare (a finished job's file that no one else can
+        reach, see _retire) when there is one, since allocating and freeing an inode per
+        job costs more than the renames; else a new file."""
+        while self._spares:
+            try:
+                tmp = self._spares.pop()
+                # No O_TRUNC: ext4 flushes a file truncated to zero when it is closed;
+                # overwriting and then cutting to length (see _write_tmp) does not.
+                return tmp, os.open(tmp, os.O_WRONLY | os.O_NOFOLLOW)
+            except (IndexError, FileNotFoundError):
+                continue
         tmp = self._tmp_name()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+
+    def _write_tmp(self, data: bytes, sync: bool | None = None) -> str:
+        """Write data to a file in tmp/ (fdatasynced when durable, unless sync=False)."""
+        tmp, fd = self._open_tmp()
         try:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
+            if os.fstat(fd).st_size > len(data):  # a spare that was longer: cut it
+                os.ftruncate(fd, len(data))  # (ext4 truncates even to the same size)
             if self.durable if sync is None else sync:
                 os.fdatasync(fd)
         except BaseException:
@@ -461,13 +482,16 @@ class Spool:
         return info if isinstance(info, dict) else {}
 
     def end_lease(self) -> None:
-        """A clean stop: our running files are all settled, the lease goes."""
+        """A clean stop: our running files are all settled; the lease, the space held for
+        the status file and the spares go."""
         _unlink_quiet(self._p["running"] + self.lease_name)
         _unlink_quiet(self._reserve)
         self.close()
 
     def close(self) -> None:
-        """Close the spool folder (kept open for flush): we are done writing."""
+        """Delete the spare files in tmp/ and close the spool folder: we are done writing."""
+        while self._spares:
+            _unlink_quiet(self._spares.pop())
         with self._root_lock:
             root, self._root = self._root, None
         if root is not None:
@@ -487,10 +511,22 @@ class Spool:
     def retire_running(self, running: str) -> None:
         """Drop a running file whose outcome is written (see commit)."""
         try:
-            os.unlink(self._p["running"] + running)
+            self._retire(self._p["running"] + running)
         except FileNotFoundError:
             logger.warning("running/%s was already gone when the job finished", running)
         self.let_go(running)
+
+    def _retire(self, path: str) -> None:
+        """Drop a finished running file: moved to tmp/ and kept there as a spare to write
+        a later record into if no one else can reach it (_alone), else deleted. spoold
+        never writes into a file a producer can still see: one published as a hard link
+        keeps its bytes, and so does one whose producer holds it open."""
+        spare = self._tmp_name()
+        os.rename(path, spare)
+        if len(self._spares) < MAX_SPARES and _alone(spare):
+            self._spares.append(spare)
+        else:
+            os.unlink(spare)
 
     # ----- the one way a job's file is written --------------------------------------------
 
@@ -746,6 +782,33 @@ def _process_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _alone(path: str) -> bool:
+    """Whether the file at path has no other name (st_nlink 1) and no open file anywhere
+    else, now and until we let go: Linux grants a write lease only to the sole opener,
+    and an open by anyone while we hold it breaks it (and waits), which we see. False
+    where that cannot be shown: no leases on this file system or for this user.
+
+    A lease broken by an open is signalled to its holder: SIGURG, ignored by default,
+    instead of SIGIO, which would end the process."""
+    if not LEASES:
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETSIG, signal.SIGURG)
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
+    except OSError:
+        os.close(fd)
+        return False
+    try:
+        return os.fstat(fd).st_nlink == 1 and fcntl.fcntl(fd, fcntl.F_GETLEASE) == fcntl.F_WRLCK
+    finally:
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+        os.close(fd)
 
 
 def _lock_failed(path: str, error: OSError) -> str:

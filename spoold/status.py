@@ -81,6 +81,7 @@ class StatusWriter:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="spoold-status", daemon=True)
         self._last: str | None = None
+        self._failing = False
 
     def start(self) -> None:
         self.flush()
@@ -104,9 +105,12 @@ class StatusWriter:
             return
         try:
             self.write(json.dumps(snap, indent=1).encode() + b"\n")
-            self._last = key
         except OSError as e:
-            logger.error("cannot write the status file: %s", e)
+            if not self._failing:  # once per episode: it is tried again every second
+                logger.error("cannot write the status file: %s", e)
+            self._failing = True
+            return
+        self._last, self._failing = key, False
 
     def _loop(self) -> None:
         while not self._stop.wait(1.0):

@@ -33,9 +33,13 @@ ADVICE = {
 def describe(what: str, error: OSError, where: str) -> str:
     """One line: what failed, the errno, the path, and what to do; spoold retries."""
     path = os.path.abspath(os.fsdecode(error.filename or where))
-    advice = ADVICE.get(error.errno or 0, "fix the file system")
     return (f"{what} failed: {errno_name(error)} ({error.strerror or error}) at {path}:"
-            f" {advice}; spoold retries by itself")  # fmt: skip
+            f" {advice(error)}; spoold retries by itself")  # fmt: skip
+
+
+def advice(error: OSError) -> str:
+    """What a person can do about a write error."""
+    return ADVICE.get(error.errno or 0, "fix the file system")
 
 
 def errno_name(error: OSError) -> str:

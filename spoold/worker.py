@@ -145,7 +145,13 @@ class WorkerPool:
             taken = self.dispatcher.take(timeout=1.0)
             if taken is None:
                 continue
-            self.run_job(taken)
+            try:
+                self.run_job(taken)
+            except OSError as e:  # the spool failed us (a bad file's reason unwritable, say)
+                self.spool.health.failed(f"handling pending/{taken.stem}.json", e,
+                                         str(self.spool.root))  # fmt: skip
+            except Exception:  # a bug: this thread must go on taking jobs
+                logger.exception("job %s: unexpected error; it stays where it is", taken.stem)
             with self._lock:
                 if me in self._abandoned:
                     return

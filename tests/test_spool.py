@@ -89,12 +89,39 @@ def test_finish_writes_the_record_then_drops_the_running_file(spool):
     assert os.listdir(spool.dirs["running"]) == []
     assert (spool.dirs["completed"] / f"{stem}.json").read_bytes() == b'{"status": "completed"}'
     assert spool.has_record(stem)
+    [spare] = os.listdir(spool.dirs["tmp"])  # no one else can reach it: kept to rewrite
+    assert (spool.dirs["tmp"] / spare).read_bytes() == b"{}"
+    spool.end_lease()
     assert os.listdir(spool.dirs["tmp"]) == []
 
 
-def test_a_finished_jobs_file_is_never_written_into(spool, tmp_path):
-    """A producer may have published a hard link (or keep an fd): the inode a job came in
-    is dropped with its running file, never reused for another job's record."""
+def test_finished_files_no_one_else_can_reach_are_rewritten_not_reallocated(spool):
+    """The running file of one job becomes the record of the next (same inode)."""
+    inodes = []
+    for n in range(3):
+        stem = make_stem("normal", spool.accept_ns(), f"j{n}")
+        spool.enqueue(stem, b"{}")
+        spool.finish(spool.claim(stem), stem, "completed", f'{{"n": {n}}}'.encode())
+        inodes.append(os.stat(spool.dirs["completed"] / f"{stem}.json").st_ino)
+        assert len(os.listdir(spool.dirs["tmp"])) == 1
+    assert len(set(inodes[1:])) == 2 and inodes[1] != inodes[0]
+
+
+def test_a_job_file_its_producer_holds_open_is_never_written_into(spool):
+    first = make_stem("normal", spool.accept_ns(), "held")
+    spool.enqueue(first, b'{"type": "mine"}')
+    with open(spool.dirs["pending"] / f"{first}.json", "rb") as producer:
+        spool.finish(spool.claim(first), first, "completed", b'{"first": 1}')
+        assert os.listdir(spool.dirs["tmp"]) == []  # deleted, not kept as a spare
+        second = make_stem("normal", spool.accept_ns(), "next")
+        spool.enqueue(second, b"{}")
+        spool.finish(spool.claim(second), second, "completed", b'{"second": 2}')
+        assert producer.read() == b'{"type": "mine"}'
+
+
+def test_a_hard_linked_job_file_is_never_written_into(spool, tmp_path):
+    """A producer may have published a hard link: the inode a job came in is dropped
+    with its running file, never reused for another job's record."""
     outside = tmp_path / "archive.json"
     outside.write_bytes(b'{"type": "mine"}')
     first = make_stem("normal", spool.accept_ns(), "linked")
@@ -109,7 +136,7 @@ def test_a_finished_jobs_file_is_never_written_into(spool, tmp_path):
         (spool.dirs["completed"] / n).read_bytes() for n in os.listdir(spool.dirs["completed"])
     )
     assert records == [b'{"first": 1}', b'{"n": 0}', b'{"n": 1}', b'{"n": 2}']
-    assert os.listdir(spool.dirs["tmp"]) == []
+    assert len(os.listdir(spool.dirs["tmp"])) == 1  # the last job's file, spoold's own
 
 
 def test_clean_tmp_removes_only_earlier_lives_of_this_node(spool):

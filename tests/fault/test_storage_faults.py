@@ -10,18 +10,23 @@ true outcome.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import DaemonProcess, Plugins, base_config, free_port, job_files, records, wait_until
+from conftest import (
+    DaemonProcess,
+    Plugins,
+    base_config,
+    free_port,
+    job_files,
+    records,
+    spoold_cli,
+    wait_until,
+)
 from helpers_api import Client
 
-from .small_disk import fill, small_disk
+from .mounts import fill, read_only, small_disk
 
 JOBS = 12
 WORKERS = 2
@@ -59,6 +64,10 @@ def test_a_full_disk_pauses_the_daemon_and_every_job_keeps_its_true_outcome(
             for n in range(JOBS):
                 daemon.drop(f"j{n}.json", {"type": "slow", "id": f"j{n}"})
             wait_until(lambda: called(plugins) == WORKERS)  # two run, the rest wait
+            # written before the disk fills, published (renamed) while it is full
+            late = {"late.json": b'{"type": "slow", "id": "late"}', "bad.json": b"{not json"}
+            for name, data in late.items():
+                (daemon.incoming / f".{name}").write_bytes(data)
             ballast = daemon.spool / "ballast"
             filled = fill(ballast)
             print(f"injected: a ballast of {filled} bytes fills the 2 MiB spool ({durability})")
@@ -70,6 +79,8 @@ def test_a_full_disk_pauses_the_daemon_and_every_job_keeps_its_true_outcome(
             print(f"found in status.json: {found}")
             assert "ENOSPC" in found["error"] and str(daemon.spool) in found["error"]
             assert found["since"]
+            shown = spoold_cli("status", "--config", str(daemon.config_path), cwd=tmp_path)
+            assert f"STORAGE ERROR since {found['since']}: {found['error']}" in shown.stdout
             health = client.get("/healthz")
             assert health.status == 503
             assert health.json == {"status": "storage-error", "error": found["error"]}
@@ -79,17 +90,20 @@ def test_a_full_disk_pauses_the_daemon_and_every_job_keeps_its_true_outcome(
             print(f"found: /healthz 503, spoold_storage_ok 0, POST /jobs {posted.status}")
 
             plugins.release()  # any job claimed before the first failure ends too
+            for name in late:
+                (daemon.incoming / f".{name}").rename(daemon.incoming / name)
             claimed = called(plugins)
             time.sleep(1.0)  # proving an absence: nothing new is claimed while writes fail
             assert called(plugins) == claimed <= 2 * WORKERS
-            assert job_files(daemon.spool, "failed") == []
+            assert job_files(daemon.spool, "failed") == []  # the bad file waits for room
+            assert (daemon.incoming / "bad.json").read_bytes() == late["bad.json"]
             assert job_files(daemon.spool, "completed") == []
             held = job_files(daemon.spool, "running")
             print(f"found: {claimed} job(s) run, {len(held)} outcome(s) held, failed/ empty")
 
             freed_at = time.monotonic()
             ballast.unlink()
-            wait_until(lambda: len(job_files(daemon.spool, "completed")) == JOBS, timeout=20)
+            wait_until(lambda: len(job_files(daemon.spool, "completed")) == JOBS + 1, timeout=20)
             resumed = time.monotonic() - freed_at
             print(f"found: every job completed {resumed:.1f}s after the ballast went")
             assert resumed < 10
@@ -99,10 +113,13 @@ def test_a_full_disk_pauses_the_daemon_and_every_job_keeps_its_true_outcome(
             assert metric(client, "spoold_storage_ok") == 1
 
             done = records(daemon.spool, "completed")
-            assert sorted(r["id"] for r in done) == sorted(f"j{n}" for n in range(JOBS))
+            ids = [f"j{n}" for n in range(JOBS)] + ["late"]
+            assert sorted(r["id"] for r in done) == sorted(ids)
             assert all(r["attempts"] == 1 and r["error"] is None for r in done)
-            assert all(len(plugins.calls(f"j{n}")) == 1 for n in range(JOBS))
-            assert job_files(daemon.spool, "failed") == []
+            assert all(len(plugins.calls(job_id)) == 1 for job_id in ids)
+            wait_until(lambda: job_files(daemon.spool, "failed") == ["bad.json"])
+            assert (daemon.spool / "failed" / "bad.json").read_bytes() == late["bad.json"]
+            assert (daemon.spool / "failed" / "bad.json.error.json").exists()
             assert job_files(daemon.spool, "running") == []
             assert "Traceback" not in daemon.log()
             assert daemon.stop() == 0
@@ -154,15 +171,46 @@ def test_a_read_only_spool_pauses_the_daemon_until_it_is_writable_again(
         daemon.kill()
 
 
-@contextmanager
-def read_only(folder: Path) -> Iterator[Callable[[], None]]:
-    """A read-only bind mount over folder (what the daemon opens from now on answers
-    EROFS); yields the function that makes it writable again. Root only."""
-    if os.geteuid() != 0:
-        pytest.skip("a read-only bind mount needs root (CI runs these tests as root)")
-    subprocess.run(["mount", "--bind", str(folder), str(folder)], check=True)
-    try:
-        subprocess.run(["mount", "-o", "remount,bind,ro", str(folder)], check=True)
-        yield lambda: subprocess.run(["mount", "-o", "remount,bind,rw", str(folder)], check=True)
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
+def test_while_writes_fail_the_daemon_keeps_its_lease_and_no_other_recovers_its_jobs(
+    tmp_path: Path,
+) -> None:
+    lease = 1.0
+    with small_disk(tmp_path / "spool") as spool:
+        homes = {node: tmp_path / node for node in ("a", "b")}
+        for home in homes.values():
+            home.mkdir()
+        plugins = Plugins(homes["a"])
+        Plugins(homes["b"])  # the same job types for b, should it take a job
+
+        def start(node: str) -> DaemonProcess:
+            config = base_config(jobTypes=plugins.types, workers=WORKERS, spool=str(spool),
+                                 node=node, leaseSeconds=lease, rescanSeconds=0.2)  # fmt: skip
+            return DaemonProcess(homes[node], config, []).wait_ready()
+
+        a = start("a")
+        b = None
+        try:
+            for n in range(WORKERS):
+                a.drop(f"j{n}.json", {"type": "slow", "id": f"j{n}"})
+            wait_until(lambda: called(plugins) == WORKERS)  # a holds both
+            b = start("b")
+            filled = fill(spool / "ballast")
+            plugins.release()
+            wait_until(lambda: storage(a).get("ok") is False, timeout=15)
+            print(f"injected: a {filled}-byte ballast while node a held {WORKERS} jobs")
+            time.sleep(4 * lease)  # proving an absence: b recovers nothing of a's
+            assert "recovered job" not in b.log()
+            assert len(job_files(spool, "running")) == WORKERS
+            assert all(n.endswith(f"@{a.status()['worker']['workerId']}.json")
+                       for n in job_files(spool, "running"))  # fmt: skip
+
+            (spool / "ballast").unlink()
+            wait_until(lambda: len(job_files(spool, "completed")) == WORKERS, timeout=20)
+            done = records(spool, "completed")
+            assert all(r["attempts"] == 1 and r["error"] is None for r in done)
+            assert all(len(plugins.calls(f"j{n}")) == 1 for n in range(WORKERS))
+            print(f"found: b recovered nothing in {4 * lease:.0f}s; a recorded both once")
+        finally:
+            a.kill()
+            if b is not None:
+                b.kill()

@@ -1,11 +1,11 @@
-"""A small real file system for fault tests: a tmpfs mounted on a test's folder (root)."""
+"""Real file-system faults for tests (root): a small tmpfs to fill, a read-only bind mount."""
 
 from __future__ import annotations
 
 import errno
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -42,3 +42,20 @@ def fill(path: Path) -> int:
             if e.errno != errno.ENOSPC:
                 raise
     return written
+
+
+@contextmanager
+def read_only(folder: Path) -> Iterator[Callable[[], None]]:
+    """A read-only bind mount over folder (what the daemon opens from now on answers
+    EROFS); yields the function that makes it writable again. Root only."""
+    if os.geteuid() != 0:
+        pytest.skip("a read-only bind mount needs root (CI runs these tests as root)")
+    bound = subprocess.run(["mount", "--bind", str(folder), str(folder)],
+                           capture_output=True, text=True)  # fmt: skip
+    if bound.returncode != 0:
+        pytest.skip(f"cannot bind-mount {folder}: {bound.stderr.strip()}")
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(folder)], check=True)
+        yield lambda: subprocess.run(["mount", "-o", "remount,bind,rw", str(folder)], check=True)
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
