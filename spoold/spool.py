@@ -124,7 +124,7 @@ class Spool:
         # Plain string prefixes for the per-job moves: pathlib costs more than the syscall.
         self._p = {key: f"{path}{os.sep}" for key, path in self.dirs.items()}
         self.lease_name = f".lease-{self.owner}"
-        self._lease_data = b""  # what the lease file says (see start_lease)
+        self._lease_data = b""  # what the lease file says (see describe_lease)
         self._tmp_counter = itertools.count()
         self._clock_lock = threading.Lock()
         self._last_ns = 0
@@ -396,13 +396,11 @@ class Spool:
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._node_lock = fd
 
-    def start_lease(self, info: dict[str, object]) -> float:
-        """Create running/.lease-<owner> holding `info` (who we are, for the others to
-        read) and `started`, the file server's time now; returns that time."""
-        started = self.renew_lease()
-        self._lease_data = _dump({**info, "started": started})
+    def describe_lease(self, info: dict[str, object]) -> None:
+        """Write what running/.lease-<owner> says about us, for the others to read (see
+        lease.py); kept, and written again if the file is lost."""
+        self._lease_data = _dump(info)
         self.write("running", self.lease_name, self._lease_data)
-        return started
 
     def renew_lease(self) -> float:
         """Touch running/.lease-<owner>: its fresh mtime is our lease on every running file
@@ -431,7 +429,7 @@ class Spool:
         return found
 
     def lease_info(self, owner: str) -> dict[str, object]:
-        """What an owner's lease file says about it (see start_lease); {} if it says
+        """What an owner's lease file says about it (see describe_lease); {} if it says
         nothing readable (gone, or created and not yet written)."""
         raw = self.read("running", f".lease-{owner}")
         try:
