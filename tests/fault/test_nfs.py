@@ -25,6 +25,8 @@ import pytest
 from conftest import DaemonProcess, base_config, drop, job_files, records, wait_until
 from nfs_rig import Host, NfsRig, missing
 
+from spoold.spool import parse_stem
+
 pytestmark = pytest.mark.slow
 
 LEASE = 5  # leaseSeconds for every daemon here
@@ -123,6 +125,11 @@ def held_by(spool: Path, node: str) -> list[str]:
     return [n for n in job_files(spool, "running") if f"@{node}+" in n]
 
 
+def job_ids(running: list[str]) -> list[str]:
+    """The job ids in running file names."""
+    return sorted(parse_stem(name.split("@")[0]).id for name in running)
+
+
 def assert_each_recorded_once(cluster: Cluster, ids: list[str]) -> list[dict[str, Any]]:
     done = cluster.completed()
     assert sorted(r["id"] for r in done) == sorted(ids)
@@ -171,7 +178,7 @@ def test_a_killed_host_s_jobs_are_recovered_by_the_other(cluster: Cluster) -> No
     done = assert_each_recorded_once(cluster, ids)
     runs = cluster.runs()
     twice = sorted(i for i, n in runs.items() if n > 1)
-    held_ids = sorted(n.split("Z-", 1)[1].split("@")[0] for n in held)
+    held_ids = job_ids(held)
     print(
         f"found: host-b took back host-a's running files {recovered:.1f}s after the kill;"
         f" all {len(ids)} recorded once; run twice: {twice} (held at the kill: {held_ids})"
@@ -206,12 +213,12 @@ def test_a_host_stalled_past_its_lease_loses_its_jobs_and_both_go_on(cluster: Cl
     assert_each_recorded_once(cluster, ids)
     runs = cluster.runs()
     twice = sorted(i for i, n in runs.items() if n > 1)
-    held_ids = {n.split("Z-", 1)[1].split("@")[0] for n in held}
+    held_ids = job_ids(held)
     print(
         f"found: all {len(ids)} recorded once, none left in pending/ or running/;"
-        f" run twice: {twice} (held at the stall: {sorted(held_ids)}); both still serving"
+        f" run twice: {twice} (held at the stall: {held_ids}); both still serving"
     )
-    assert sorted(runs) == ids and set(twice) <= held_ids
+    assert sorted(runs) == ids and set(twice) <= set(held_ids)
     assert a.proc.poll() is None and b.proc.poll() is None
 
 
