@@ -141,8 +141,8 @@ class Daemon:
         self.watcher.stop()
         self.intake.moves.stop()
         self.pool.stop(self.config.shutdown_grace if graceful else 0.0)
+        self._housekeeper.join(5)  # before the lease goes: housekeeping renews it too
         self.spool.end_lease()
-        self._housekeeper.join(5)
         self.status.stop()
         logger.info("spoold stopped")
 

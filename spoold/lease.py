@@ -1,9 +1,10 @@
 """One live daemon per node name, proven by lease files rather than locks.
 
 A daemon's lease is running/.lease-<node>+<instance>: its mtime, renewed every
-leaseSeconds/3, says the daemon lives; its content says who it is (host, pid)
-and when it started, in the file server's time. Every age is measured against
-the server's clock too (Spool.renew_lease returns it), never this host's.
+leaseSeconds/3, says the daemon lives; its content says who it is (host, pid),
+when it started, in the file server's time, and whether it serves yet or is
+still starting. Every age is measured against the server's clock too
+(Spool.renew_lease returns it), never this host's.
 
 A restarting daemon takes over the running files its node's earlier lives left,
 so two live daemons under one node name would take each other's jobs. `flock`
@@ -11,14 +12,16 @@ cannot prevent that on a network file system (two NFS clients need not share
 locks), so the rule is kept with leases alone:
 
 - At start, a lease of our node from another instance that is still fresh is
-  watched until it is renewed (another daemon serves the node: refuse to start,
-  unless it started after us, as when two start at once: then it refuses) or
-  lapses (a crashed earlier life: take over). A lease left by a process of
-  this very host and pid namespace that no longer exists is dead at once, so a
-  restart after a crash does not wait.
-- While running, a daemon that sees its node's lease renewed by an instance
-  that started before it (two started together, or one came back after a
-  stall) stops and exits with an error: the earlier one keeps the node.
+  watched until it is renewed or lapses. Renewed by a daemon that serves, or
+  by one starting too that did not start after us: refuse to start (of two
+  starting at once, the later refuses; a tie, as mtimes may have whole seconds
+  only, refuses both, which is safe). Lapsed: a crashed earlier life, take
+  over. A lease left by a process of this very host and pid namespace that no
+  longer runs is dead at once, so a restart after a crash does not wait.
+- While running, a daemon that sees its node's lease renewed by another
+  serving instance that started before it (one that came back after a stall
+  longer than leaseSeconds, say) stops and exits with an error: the earlier
+  one keeps the node.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ class Holder:
     kernel: str
     pid: int | None
     started: float
+    serving: bool
 
     def describe(self) -> str:
         return f"instance {self.owner}, pid {self.pid or '?'} on {self.host}"
@@ -77,14 +81,17 @@ class NodeGuard:
 
     def claim_node(self) -> None:
         """Start our lease, then wait out every fresh lease of our node from another
-        instance; SpoolUnusable (our lease withdrawn) if one of them is renewed."""
-        self.started = self.spool.start_lease(whoami())
+        instance; SpoolUnusable (our lease withdrawn) if one of them keeps the node."""
+        self.started = self.spool.renew_lease()
+        me = {**whoami(), "started": self.started}
+        self.spool.describe_lease({**me, "serving": False})
         watched = {h.owner: h for h in self._others() if not _dead_here(h)}
         try:
             self._wait_out(watched)
         except SpoolUnusable:
             self.spool.end_lease()
             raise
+        self.spool.describe_lease({**me, "serving": True})
 
     def _wait_out(self, watched: dict[str, Holder]) -> None:
         if watched:
@@ -101,12 +108,12 @@ class NodeGuard:
 
     def _undecided(self, holder: Holder, latest: float | None, now: float) -> bool:
         """Whether `holder` must still be watched: False once it is gone, its lease lapsed,
-        or it renewed its lease but started after us (it is the one to yield);
-        SpoolUnusable if it renewed and started before us."""
+        or it renewed its lease while starting after us (it is the one to yield);
+        SpoolUnusable if it renewed and serves, or did not start after us."""
         if latest is None:
             return False
         if latest != holder.renewed:
-            if self._after(holder):
+            if holder.serving or holder.started <= self.started:
                 raise SpoolUnusable(self._taken_message(holder, now - latest))
             return False
         return now - latest <= self.lease_seconds()
@@ -119,12 +126,13 @@ class NodeGuard:
         )
 
     def conflict(self) -> str | None:
-        """Why this daemon must stop: an instance of our node that started before us
-        renewed its lease since we last looked. None while we are the only one."""
+        """Why this daemon must stop: a serving instance of our node that started before us
+        renewed its lease since we last looked. None while we are the only one (one
+        still starting is left to its own start check)."""
         for holder in self._others():
             last = self._seen.get(holder.owner)
             self._seen[holder.owner] = holder.renewed
-            if last is None or last == holder.renewed:
+            if last is None or last == holder.renewed or not holder.serving:
                 continue
             if self._after(holder):
                 return (
@@ -136,7 +144,8 @@ class NodeGuard:
         return None
 
     def _after(self, holder: Holder) -> bool:
-        """Whether we started after `holder` (the start times, then the names, decide)."""
+        """Whether we started after `holder` (the start times, then the names, decide: of
+        two still serving, exactly one must go)."""
         return (holder.started, holder.owner) < (self.started, self.spool.owner)
 
     def _others(self) -> list[Holder]:
@@ -151,14 +160,19 @@ class NodeGuard:
 
 
 def _holder(owner: str, renewed: float, info: dict[str, object]) -> Holder:
-    pid, started, host, kernel = (info.get(k) for k in ("pid", "started", "host", "kernel"))
+    """A lease as its file says; what it does not say is taken the safe way: serving,
+    and started before anyone."""
+    pid, started, host, kernel, serving = (
+        info.get(k) for k in ("pid", "started", "host", "kernel", "serving")
+    )
     return Holder(
         owner,
         renewed,
         host if isinstance(host, str) else "an unknown host",
         kernel if isinstance(kernel, str) else "",
         pid if isinstance(pid, int) else None,
-        started if isinstance(started, (int, float)) else renewed,
+        started if isinstance(started, (int, float)) else 0.0,
+        serving is not False,
     )
 
 

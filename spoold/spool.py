@@ -101,7 +101,7 @@ class Spool:
         # tmp/<owner>.<pid>.<n>.tmp and .reserve: whose they are, for clean_dead_tmp
         self._tmp_prefix = f"{self._p['tmp']}{self.owner}.{os.getpid()}."
         self._reserve = f"{self._tmp_prefix}reserve"
-        self._lease_data = b""  # what the lease file says (see start_lease)
+        self._lease_data = b""  # what the lease file says (see describe_lease)
         self._tmp_counter = itertools.count()
         self._clock_lock = threading.Lock()
         self._last_ns = 0
@@ -437,13 +437,11 @@ class Spool:
             return
         self._node_lock = fd
 
-    def start_lease(self, info: dict[str, object]) -> float:
-        """Create running/.lease-<owner> holding `info` (who we are, for the others to
-        read) and `started`, the file server's time now; returns that time."""
-        started = self.renew_lease()
-        self._lease_data = strictjson.dumps({**info, "started": started})
+    def describe_lease(self, info: dict[str, object]) -> None:
+        """Write what running/.lease-<owner> says about us, for the others to read (see
+        lease.py); kept, and written again if the file is lost."""
+        self._lease_data = strictjson.dumps(info)
         self.write("running", self.lease_name, self._lease_data)
-        return started
 
     def renew_lease(self) -> float:
         """Touch running/.lease-<owner>: its fresh mtime is our lease on every running file
@@ -472,7 +470,7 @@ class Spool:
         return found
 
     def lease_info(self, owner: str) -> dict[str, object]:
-        """What an owner's lease file says about it (see start_lease); {} if it says
+        """What an owner's lease file says about it (see describe_lease); {} if it says
         nothing readable (gone, or created and not yet written)."""
         raw = self.read("running", f".lease-{owner}")
         try:

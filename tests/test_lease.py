@@ -26,6 +26,14 @@ def spool_of(root: Path, node: str = "n1") -> Spool:
     return spool
 
 
+def lease_of(spool: Spool, **info) -> float:
+    """Start `spool`'s lease by hand, saying `info` (this process, serving, unless told);
+    returns the time it started, by the file system's clock."""
+    started = spool.renew_lease()
+    spool.describe_lease({**whoami(), "started": started, "serving": True, **info})
+    return started
+
+
 class Pauses:
     """A real pause that notes each call, and runs `during` at each (another daemon's
     renewal, say)."""
@@ -45,7 +53,7 @@ def test_the_lease_says_who_holds_it_and_renewing_gives_the_file_server_s_time(t
     NodeGuard(spool, lambda: 5).claim_node()
     info = spool.lease_info(spool.owner)
     assert info["pid"] == os.getpid() and info["host"] == whoami()["host"]
-    assert isinstance(info["started"], float)
+    assert isinstance(info["started"], float) and info["serving"] is True
     lease = spool.dirs["running"] / spool.lease_name
     assert spool.renew_lease() == os.stat(lease).st_mtime
     assert spool.leases() == {spool.owner: os.stat(lease).st_mtime}
@@ -75,15 +83,26 @@ def test_a_start_is_refused_while_another_instance_renews_the_node_s_lease(tmp_p
     assert set(first.leases()) == {first.owner}  # the refused one withdrew its lease
 
 
-def test_a_start_goes_on_past_a_live_instance_that_started_after_it(tmp_path):
-    """Two starting at once: the one that started later refuses (the test above), the
-    earlier one goes on although it saw the other's lease renewed."""
-    later = spool_of(tmp_path)
-    later.start_lease(whoami())
-    later.write("running", later.lease_name, json.dumps({"started": 4e9}).encode())
-    pauses = Pauses(during=later.renew_lease)
-    NodeGuard(spool_of(tmp_path), lambda: 5, pauses).claim_node()
-    assert pauses.calls == 1
+@pytest.mark.parametrize(
+    ("other", "refused"),
+    [
+        ({"serving": True, "started": 4e9}, True),  # serving: whenever it started
+        ({"serving": False, "started": 0.0}, True),  # starting too, before us
+        ({"serving": False, "started": None}, True),  # starting too, in the same second
+        ({"serving": False, "started": 4e9}, False),  # starting too, after us: it yields
+    ],
+)
+def test_who_a_start_yields_to_among_instances_renewing_the_node_s_lease(tmp_path, other, refused):
+    spool, rival = spool_of(tmp_path), spool_of(tmp_path)
+    guard = NodeGuard(spool, lambda: 5, Pauses(during=rival.renew_lease))
+    guard.started = spool.renew_lease()
+    lease_of(rival, **{**other, "started": other["started"] or guard.started})
+    watched = {h.owner: h for h in guard._others()}
+    if refused:
+        with pytest.raises(SpoolUnusable):
+            guard._wait_out(watched)
+    else:
+        guard._wait_out(watched)
 
 
 def test_a_start_waits_out_a_lease_that_is_not_renewed(tmp_path):
@@ -99,7 +118,7 @@ def test_a_start_waits_out_a_lease_that_is_not_renewed(tmp_path):
 def test_a_lease_left_by_a_process_of_this_host_that_ended_is_not_waited_for(tmp_path):
     ended = subprocess.run(["sh", "-c", "echo $$"], capture_output=True, text=True, check=True)
     crashed = spool_of(tmp_path)
-    crashed.start_lease({**whoami(), "pid": int(ended.stdout)})
+    lease_of(crashed, pid=int(ended.stdout))
     pauses = Pauses()
     NodeGuard(spool_of(tmp_path), lambda: 30, pauses).claim_node()
     assert pauses.calls == 0
@@ -109,7 +128,7 @@ def test_a_lease_left_by_a_killed_process_not_yet_reaped_is_not_waited_for(tmp_p
     killed = subprocess.Popen(["sleep", "60"])
     try:
         crashed = spool_of(tmp_path)
-        crashed.start_lease({**whoami(), "pid": killed.pid})
+        lease_of(crashed, pid=killed.pid)
         killed.kill()
         wait_until(lambda: Path(f"/proc/{killed.pid}/stat").read_text().split()[2] == "Z")
         pauses = Pauses()
@@ -123,7 +142,7 @@ def test_a_lease_left_by_a_killed_process_not_yet_reaped_is_not_waited_for(tmp_p
 def test_a_lease_held_by_a_live_process_of_this_host_is_waited_for(tmp_path):
     alive = subprocess.Popen(["sleep", "60"])
     try:
-        spool_of(tmp_path).start_lease({**whoami(), "pid": alive.pid})
+        lease_of(spool_of(tmp_path), pid=alive.pid)
         pauses = Pauses()
         NodeGuard(spool_of(tmp_path), lambda: 1, pauses).claim_node()
         assert pauses.calls >= 3
@@ -135,7 +154,7 @@ def test_a_lease_held_by_a_live_process_of_this_host_is_waited_for(tmp_path):
 def test_a_lease_from_another_kernel_is_waited_for_even_if_its_pid_is_free_here(tmp_path):
     ended = subprocess.run(["sh", "-c", "echo $$"], capture_output=True, text=True, check=True)
     elsewhere = spool_of(tmp_path)
-    elsewhere.start_lease({**whoami(), "kernel": "another-boot/1", "pid": int(ended.stdout)})
+    lease_of(elsewhere, kernel="another-boot/1", pid=int(ended.stdout))
     pauses = Pauses()
     NodeGuard(spool_of(tmp_path), lambda: 1, pauses).claim_node()
     assert pauses.calls >= 3
@@ -149,17 +168,27 @@ def test_other_nodes_leases_are_not_this_node_s_business(tmp_path):
     assert pauses.calls == 0
 
 
-def test_of_two_live_instances_the_later_one_sees_a_conflict(tmp_path):
+def test_of_two_serving_instances_the_later_one_sees_a_conflict(tmp_path):
     early, late = spool_of(tmp_path), spool_of(tmp_path)
     early_guard, late_guard = NodeGuard(early, lambda: 5), NodeGuard(late, lambda: 5)
     early_guard.claim_node()
-    late_guard.started = late.start_lease(whoami()) + 1  # both got past the start check
+    late_guard.started = lease_of(late) + 1  # both got past the start check
     assert early_guard.conflict() is None and late_guard.conflict() is None  # first looks
     for spool in (early, late):
         os.utime(spool.dirs["running"] / spool.lease_name, (1, early_guard.started + 2))
     assert early_guard.conflict() is None
     reason = late_guard.conflict()
     assert reason and early.owner in reason and "started first" in reason
+
+
+def test_an_instance_still_starting_is_left_to_its_own_start_check(tmp_path):
+    spool, starting = spool_of(tmp_path), spool_of(tmp_path)
+    guard = NodeGuard(spool, lambda: 5)
+    guard.claim_node()
+    lease_of(starting, started=0.0, serving=False)
+    assert guard.conflict() is None
+    os.utime(starting.dirs["running"] / starting.lease_name, (1, guard.started + 2))
+    assert guard.conflict() is None
 
 
 def test_a_daemon_exits_when_an_earlier_instance_of_its_node_renews_its_lease(start_daemon):

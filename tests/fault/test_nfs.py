@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import signal
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -22,6 +23,8 @@ from typing import Any
 
 import pytest
 from conftest import DaemonProcess, base_config, drop, job_files, records, wait_until
+
+from spoold.names import parse_stem
 
 from .nfs_rig import Host, NfsRig, missing
 
@@ -123,6 +126,11 @@ def held_by(spool: Path, node: str) -> list[str]:
     return [n for n in job_files(spool, "running") if f"@{node}+" in n]
 
 
+def job_ids(running: list[str]) -> list[str]:
+    """The job ids in running file names."""
+    return sorted(parse_stem(name.split("@")[0]).id for name in running)
+
+
 def assert_each_recorded_once(cluster: Cluster, ids: list[str]) -> list[dict[str, Any]]:
     done = cluster.completed()
     assert sorted(r["id"] for r in done) == sorted(ids)
@@ -171,7 +179,7 @@ def test_a_killed_host_s_jobs_are_recovered_by_the_other(cluster: Cluster) -> No
     done = assert_each_recorded_once(cluster, ids)
     runs = cluster.runs()
     twice = sorted(i for i, n in runs.items() if n > 1)
-    held_ids = sorted(n.split("Z-", 1)[1].split("@")[0] for n in held)
+    held_ids = job_ids(held)
     print(
         f"found: host-b took back host-a's running files {recovered:.1f}s after the kill;"
         f" all {len(ids)} recorded once; run twice: {twice} (held at the kill: {held_ids})"
@@ -180,6 +188,39 @@ def test_a_killed_host_s_jobs_are_recovered_by_the_other(cluster: Cluster) -> No
     assert sorted(runs) == ids and set(twice) <= set(held_ids)
     attempts = {r["id"]: r["attempts"] for r in done}
     assert all(attempts[i] == 2 for i in twice)
+
+
+def test_a_host_stalled_past_its_lease_loses_its_jobs_and_both_go_on(cluster: Cluster) -> None:
+    """A stall (SIGSTOP) longer than leaseSeconds looks like a death to the other host; when
+    the stalled one resumes, the jobs it held may run twice, and are still recorded once."""
+    rig = cluster.rig
+    a = cluster.start(rig.a, "host-a")
+    b = cluster.start(rig.b, "host-b")
+    ids = [f"p{n:02d}" for n in range(16)]
+    cluster.drop_jobs(rig.a, ids, seconds=1.5, maxAttempts=3)
+    spool = cluster.spool(rig.b)
+    held = wait_until(lambda: held_by(spool, "host-a"), 30)
+    os.kill(a.proc.pid, signal.SIGSTOP)
+    stalled = time.monotonic()
+    try:
+        wait_until(lambda: not held_by(spool, "host-a"), LEASE + 10, 0.1)
+        taken = time.monotonic() - stalled
+    finally:
+        os.kill(a.proc.pid, signal.SIGCONT)
+    print(f"\ninjected: SIGSTOP of host-a holding {len(held)} running job(s) for {taken:.1f}s"
+          f" (leaseSeconds {LEASE}), then SIGCONT")  # fmt: skip
+    wait_until(lambda: len(job_files(spool, "completed")) >= len(ids), 90, 0.2)
+    wait_until(lambda: not job_files(spool, "running") and not job_files(spool, "pending"), 30)
+    assert_each_recorded_once(cluster, ids)
+    runs = cluster.runs()
+    twice = sorted(i for i, n in runs.items() if n > 1)
+    held_ids = job_ids(held)
+    print(
+        f"found: all {len(ids)} recorded once, none left in pending/ or running/;"
+        f" run twice: {twice} (held at the stall: {held_ids}); both still serving"
+    )
+    assert sorted(runs) == ids and set(twice) <= set(held_ids)
+    assert a.proc.poll() is None and b.proc.poll() is None
 
 
 def test_a_cron_task_fires_once_a_minute_with_two_hosts(cluster: Cluster) -> None:
