@@ -105,7 +105,7 @@ class Daemon:
     def start(self) -> None:
         """Scan the spool once, recover what a crash left, then start every part."""
         self.spool.ensure()
-        self.spool.lock_node()
+        self.spool.ownership.lock_node()
         self.node_guard.claim_node()
         self.spool.clean_tmp()
         self._hold_space()
@@ -142,7 +142,7 @@ class Daemon:
         self.intake.moves.stop()
         self.pool.stop(self.config.shutdown_grace if graceful else 0.0)
         self._housekeeper.join(5)  # before the lease goes: housekeeping renews it too
-        self.spool.end_lease()
+        self.spool.ownership.end_lease()
         self.status.stop()
         logger.info("spoold stopped")
 
@@ -204,8 +204,8 @@ class Daemon:
     def _recover(self, own_node_too: bool) -> None:
         """Take back the running files of daemons whose lease lapsed, judged by the file
         server's clock (see lease.py), not this host's."""
-        context, now = (self.tz(), self.registry), self.spool.renew_lease()
-        stale = self.spool.stale_running(now, self.config.lease_seconds, own_node_too)
+        context, now = (self.tz(), self.registry), self.spool.ownership.renew_lease()
+        stale = self.spool.ownership.stale_running(now, self.config.lease_seconds, own_node_too)
         for name in stale:
             try:
                 folder = recover_running(self.spool, name, self.dispatcher, context)
@@ -214,7 +214,7 @@ class Daemon:
                 continue
             if folder == "failed":
                 self.stats.changed(failed=1)
-        self.spool.drop_dead_leases(now, self.config.lease_seconds * 4)
+        self.spool.ownership.drop_dead_leases(now, self.config.lease_seconds * 4)
 
     def _guard_node(self) -> None:
         """Stop claiming and exit (code 1) if an earlier daemon serves our node name."""
@@ -244,7 +244,7 @@ class Daemon:
 
     def _clean_dead_tmp(self) -> None:
         """Files a killed helper (ours, or another daemon's) left in tmp/."""
-        removed = self.spool.clean_dead_tmp(time.time(), self.config.lease_seconds)
+        removed = self.spool.ownership.clean_dead_tmp(time.time(), self.config.lease_seconds)
         if removed:
             logger.info("removed %d file(s) from tmp/ whose writer stopped: %s", len(removed),
                         ", ".join(sorted(removed)[:5]))  # fmt: skip

@@ -219,7 +219,7 @@ def _die_with(parent: int) -> None:
 def serve(role: str, root: str, node: str, parent: int, owner: str) -> int:
     """The helper: do each request read from stdin, answer on stdout, until EOF. Its
     files in tmp/ carry the daemon's name (`owner`) and its own pid: if it is killed,
-    the daemon (or another) knows whose they were (Spool.clean_dead_tmp)."""
+    the daemon (or another) knows whose they were (Ownership.clean_dead_tmp)."""
     logs.setup(logging.INFO, os.environ.get(logs.FORMAT_VARIABLE, "text"))  # as the daemon's
     _die_with(parent)
     spool = Spool(Path(root), node or None, durable=True, owner=owner)

@@ -4,7 +4,7 @@ A daemon's lease is running/.lease-<node>+<instance>: its mtime, renewed every
 leaseSeconds/3, says the daemon lives; its content says who it is (host, pid),
 when it started, in the file server's time, and whether it serves yet or is
 still starting. Every age is measured against the server's clock too
-(Spool.renew_lease returns it), never this host's.
+(Ownership.renew_lease returns it), never this host's.
 
 A restarting daemon takes over the running files its node's earlier lives left,
 so two live daemons under one node name would take each other's jobs. `flock`
@@ -82,16 +82,16 @@ class NodeGuard:
     def claim_node(self) -> None:
         """Start our lease, then wait out every fresh lease of our node from another
         instance; SpoolUnusable (our lease withdrawn) if one of them keeps the node."""
-        self.started = self.spool.renew_lease()
+        self.started = self.spool.ownership.renew_lease()
         me = {**whoami(), "started": self.started}
-        self.spool.describe_lease({**me, "serving": False})
+        self.spool.ownership.describe_lease({**me, "serving": False})
         watched = {h.owner: h for h in self._others() if not _dead_here(h)}
         try:
             self._wait_out(watched)
         except SpoolUnusable:
-            self.spool.end_lease()
+            self.spool.ownership.end_lease()
             raise
-        self.spool.describe_lease({**me, "serving": True})
+        self.spool.ownership.describe_lease({**me, "serving": True})
 
     def _wait_out(self, watched: dict[str, Holder]) -> None:
         if watched:
@@ -99,7 +99,7 @@ class NodeGuard:
                            self.spool.node, self.lease_seconds(),
                            ", ".join(h.describe() for h in watched.values()))  # fmt: skip
         while watched:
-            now, renewed = self.spool.renew_lease(), self.spool.leases()
+            now, renewed = self.spool.ownership.renew_lease(), self.spool.ownership.leases()
             for owner, holder in list(watched.items()):
                 if not self._undecided(holder, renewed.get(owner), now):
                     del watched[owner]
@@ -150,12 +150,12 @@ class NodeGuard:
 
     def _others(self) -> list[Holder]:
         """The fresh leases of our node held by other instances."""
-        now, lease = self.spool.renew_lease(), self.lease_seconds()
+        now, lease = self.spool.ownership.renew_lease(), self.lease_seconds()
         mine = f"{self.spool.node}+"
         holders = []
-        for owner, renewed in self.spool.leases().items():
+        for owner, renewed in self.spool.ownership.leases().items():
             if owner.startswith(mine) and owner != self.spool.owner and now - renewed <= lease:
-                holders.append(_holder(owner, renewed, self.spool.lease_info(owner)))
+                holders.append(_holder(owner, renewed, self.spool.ownership.lease_info(owner)))
         return holders
 
 

@@ -1,4 +1,8 @@
-"""The only file-system code: folders, names and atomic moves.
+"""The spool's folders and the verbs that move jobs through them.
+
+The names it gives files are spelled in names.py, the durable-write and safe-read
+primitives it uses are in fileio.py, and which daemon holds what (leases, the node
+lock) is ownership.py's, reached as spool.ownership.
 
 Every state change of a job is one rename(2) inside one file system, so a
 file is never in two folders and never half-written. Files spoold writes
@@ -21,29 +25,36 @@ Names carry the state a reader needs without opening files:
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import errno
-import fcntl
 import functools
 import itertools
 import logging
 import os
 import shutil
-import signal
-import stat
-import struct
 import threading
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterator
-from dataclasses import dataclass
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-from spoold import rejects, strictjson
-from spoold.errors import InvalidJob, Rejected, SpoolUnusable
-from spoold.names import ERROR_SUFFIX, is_job_name, running_stem
+from spoold import rejects
+from spoold.errors import SpoolUnusable
+from spoold.fileio import (
+    GONE,
+    GroupSync,
+    Incoming,
+    alone,
+    exchange,
+    on_fuse,
+    pwrite_all,
+    read_regular,
+    syncfs,
+    unlink_quiet,
+)
+from spoold.names import ERROR_SUFFIX, is_job_name
+from spoold.ownership import Ownership
 from spoold.storage import StorageHealth, advice, errno_name
 
 logger = logging.getLogger(__name__)
@@ -51,22 +62,11 @@ logger = logging.getLogger(__name__)
 FOLDERS = ("incoming", "pending", "running", "completed", "failed", "tmp")
 # Made by the scheduler when it starts (spool.ensure_extra), not by ensure().
 EXTRA_FOLDERS = ("schedule",)
-GONE = (errno.ENOENT, errno.ESTALE)  # a file another daemon or host took from under us
 PROBE = b"spoold write test\n" * 64  # about as large as a job's record
 RESERVE_BYTES = 16384  # space held in tmp/ for the status file on a full disk (see rewrite)
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
-NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)  # a file system without flock
 STARTED = 0  # a running file's mtime once its attempt has started (1970-01-01, see mark_started)
-LEASES = hasattr(fcntl, "F_SETLEASE") and hasattr(fcntl, "F_SETSIG")  # Linux
 MAX_SPARES = 256  # as many as the committer's batch, so a batch reuses files
-
-
-@dataclass(frozen=True)
-class Incoming:
-    """A file read from incoming/: its bytes and when it last changed."""
-
-    raw: bytes
-    mtime: float
 
 
 class Record(NamedTuple):
@@ -97,18 +97,15 @@ class Spool:
         self.dirs = {"": self.root} | {name: self.root / name for name in names}
         # Plain string prefixes for the per-job moves: pathlib costs more than the syscall.
         self._p = {key: f"{path}{os.sep}" for key, path in self.dirs.items()}
-        self.lease_name = f".lease-{self.owner}"
         # tmp/<owner>.<pid>.<n>.tmp and .reserve: whose they are, for clean_dead_tmp
         self._tmp_prefix = f"{self._p['tmp']}{self.owner}.{os.getpid()}."
         self._reserve = f"{self._tmp_prefix}reserve"
-        self._lease_data = b""  # what the lease file says (see describe_lease)
         self._tmp_counter = itertools.count()
         self._clock_lock = threading.Lock()
         self._last_ns = 0
         self._held: set[str] = set()  # running names a worker of this daemon holds
         self._held_lock = threading.Lock()
         self._dir_syncs = {key: GroupSync(path) for key, path in self._p.items()}
-        self._node_lock: int | None = None  # fd of running/.node-<node>.lock, held for life
         # Taken around each job's bookkeeping (accept, claim, record) by intake, workers and
         # committer: a performance device, not a correctness one. Under the GIL those threads
         # cannot do that work in parallel anyway; letting them try hands the GIL over at
@@ -119,6 +116,7 @@ class Spool:
         self._root: int | None = None  # fd of the spool folder, for syncfs
         self._root_lock = threading.Lock()
         self.health = StorageHealth()  # whether writes succeed now (storage.py)
+        self.ownership = Ownership(self)  # this daemon's lease and node lock (ownership.py)
         self._spares: list[str] = []  # finished running files no one else can reach (_retire)
 
     # ----- set-up -------------------------------------------------------------------------
@@ -143,7 +141,7 @@ class Spool:
         try:
             self.write("tmp", os.path.basename(path), PROBE)
         finally:
-            _unlink_quiet(path)
+            unlink_quiet(path)
 
     def ensure_extra(self, folder: str) -> None:
         """Create one of EXTRA_FOLDERS (e.g. schedule/) if missing, else SpoolUnusable."""
@@ -213,7 +211,7 @@ class Spool:
                 os.fdatasync(fd)
         except BaseException:
             os.close(fd)
-            _unlink_quiet(tmp)
+            unlink_quiet(tmp)
             raise
         os.close(fd)
         return tmp
@@ -232,11 +230,11 @@ class Spool:
                 except FileExistsError:
                     return False
                 finally:
-                    _unlink_quiet(tmp)
+                    unlink_quiet(tmp)
             else:
                 os.replace(tmp, target)
         except BaseException:
-            _unlink_quiet(tmp)
+            unlink_quiet(tmp)
             raise
         self._sync_dir(folder, sync)
         return True
@@ -246,7 +244,7 @@ class Spool:
         disk is full; OSError if it cannot be made."""
         fd = os.open(self._reserve, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         try:
-            _pwrite_all(fd, b" " * RESERVE_BYTES)
+            pwrite_all(fd, b" " * RESERVE_BYTES)
         finally:
             os.close(fd)
 
@@ -260,7 +258,7 @@ class Spool:
         except OSError as e:
             if e.errno not in NO_SPACE or not self._write_held(data):
                 raise
-            _exchange(self._reserve, self._p[folder] + name)
+            exchange(self._reserve, self._p[folder] + name)
             self._sync_dir(folder)
 
     def _write_held(self, data: bytes) -> bool:
@@ -275,7 +273,7 @@ class Spool:
             room = max(st.st_size, st.st_blocks * 512)
             if len(data) > room:
                 return False
-            _pwrite_all(fd, data + b" " * (room - len(data)))
+            pwrite_all(fd, data + b" " * (room - len(data)))
             if self.durable:
                 os.fdatasync(fd)
         finally:
@@ -304,7 +302,7 @@ class Spool:
         """The bytes of incoming/name; Rejected if it must not be read; None if it is gone,
         whenever it went (another daemon or host may take it between any two calls)."""
         try:
-            return _read_regular(self._p["incoming"] + name, max_bytes)
+            return read_regular(self._p["incoming"] + name, max_bytes)
         except OSError as e:
             if e.errno not in GONE:
                 raise
@@ -340,9 +338,9 @@ class Spool:
                 if self._move(folder, name, "failed", candidate):
                     return candidate
             except OSError:
-                _unlink_quiet(target + ERROR_SUFFIX)
+                unlink_quiet(target + ERROR_SUFFIX)
                 raise
-            _unlink_quiet(target + ERROR_SUFFIX)
+            unlink_quiet(target + ERROR_SUFFIX)
             return None
         return None
 
@@ -407,89 +405,12 @@ class Spool:
         except FileNotFoundError:
             return None
 
-    def lock_node(self) -> None:
-        """Hold running/.node-<node>.lock for this process's life, so a second daemon under
-        the same node name (two with `node` unset, say) is refused at once where locks
-        are shared. Only a quick check: NFS clients need not share locks, so the rule
-        itself is kept by the leases (lease.py). Where the file system has no locks,
-        only warn."""
-        path = f"{self._p['running']}.node-{self.node}.lock"
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-        except OSError as e:
-            raise SpoolUnusable(_lock_failed(path, e)) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, str(os.getpid()).encode(), 0)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise SpoolUnusable(
-                f"another spoold (pid {holder}) already serves {self.root} as node"
-                f" {self.node!r}: stop it, or give each daemon its own --node"
-            ) from None
-        except OSError as e:
-            os.close(fd)
-            if e.errno not in NO_LOCKS:
-                raise SpoolUnusable(_lock_failed(path, e)) from None
-            logger.warning("cannot lock %s (%s): run one daemon per node name", path, e)
-            return
-        self._node_lock = fd
-
-    def describe_lease(self, info: dict[str, object]) -> None:
-        """Write what running/.lease-<owner> says about us, for the others to read (see
-        lease.py); kept, and written again if the file is lost."""
-        self._lease_data = strictjson.dumps(info)
-        self.write("running", self.lease_name, self._lease_data)
-
-    def renew_lease(self) -> float:
-        """Touch running/.lease-<owner>: its fresh mtime is our lease on every running file
-        we hold (one touch per daemon, not one per job). Returns that mtime: the file
-        server's time now, which every lease is judged by (a touch without a time asks
-        the server for its own), so a host whose clock is off judges leases right."""
-        path = self._p["running"] + self.lease_name
-        try:
-            os.utime(path)
-        except FileNotFoundError:
-            if self._lease_data:
-                logger.warning("our lease %s was gone (did another daemon judge this one"
-                               " dead?): written again", self.lease_name)  # fmt: skip
-            self.write("running", self.lease_name, self._lease_data)
-        return os.lstat(path).st_mtime
-
-    def leases(self) -> dict[str, float]:
-        """Every daemon's lease in running/: owner → when it was last renewed (server time);
-        one lost while we look is left out."""
-        found = {}
-        for name in self.names("running"):
-            if name.startswith(".lease-"):
-                renewed = self.mtime("running", name)
-                if renewed is not None:
-                    found[name.removeprefix(".lease-")] = renewed
-        return found
-
-    def lease_info(self, owner: str) -> dict[str, object]:
-        """What an owner's lease file says about it (see describe_lease); {} if it says
-        nothing readable (gone, or created and not yet written)."""
-        raw = self.read("running", f".lease-{owner}")
-        try:
-            info = strictjson.loads(raw) if raw else {}
-        except InvalidJob:
-            return {}
-        return info if isinstance(info, dict) else {}
-
-    def end_lease(self) -> None:
-        """A clean stop: our running files are all settled; the lease, the space held for
-        the status file and the spares go."""
-        _unlink_quiet(self._p["running"] + self.lease_name)
-        _unlink_quiet(self._reserve)
-        self.close()
-
     def close(self) -> None:
-        """Delete the spare files in tmp/ and close the spool folder: we are done writing."""
+        """We are done writing: delete the spare files and the space held for a full disk
+        (hold_space) in tmp/, and close the spool folder (kept open for flush)."""
+        unlink_quiet(self._reserve)
         while self._spares:
-            _unlink_quiet(self._spares.pop())
+            unlink_quiet(self._spares.pop())
         with self._root_lock:
             root, self._root = self._root, None
         if root is not None:
@@ -516,12 +437,12 @@ class Spool:
 
     def _retire(self, path: str) -> None:
         """Drop a finished running file: moved to tmp/ and kept there as a spare to write
-        a later record into if no one else can reach it (_alone), else deleted. spoold
+        a later record into if no one else can reach it (alone), else deleted. spoold
         never writes into a file a producer can still see: one published as a hard link
         keeps its bytes, and so does one whose producer holds it open."""
         spare = self._tmp_name()
         os.rename(path, spare)
-        if len(self._spares) < MAX_SPARES and _alone(spare):
+        if len(self._spares) < MAX_SPARES and alone(spare):
             self._spares.append(spare)
         else:
             os.unlink(spare)
@@ -570,7 +491,7 @@ class Spool:
                 self.sync_names({record.folder for record in records})
         except OSError:
             for tmp in staged:  # those placed are gone from tmp/ already
-                _unlink_quiet(tmp)
+                unlink_quiet(tmp)
             raise
         return results
 
@@ -585,7 +506,7 @@ class Spool:
         except FileExistsError as e:
             return e
         finally:
-            _unlink_quiet(tmp)
+            unlink_quiet(tmp)
         return None
 
     @functools.cached_property
@@ -594,7 +515,7 @@ class Spool:
         and sync on to no FUSE server but virtiofs, so a FUSE file system never hears
         of them; there each staged file (see stage) and each folder whose names changed
         (see sync_names) is synced on its own."""
-        return not _on_fuse(self.root)
+        return not on_fuse(self.root)
 
     def sync_names(self, folders: Collection[str]) -> None:
         """After a flush: fsync the folders whose names changed, where flush() does not
@@ -606,10 +527,10 @@ class Spool:
     def flush(self) -> None:
         """Make everything written to the spool's file system durable: one syncfs(2)
         (os.sync() where there is none) instead of a flush per file."""
-        if _syncfs is None:
+        if syncfs is None:
             os.sync()
             return
-        if _syncfs(self._root_fd()) != 0:
+        if syncfs(self._root_fd()) != 0:
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err), str(self.root))
 
@@ -626,30 +547,7 @@ class Spool:
         mine = f"{self.node}+"
         for name in self.names("tmp"):
             if name.startswith(mine) and not name.startswith(self.owner):
-                _unlink_quiet(self._p["tmp"] + name)
-
-    def clean_dead_tmp(self, now: float, lease: float) -> list[str]:
-        """Remove files in tmp/ whose writer provably stopped: on this node, a process that
-        is gone (a helper killed mid-write, say); on another, a daemon whose lease file is
-        missing or older than `lease` seconds. Returns the names removed."""
-        removed = []
-        leases: dict[str, bool] = {}
-        for name in self.names("tmp"):
-            writer = tmp_writer(name)
-            if writer is None:
-                continue
-            owner, pid = writer
-            if owner.rsplit("+", 1)[0] == self.node:
-                dead = not _process_alive(pid)
-            else:
-                if owner not in leases:
-                    renewed = self.mtime("running", f".lease-{owner}")
-                    leases[owner] = renewed is not None and now - renewed <= lease
-                dead = not leases[owner]
-            if dead:
-                _unlink_quiet(self._p["tmp"] + name)
-                removed.append(name)
-        return removed
+                unlink_quiet(self._p["tmp"] + name)
 
     def cancel(self, stem: str, data: bytes) -> bool:
         """Take a pending job from the workers (by claiming it) and fail it with data."""
@@ -688,35 +586,6 @@ class Spool:
                     return folder
         return None
 
-    def stale_running(self, now: float, lease: float, own_node_too: bool) -> list[str]:
-        """Running files whose holder stopped: any of our node's earlier lives (at start),
-        and any whose holder's lease file is missing or older than `lease` seconds."""
-        stale = []
-        alive: dict[str, bool] = {}
-        for name in self.names("running"):
-            parsed = running_stem(name)
-            if parsed is None or parsed[1] == self.owner:
-                continue
-            holder = parsed[1]
-            if own_node_too and holder.rsplit("+", 1)[0] == self.node:
-                stale.append(name)
-                continue
-            if holder not in alive:
-                renewed = self.mtime("running", f".lease-{holder}")
-                alive[holder] = renewed is not None and now - renewed <= lease
-            if not alive[holder]:
-                stale.append(name)
-        return stale
-
-    def drop_dead_leases(self, now: float, age: float) -> None:
-        """Remove lease files of daemons that stopped without a clean stop (kill -9) once
-        they are `age` seconds old; their running files were recovered by then."""
-        for name in self.names("running"):
-            if name.startswith(".lease-") and name != self.lease_name:
-                renewed = self.mtime("running", name)
-                if renewed is not None and now - renewed > age:
-                    _unlink_quiet(self._p["running"] + name)
-
     def drop_running(self, running: str) -> None:
         (self.dirs["running"] / running).unlink(missing_ok=True)
         self.let_go(running)
@@ -752,223 +621,3 @@ class Spool:
             self.remove("failed", name + ERROR_SUFFIX)
             return candidate
         return None
-
-
-def tmp_writer(name: str) -> tuple[str, int] | None:
-    """'<owner>.<pid>.<n>.tmp' or '<owner>.<pid>.reserve' → (owner, pid); None for others."""
-    parts = name.rsplit(".", 3 if name.endswith(".tmp") else 2)
-    if len(parts) < 3 or parts[-1] not in ("tmp", "reserve"):
-        return None
-    if "+" not in parts[0] or not parts[1].isdigit():
-        return None
-    return parts[0], int(parts[1])
-
-
-def _process_alive(pid: int) -> bool:
-    """Whether a process of this host runs (a zombie, killed and not yet reaped, does not)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat_file:
-            return stat_file.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
-    except FileNotFoundError:
-        return False
-    except OSError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _alone(path: str) -> bool:
-    """Whether the file at path has no other name (st_nlink 1) and no open file anywhere
-    else, now and until we let go: Linux grants a write lease only to the sole opener,
-    and an open by anyone while we hold it breaks it (and waits), which we see. False
-    where that cannot be shown: no leases on this file system or for this user.
-
-    A lease broken by an open is signalled to its holder: SIGURG, ignored by default,
-    instead of SIGIO, which would end the process."""
-    if not LEASES:
-        return False
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return False
-    try:
-        fcntl.fcntl(fd, fcntl.F_SETSIG, signal.SIGURG)
-        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
-    except OSError:
-        os.close(fd)
-        return False
-    try:
-        return os.fstat(fd).st_nlink == 1 and fcntl.fcntl(fd, fcntl.F_GETLEASE) == fcntl.F_WRLCK
-    finally:
-        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
-        os.close(fd)
-
-
-def _lock_failed(path: str, error: OSError) -> str:
-    """The one-line reason a start ends on the node lock's unexpected error."""
-    return (f"cannot lock {os.path.abspath(path)}: {errno_name(error)}"
-            f" ({error.strerror or error}) from its file system: check that mount (an NFS"
-            " client's lock options) or put the spool on a local disk")  # fmt: skip
-
-
-def _find_syncfs() -> Callable[[int], int] | None:
-    try:
-        return ctypes.CDLL(None, use_errno=True).syncfs
-    except (OSError, AttributeError):
-        return None
-
-
-_syncfs = _find_syncfs()
-AT_FDCWD = -100
-RENAME_EXCHANGE = 2
-
-
-def _find_renameat2() -> Callable[..., int] | None:
-    try:
-        function = ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
-                         ctypes.c_uint)  # fmt: skip
-    return function
-
-
-_renameat2 = _find_renameat2()
-
-
-def _exchange(a: str, b: str) -> None:
-    """Swap two names in one step (renameat2 RENAME_EXCHANGE, Linux); OSError if the file
-    system or the C library cannot."""
-    if _renameat2 is None:
-        raise OSError(errno.ENOSYS, "renameat2 is not in this C library", b)
-    if _renameat2(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code), b)
-
-
-def _pwrite_all(fd: int, data: bytes) -> None:
-    """data at the start of the file, whatever pwrite() takes per call."""
-    view, offset = memoryview(data), 0
-    while offset < len(data):
-        offset += os.pwrite(fd, view[offset:], offset)
-
-
-FUSE_SUPER_MAGIC = 0x65735546
-
-
-def _on_fuse(path: Path) -> bool:
-    """Whether path is on a FUSE file system (statfs(2)'s f_type, its first field)."""
-    try:
-        statfs = ctypes.CDLL(None, use_errno=True).statfs
-    except (OSError, AttributeError):
-        return False
-    buf = ctypes.create_string_buffer(512)  # struct statfs: 120 bytes on 64-bit Linux
-    if statfs(os.fsencode(path), buf) != 0:
-        return False
-    return bool(struct.unpack_from("l", buf)[0] == FUSE_SUPER_MAGIC)
-
-
-class GroupSync:
-    """fsync of one folder shared by every thread that needs it: a caller waits for a
-    sync that started after it arrived, and one sync serves all who waited (group
-    commit), so N workers finishing together cost one folder flush, not N."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._cond = threading.Condition()
-        self._started = 0
-        self._done = 0
-        self._busy = False
-
-    def sync(self) -> None:
-        with self._cond:
-            ticket = self._started + 1
-            while self._done < ticket:
-                if self._busy:
-                    self._cond.wait()
-                    continue
-                self._busy = True
-                self._started += 1
-                round_ = self._started
-                try:
-                    self._cond.release()
-                    try:
-                        _fsync_path(self.path)
-                    finally:
-                        self._cond.acquire()
-                finally:
-                    self._busy = False
-                    self._cond.notify_all()
-                self._done = round_
-
-
-def _fsync_path(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _unlink_quiet(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-
-
-def _read_regular(path: str, max_bytes: int) -> Incoming:
-    """Read a file that must be a regular file of at most max_bytes, never following
-    or opening anything else (Rejected); OSError as the system gives it."""
-    st = os.lstat(path)
-    _check_regular(st, max_bytes)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError as e:
-        if e.errno in GONE:
-            raise
-        raise Rejected(f"cannot be opened: {e.strerror}") from e
-    try:
-        opened = os.fstat(fd)
-        _check_regular(opened, max_bytes)
-        raw = _read_all(fd, max_bytes + 1, opened.st_size + 1)
-    finally:
-        os.close(fd)
-    if len(raw) > max_bytes:
-        raise Rejected(f"larger than maxJobBytes ({max_bytes} bytes)")
-    return Incoming(raw, st.st_mtime)
-
-
-def _check_regular(st: os.stat_result, max_bytes: int) -> None:
-    if not stat.S_ISREG(st.st_mode):
-        raise Rejected(f"not a regular file ({_file_kind(st.st_mode)}): drop a plain JSON file")
-    if st.st_size > max_bytes:
-        raise Rejected(
-            f"{st.st_size} bytes is larger than maxJobBytes ({max_bytes}): make the job"
-            " smaller or raise maxJobBytes in the config"
-        )
-
-
-def _file_kind(mode: int) -> str:
-    kinds = [(stat.S_ISLNK, "a symlink"), (stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO")]
-    kinds += [(stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device")]
-    return next((label for test, label in kinds if test(mode)), "not a file")
-
-
-def _read_all(fd: int, limit: int, expected: int) -> bytes:
-    """Up to limit bytes of a regular file, asking first for the `expected` size; a
-    short read is its end, so a small job costs one read() instead of two."""
-    chunks = []
-    remaining = limit
-    want = min(remaining, max(expected, 1))
-    while remaining > 0:
-        chunk = os.read(fd, want)
-        chunks.append(chunk)
-        remaining -= len(chunk)
-        if len(chunk) < want:
-            break
-        want = min(remaining, 1 << 20)
-    return b"".join(chunks)

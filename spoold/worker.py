@@ -311,7 +311,7 @@ class WorkerPool:
         """Keep our running files ours, also while the spool takes no writes (a full disk
         still takes a touch); a failure is logged and tried again at the next turn."""
         try:
-            self.spool.renew_lease()
+            self.spool.ownership.renew_lease()
         except OSError as e:
             logger.error("cannot renew the lease on our running jobs (%s): another daemon"
                          " may recover them if this lasts", e)  # fmt: skip

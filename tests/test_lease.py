@@ -29,8 +29,8 @@ def spool_of(root: Path, node: str = "n1") -> Spool:
 def lease_of(spool: Spool, **info) -> float:
     """Start `spool`'s lease by hand, saying `info` (this process, serving, unless told);
     returns the time it started, by the file system's clock."""
-    started = spool.renew_lease()
-    spool.describe_lease({**whoami(), "started": started, "serving": True, **info})
+    started = spool.ownership.renew_lease()
+    spool.ownership.describe_lease({**whoami(), "started": started, "serving": True, **info})
     return started
 
 
@@ -51,12 +51,12 @@ class Pauses:
 def test_the_lease_says_who_holds_it_and_renewing_gives_the_file_server_s_time(tmp_path):
     spool = spool_of(tmp_path)
     NodeGuard(spool, lambda: 5).claim_node()
-    info = spool.lease_info(spool.owner)
+    info = spool.ownership.lease_info(spool.owner)
     assert info["pid"] == os.getpid() and info["host"] == whoami()["host"]
     assert isinstance(info["started"], float) and info["serving"] is True
-    lease = spool.dirs["running"] / spool.lease_name
-    assert spool.renew_lease() == os.stat(lease).st_mtime
-    assert spool.leases() == {spool.owner: os.stat(lease).st_mtime}
+    lease = spool.dirs["running"] / spool.ownership.lease_name
+    assert spool.ownership.renew_lease() == os.stat(lease).st_mtime
+    assert spool.ownership.leases() == {spool.owner: os.stat(lease).st_mtime}
 
 
 def test_a_lease_removed_under_a_live_daemon_comes_back_as_it_was(tmp_path):
@@ -64,23 +64,23 @@ def test_a_lease_removed_under_a_live_daemon_comes_back_as_it_was(tmp_path):
     again, with the same start time, so the rule of who started first still holds."""
     spool = spool_of(tmp_path)
     NodeGuard(spool, lambda: 5).claim_node()
-    before = spool.lease_info(spool.owner)
-    (spool.dirs["running"] / spool.lease_name).unlink()
-    spool.renew_lease()
-    assert spool.lease_info(spool.owner) == before
+    before = spool.ownership.lease_info(spool.owner)
+    (spool.dirs["running"] / spool.ownership.lease_name).unlink()
+    spool.ownership.renew_lease()
+    assert spool.ownership.lease_info(spool.owner) == before
 
 
 def test_a_start_is_refused_while_another_instance_renews_the_node_s_lease(tmp_path):
     first = spool_of(tmp_path)
     NodeGuard(first, lambda: 5).claim_node()
     second = spool_of(tmp_path)
-    pauses = Pauses(during=first.renew_lease)
+    pauses = Pauses(during=first.ownership.renew_lease)
     with pytest.raises(SpoolUnusable) as refused:
         NodeGuard(second, lambda: 5, pauses).claim_node()
     reason = str(refused.value)
     assert "'n1'" in reason and first.owner in reason and f"pid {os.getpid()}" in reason
     assert "\n" not in reason and pauses.calls == 1
-    assert set(first.leases()) == {first.owner}  # the refused one withdrew its lease
+    assert set(first.ownership.leases()) == {first.owner}  # the refused one withdrew its lease
 
 
 @pytest.mark.parametrize(
@@ -94,8 +94,8 @@ def test_a_start_is_refused_while_another_instance_renews_the_node_s_lease(tmp_p
 )
 def test_who_a_start_yields_to_among_instances_renewing_the_node_s_lease(tmp_path, other, refused):
     spool, rival = spool_of(tmp_path), spool_of(tmp_path)
-    guard = NodeGuard(spool, lambda: 5, Pauses(during=rival.renew_lease))
-    guard.started = spool.renew_lease()
+    guard = NodeGuard(spool, lambda: 5, Pauses(during=rival.ownership.renew_lease))
+    guard.started = spool.ownership.renew_lease()
     lease_of(rival, **{**other, "started": other["started"] or guard.started})
     watched = {h.owner: h for h in guard._others()}
     if refused:
@@ -107,12 +107,12 @@ def test_who_a_start_yields_to_among_instances_renewing_the_node_s_lease(tmp_pat
 
 def test_a_start_waits_out_a_lease_that_is_not_renewed(tmp_path):
     crashed = spool_of(tmp_path)
-    crashed.renew_lease()  # a lease with nothing in it: who left it cannot be checked
+    crashed.ownership.renew_lease()  # a lease with nothing in it: who left it cannot be checked
     spool = spool_of(tmp_path)
     pauses = Pauses()
     NodeGuard(spool, lambda: 1, pauses).claim_node()
     assert 3 <= pauses.calls <= 12  # about a lease's time in quarter seconds
-    assert spool.owner in spool.leases()
+    assert spool.owner in spool.ownership.leases()
 
 
 def test_a_lease_left_by_a_process_of_this_host_that_ended_is_not_waited_for(tmp_path):
@@ -163,7 +163,7 @@ def test_a_lease_from_another_kernel_is_waited_for_even_if_its_pid_is_free_here(
 def test_other_nodes_leases_are_not_this_node_s_business(tmp_path):
     other = spool_of(tmp_path, node="n2")
     NodeGuard(other, lambda: 5).claim_node()
-    pauses = Pauses(during=other.renew_lease)
+    pauses = Pauses(during=other.ownership.renew_lease)
     NodeGuard(spool_of(tmp_path), lambda: 5, pauses).claim_node()
     assert pauses.calls == 0
 
@@ -175,7 +175,7 @@ def test_of_two_serving_instances_the_later_one_sees_a_conflict(tmp_path):
     late_guard.started = lease_of(late) + 1  # both got past the start check
     assert early_guard.conflict() is None and late_guard.conflict() is None  # first looks
     for spool in (early, late):
-        os.utime(spool.dirs["running"] / spool.lease_name, (1, early_guard.started + 2))
+        os.utime(spool.dirs["running"] / spool.ownership.lease_name, (1, early_guard.started + 2))
     assert early_guard.conflict() is None
     reason = late_guard.conflict()
     assert reason and early.owner in reason and "started first" in reason
@@ -187,7 +187,7 @@ def test_an_instance_still_starting_is_left_to_its_own_start_check(tmp_path):
     guard.claim_node()
     lease_of(starting, started=0.0, serving=False)
     assert guard.conflict() is None
-    os.utime(starting.dirs["running"] / starting.lease_name, (1, guard.started + 2))
+    os.utime(starting.dirs["running"] / starting.ownership.lease_name, (1, guard.started + 2))
     assert guard.conflict() is None
 
 

@@ -91,7 +91,7 @@ def test_finish_writes_the_record_then_drops_the_running_file(spool):
     assert spool.has_record(stem)
     [spare] = os.listdir(spool.dirs["tmp"])  # no one else can reach it: kept to rewrite
     assert (spool.dirs["tmp"] / spare).read_bytes() == b"{}"
-    spool.end_lease()
+    spool.ownership.end_lease()
     assert os.listdir(spool.dirs["tmp"]) == []
 
 
@@ -151,7 +151,7 @@ def test_tmp_files_go_once_their_writer_provably_stopped(spool):
     """A killed helper's files (this node, its pid gone), a dead node's (lease expired)."""
     gone = _exited_pid()
     me = os.getpid()
-    spool.renew_lease()
+    spool.ownership.renew_lease()
     (spool.dirs["running"] / ".lease-n2+stale").touch()
     os.utime(spool.dirs["running"] / ".lease-n2+stale", (0, 0))
     (spool.dirs["running"] / ".lease-n3+alive").touch()
@@ -160,7 +160,7 @@ def test_tmp_files_go_once_their_writer_provably_stopped(spool):
     names += [f"n3+alive.{gone}.0.tmp", "other.json"]
     for name in names:
         (spool.dirs["tmp"] / name).write_bytes(b"x")
-    removed = spool.clean_dead_tmp(time.time(), lease=30)
+    removed = spool.ownership.clean_dead_tmp(time.time(), lease=30)
     assert sorted(removed) == sorted([names[0], names[3], names[4]])
     assert sorted(os.listdir(spool.dirs["tmp"])) == sorted([names[1], names[2], names[5], names[6]])
 
@@ -221,27 +221,27 @@ def test_stale_running_files(spool):
         (running / f".lease-{owner}").write_bytes(b"")
     os.utime(running / ".lease-n3+dead", (0, 0))
     now = os.stat(running / ".lease-n2+alive").st_mtime + 1
-    at_start = sorted(spool.stale_running(now, 30, own_node_too=True))
+    at_start = sorted(spool.ownership.stale_running(now, 30, own_node_too=True))
     assert at_start == ["s-n1@n1+old.json", "s-n3@n3+dead.json", "s-n4@n4+nolease.json"]
-    later = sorted(spool.stale_running(now, 30, own_node_too=False))
+    later = sorted(spool.ownership.stale_running(now, 30, own_node_too=False))
     assert later == ["s-n1@n1+old.json", "s-n3@n3+dead.json", "s-n4@n4+nolease.json"]
 
 
 def test_lease_is_one_file_per_daemon(spool):
-    spool.renew_lease()
-    assert os.listdir(spool.dirs["running"]) == [spool.lease_name]
-    spool.end_lease()
+    spool.ownership.renew_lease()
+    assert os.listdir(spool.dirs["running"]) == [spool.ownership.lease_name]
+    spool.ownership.end_lease()
     assert os.listdir(spool.dirs["running"]) == []
 
 
 def test_dead_leases_are_dropped_once_old(spool):
     running = spool.dirs["running"]
-    spool.renew_lease()
+    spool.ownership.renew_lease()
     (running / ".lease-n9+gone").write_bytes(b"")
     (running / ".lease-n8+recent").write_bytes(b"")
     os.utime(running / ".lease-n9+gone", (0, 0))
-    spool.drop_dead_leases(os.stat(running / ".lease-n8+recent").st_mtime, 120)
-    assert sorted(os.listdir(running)) == sorted([".lease-n8+recent", spool.lease_name])
+    spool.ownership.drop_dead_leases(os.stat(running / ".lease-n8+recent").st_mtime, 120)
+    assert sorted(os.listdir(running)) == sorted([".lease-n8+recent", spool.ownership.lease_name])
 
 
 def test_folder_syncs_are_shared_between_threads(tmp_path):

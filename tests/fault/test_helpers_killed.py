@@ -1,7 +1,7 @@
 """`kill -9` of the commit helper and of the intake helper while jobs flow: the daemon
 does their work itself from then on, nothing is lost or recorded twice, and the files
 the commit helper kept in tmp/ (spares, a write cut short) are removed once its pid is
-gone (Spool.clean_dead_tmp). The intake helper only renames: it leaves no file."""
+gone (Ownership.clean_dead_tmp). The intake helper only renames: it leaves no file."""
 
 from __future__ import annotations
 
