@@ -37,6 +37,7 @@ from spoold.scheduler import Scheduler, check_tasks
 from spoold.service import Conflict, Counters, FinishListener, NotFound
 from spoold.spool import Spool
 from spoold.status import Stats, StatusWriter
+from spoold.threads import Loop
 from spoold.times import iso, iso_or_none
 from spoold.watcher import Watcher
 from spoold.worker import Policy, WorkerPool, recover_running
@@ -88,8 +89,8 @@ class Daemon:
         self.reloader = ConfigWatcher(config.path, self.reload_config) if config.path else None
         self.status = StatusWriter(self._write_status, self.snapshot)
         self._stop = threading.Event()
-        self._housekeeper = threading.Thread(target=self._housekeeping, name="spoold-house")
-        self._housekeeper.daemon = True
+        self._housekeeper = Loop("house", self._housekeeping, lambda: self.config.rescan_seconds)
+        self._last_prune = 0.0
         self.api = ApiServer(self, config.http) if config.http else None
 
     # ----- what the parts read from the config -------------------------------------------
@@ -141,7 +142,7 @@ class Daemon:
         self.watcher.stop()
         self.intake.moves.stop()
         self.pool.stop(self.config.shutdown_grace if graceful else 0.0)
-        self._housekeeper.join(5)  # before the lease goes: housekeeping renews it too
+        self._housekeeper.stop()  # before the lease goes: housekeeping renews it too
         self.spool.ownership.end_lease()
         self.status.stop()
         logger.info("spoold stopped")
@@ -169,7 +170,7 @@ class Daemon:
             "intake": self.watcher.alive,
             "scheduler": self.scheduler.is_running,
             "status": self.status.alive,
-            "housekeeping": self._housekeeper.is_alive(),
+            "housekeeping": self._housekeeper.alive,
             "http": self.api.alive if self.api else True,
             "config reload": self.reloader.alive if self.reloader else True,
         }
@@ -227,20 +228,20 @@ class Daemon:
 
     def _housekeeping(self) -> None:
         """Rescan pending/ for jobs put there by others, recover expired leases, prune."""
-        last_prune = 0.0
-        while not self._stop.wait(self.config.rescan_seconds):
-            try:
-                self._guard_node()
-                if self._stop.is_set():
-                    return
-                self._index_pending()
-                self._recover(own_node_too=False)
-                self._clean_dead_tmp()
-                if time.time() - last_prune >= RETENTION_EVERY:
-                    last_prune = time.time()
-                    self._prune()
-            except OSError as e:
-                logger.error("housekeeping failed, trying again later: %s", e)
+        if self._stop.is_set():  # stopping: the pool's monitor keeps the lease meanwhile
+            return
+        try:
+            self._guard_node()
+            if self._stop.is_set():
+                return
+            self._index_pending()
+            self._recover(own_node_too=False)
+            self._clean_dead_tmp()
+            if time.time() - self._last_prune >= RETENTION_EVERY:
+                self._last_prune = time.time()
+                self._prune()
+        except OSError as e:
+            logger.error("housekeeping failed, trying again later: %s", e)
 
     def _clean_dead_tmp(self) -> None:
         """Files a killed helper (ours, or another daemon's) left in tmp/."""

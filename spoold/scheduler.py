@@ -48,6 +48,7 @@ from spoold.taskstate import (
     local_iso,
     run_now_id,
 )
+from spoold.threads import Loop
 
 logger = logging.getLogger(__name__)
 
@@ -96,8 +97,8 @@ class Scheduler:
         self._loaded = False
         self._dirty = False
         self._last_prune = 0.0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        # Just after every whole second, so a run starts within ~10 ms of its time.
+        self._loop = Loop("scheduler", self._tick_now, lambda: 1.005 - time.time() % 1.0, True)
         self.configure(tasks, timezone)
 
     # ----- configuration and life cycle ------------------------------------------------------
@@ -115,30 +116,19 @@ class Scheduler:
 
     def start(self) -> None:
         self._ready()
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="spoold-scheduler", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread:
-            self._thread.join(5)
+        self._loop.stop()
         with self._lock:
             self._save(force=True)
 
     @property
     def is_running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
+        return self._loop.alive and not self._loop.stopping
 
-    def _loop(self) -> None:
-        """Tick just after every whole second, so a run starts within ~10 ms of its time."""
-        while True:
-            try:
-                self.tick(self.clock())
-            except Exception:
-                logger.exception("scheduler tick failed; trying again in a second")
-            if self._stop.wait(1.005 - time.time() % 1.0):
-                return
+    def _tick_now(self) -> None:
+        self.tick(self.clock())
 
     def _ready(self) -> None:
         """Make schedule/ and read the state file, once."""

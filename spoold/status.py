@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from spoold.job import Job
+from spoold.threads import Loop
 
 logger = logging.getLogger(__name__)
 
@@ -78,24 +79,22 @@ class StatusWriter:
     def __init__(self, write: Callable[[bytes], None], snapshot: Callable[[], dict[str, Any]]):
         self.write = write
         self.snapshot = snapshot
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="spoold-status", daemon=True)
+        self._loop = Loop("status", self.flush, lambda: 1.0)
         self._last: str | None = None
         self._failing = False
 
     def start(self) -> None:
         self.flush()
-        self._thread.start()
+        self._loop.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
+        self._loop.stop()
         self.flush()
 
     @property
     def alive(self) -> bool:
         """Whether the writing thread still runs (the daemon's health check)."""
-        return self._thread.is_alive()
+        return self._loop.alive
 
     def flush(self) -> None:
         """Write the snapshot now if it differs from the last one written."""
@@ -111,7 +110,3 @@ class StatusWriter:
             self._failing = True
             return
         self._last, self._failing = key, False
-
-    def _loop(self) -> None:
-        while not self._stop.wait(1.0):
-            self.flush()

@@ -24,6 +24,7 @@ from spoold.job import Job, from_record
 from spoold.jobs import JobType
 from spoold.names import Stem, parse_stem, running_stem
 from spoold.spool import Spool
+from spoold.threads import Loop
 from spoold.times import iso_or_none
 
 logger = logging.getLogger(__name__)
@@ -78,7 +79,9 @@ class WorkerPool:
         self._threads: list[threading.Thread] = []
         self._abandoned: set[int] = set()
         self.committer = context.committer or Committer(context.spool)
-        self._monitor: threading.Thread | None = None
+        # Times attempts out and renews the lease, also while a stop lets jobs finish.
+        self._monitor = Loop("monitor", self._monitor_turn, lambda: 0.05)
+        self._last_renew = 0.0
         self.rand = default_rand
 
     # ----- life cycle -------------------------------------------------------------------
@@ -87,8 +90,6 @@ class WorkerPool:
         self.committer.start()
         for _ in range(self.concurrency):
             self._spawn()
-        self._monitor = threading.Thread(target=self._monitor_loop, name="spoold-monitor")
-        self._monitor.daemon = True
         self._monitor.start()
 
     def _spawn(self) -> None:
@@ -110,6 +111,7 @@ class WorkerPool:
             threads = [t for t in self._threads if t.ident not in self._abandoned]
         for thread in threads:
             thread.join(max(deadline - time.monotonic(), 0))
+        self._monitor.stop()
         with self._lock:
             leftovers = list(self.active.values())
         self.committer.stop()
@@ -117,8 +119,6 @@ class WorkerPool:
             if _settle(attempt):
                 logger.warning("job %s still running after %.0fs: put back", attempt.job.id, grace)
                 recover_running(self.spool, attempt.running, self.dispatcher, self._recovery_args())
-        if self._monitor:
-            self._monitor.join(2)
 
     @property
     def is_running(self) -> bool:
@@ -130,8 +130,7 @@ class WorkerPool:
         abandoned one may end; the monitor replaced it): the daemon's health check."""
         with self._lock:
             workers = [t for t in self._threads if t.ident not in self._abandoned]
-        monitor = self._monitor is not None and self._monitor.is_alive()
-        return monitor and self.committer.alive and all(t.is_alive() for t in workers)
+        return self._monitor.alive and self.committer.alive and all(t.is_alive() for t in workers)
 
     # ----- the work ---------------------------------------------------------------------
 
@@ -299,13 +298,11 @@ class WorkerPool:
 
     # ----- timeouts and leases ----------------------------------------------------------
 
-    def _monitor_loop(self) -> None:
-        last_renew = 0.0
-        while not self._stopping.wait(0.05):
-            self._expire(time.monotonic())
-            if time.monotonic() - last_renew >= self.policy().lease_seconds / 3:
-                last_renew = time.monotonic()
-                self._renew_lease()
+    def _monitor_turn(self) -> None:
+        self._expire(time.monotonic())
+        if time.monotonic() - self._last_renew >= self.policy().lease_seconds / 3:
+            self._last_renew = time.monotonic()
+            self._renew_lease()
 
     def _renew_lease(self) -> None:
         """Keep our running files ours, also while the spool takes no writes (a full disk

@@ -2,9 +2,11 @@
 
 import json
 import os
+import threading
 from zoneinfo import ZoneInfo
 
 import pytest
+from conftest import wait_until
 
 from spoold.context import Context
 from spoold.dispatch import Dispatcher, Taken
@@ -366,3 +368,33 @@ def test_a_job_indexed_without_its_due_time_is_read_before_it_is_claimed(world):
     intake.dispatcher.add(stem, "normal", 0.0)
     assert pool.run_once() is None and flaky.calls == []
     assert os.stat(spool.dirs["pending"] / f"{stem}.json").st_ctime_ns == changed  # not claimed
+
+
+def test_the_lease_is_renewed_while_a_stop_lets_a_running_job_finish(tmp_path):
+    """The monitor runs until the workers have ended: a job finishing within the grace
+    keeps its lease, so no other daemon takes it meanwhile."""
+    spool = Spool(tmp_path / "spool", node="n1", durable=False)
+    spool.ensure()
+    started, release = threading.Event(), threading.Event()
+
+    def slow(job):
+        started.set()
+        release.wait(10)
+
+    registry = {"slow": JobType("slow", slow, "normal", 1)}
+    context = Context(spool, Dispatcher(), lambda: registry, lambda: UTC)
+    intake = Intake(context, 10_000, 0.0)
+    pool = WorkerPool(context, lambda: Policy(timeout=30, lease_seconds=0.3), 1)
+    intake.submit({"type": "slow", "id": "through-the-stop"}, now=100.0)
+    pool.start()
+    assert started.wait(10)
+    stopping = threading.Thread(target=pool.stop, args=(10.0,))
+    stopping.start()
+    lease = spool.dirs["running"] / spool.ownership.lease_name
+    wait_until(lambda: lease.exists())
+    seen = {os.stat(lease).st_mtime_ns}
+    wait_until(lambda: seen.add(os.stat(lease).st_mtime_ns) or len(seen) >= 3)
+    release.set()
+    stopping.join(10)
+    [record] = folder_json(spool, "completed")
+    assert record["id"] == "through-the-stop"
