@@ -245,7 +245,8 @@ class Daemon:
 
     def _clean_dead_tmp(self) -> None:
         """Files a killed helper (ours, or another daemon's) left in tmp/."""
-        removed = self.spool.ownership.clean_dead_tmp(time.time(), self.config.lease_seconds)
+        now = self.spool.ownership.renew_lease()  # the file server's time, as leases are judged
+        removed = self.spool.ownership.clean_dead_tmp(now, self.config.lease_seconds)
         if removed:
             logger.info("removed %d file(s) from tmp/ whose writer stopped: %s", len(removed),
                         ", ".join(sorted(removed)[:5]))  # fmt: skip

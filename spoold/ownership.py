@@ -122,7 +122,9 @@ class Ownership:
     def clean_dead_tmp(self, now: float, lease: float) -> list[str]:
         """Remove files in tmp/ whose writer provably stopped: on this node, a process that
         is gone (a helper killed mid-write, say); on another, a daemon whose lease file is
-        missing or older than `lease` seconds. Returns the names removed."""
+        missing or older than `lease` seconds, for a file itself older than that (a daemon
+        that is starting writes in tmp/ before its lease exists). `now` is the file
+        server's time (renew_lease). Returns the names removed."""
         removed = []
         leases: dict[str, bool] = {}
         for name in self.spool.names("tmp"):
@@ -136,11 +138,16 @@ class Ownership:
                 if owner not in leases:
                     renewed = self.spool.mtime("running", f".lease-{owner}")
                     leases[owner] = renewed is not None and now - renewed <= lease
-                dead = not leases[owner]
+                dead = not leases[owner] and self._older(name, now, lease)
             if dead:
                 unlink_quiet(str(self.spool.path("tmp", name)))
                 removed.append(name)
         return removed
+
+    def _older(self, name: str, now: float, age: float) -> bool:
+        """Whether tmp/name was last changed more than `age` seconds before `now`."""
+        changed = self.spool.mtime("tmp", name)
+        return changed is not None and now - changed > age
 
     def stale_running(self, now: float, lease: float, own_node_too: bool) -> list[str]:
         """Running files whose holder stopped: any of our node's earlier lives (at start),

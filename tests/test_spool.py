@@ -157,12 +157,15 @@ def test_tmp_files_go_once_their_writer_provably_stopped(spool):
     (spool.dirs["running"] / ".lease-n3+alive").touch()
     names = [f"{spool.owner}.{gone}.0.tmp", f"{spool.owner}.{me}.1.tmp"]
     names += [f"{spool.owner}.{me}.reserve", f"n2+stale.{me}.0.tmp", "n2+nolease.7.3.tmp"]
-    names += [f"n3+alive.{gone}.0.tmp", "other.json"]
+    names += [f"n3+alive.{gone}.0.tmp", "other.json", "n4+starting.7.0.tmp"]
     for name in names:
         (spool.dirs["tmp"] / name).write_bytes(b"x")
+    for name in names[3:5]:  # written long ago; n4's is new: its daemon is starting, no lease yet
+        os.utime(spool.dirs["tmp"] / name, (0, 0))
     removed = spool.ownership.clean_dead_tmp(time.time(), lease=30)
     assert sorted(removed) == sorted([names[0], names[3], names[4]])
-    assert sorted(os.listdir(spool.dirs["tmp"])) == sorted([names[1], names[2], names[5], names[6]])
+    kept = [names[1], names[2], names[5], names[6], names[7]]
+    assert sorted(os.listdir(spool.dirs["tmp"])) == sorted(kept)
 
 
 def _exited_pid() -> int:
