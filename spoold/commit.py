@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from spoold.helper import FileWork
-from spoold.spool import Record, Spool
+from spoold.spool import Record, Spool, with_follow_ups
 
 logger = logging.getLogger(__name__)
 
@@ -48,10 +48,13 @@ class Outcome:
     done: Callable[[], None]
     failed: Callable[[OSError], None] | None = None  # None: kept and written again
     exclusive: bool = False  # the name must be free (see Record)
+    follow: tuple[Record, ...] = ()  # its follow-ups' pending files (followups.py)
 
     @property
-    def record(self) -> Record:
-        return Record(self.folder, self.stem, self.data, self.running, self.exclusive)
+    def records(self) -> list[Record]:
+        """What to commit for it: its file, then its follow-ups (see with_follow_ups)."""
+        record = Record(self.folder, self.stem, self.data, self.running, self.exclusive)
+        return with_follow_ups(record, self.follow)
 
 
 class Committer:
@@ -161,10 +164,12 @@ class Committer:
 
     def _commit(self, batch: list[Outcome]) -> None:
         """Write the batch; report each outcome written, keep (or hand back) the others."""
-        results = self._write([o.record for o in batch])
+        groups = [o.records for o in batch]
+        results = iter(self._write([record for group in groups for record in group]))
+        errors = [_first_error([next(results) for _ in group]) for group in groups]
         trouble: tuple[Outcome, OSError] | None = None
         with self.spool.turn:
-            for o, error in zip(batch, results, strict=True):
+            for o, error in zip(batch, errors, strict=True):
                 if error is None:
                     if o.running is not None:
                         self.spool.let_go(o.running)
@@ -225,6 +230,11 @@ class Committer:
         for o in self._kept:
             _strand(o, self.spool.health.error)
         self._kept = []
+
+
+def _first_error(errors: list[OSError | None]) -> OSError | None:
+    """An outcome's error: the first of its records' (its own, or a follow-up's)."""
+    return next((error for error in errors if error is not None), None)
 
 
 def _strand(outcome: Outcome, why: object) -> None:

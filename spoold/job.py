@@ -13,16 +13,17 @@ from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 from zoneinfo import ZoneInfo
 
-from spoold import strictjson
+from spoold import followups, strictjson
 from spoold.errors import InvalidJob
 from spoold.jobs import JobType
 from spoold.names import ID_RE, ID_RULE, PRIORITIES
+from spoold.results import RESULT_FIELDS
 from spoold.times import iso, iso_or_none, parse_time
 
 # Fields spoold writes itself; a producer setting them would forge the job's history.
 STATE_FIELDS = (
     "status", "attempts", "createdAt", "startedAt", "completedAt", "error",
-    "durationMs", "previousErrors", "nextAttemptAt",
+    "durationMs", "previousErrors", "nextAttemptAt", *RESULT_FIELDS,
 )  # fmt: skip
 
 
@@ -46,6 +47,7 @@ class Job:
     duration_ms: int | None = None
     previous_errors: list[str] = field(default_factory=list)
     next_attempt_at: float | None = None
+    result: dict[str, Any] = field(default_factory=dict)  # see results.result_fields
 
     @property
     def due(self) -> float:
@@ -72,6 +74,7 @@ class Job:
             record["previousErrors"] = list(self.previous_errors)
         if self.next_attempt_at is not None and self.status == "pending":
             record["nextAttemptAt"] = iso(self.next_attempt_at)
+        record.update(self.result)
         return record
 
     def to_json(self) -> bytes:
@@ -113,14 +116,17 @@ def new_job(
 ) -> Job:
     """Judge a submitted job object; raise InvalidJob with every problem found."""
     job_type = _job_type(data, registry)
+    job_id = data.get("id") or str(uuid.uuid4())
     problems = _field_problems(data)
     problems += [p for p in job_type.validate(data)] if not problems else []
+    if not problems:
+        problems += followups.problems(data, job_id, lambda d: new_job(d, registry, tz, now))
     run_at = _run_at(data, tz, problems)
     if problems:
         raise InvalidJob("; ".join(problems))
     return Job(
         data=data,
-        id=data.get("id") or str(uuid.uuid4()),
+        id=job_id,
         type=job_type.name,
         priority=name_priority or data.get("priority") or job_type.priority,
         max_attempts=data.get("maxAttempts") or job_type.max_attempts,

@@ -54,9 +54,19 @@ def parse_stem(stem: str) -> Stem | None:
     if not match:
         return None
     ts = match.group("ts")
-    fields = (int(ts[0:4]), int(ts[4:6]), int(ts[6:8]), int(ts[9:11]), int(ts[11:13]))
-    accepted = calendar.timegm((*fields, int(ts[13:15]))) + int(ts[16:]) / 1e9
+    accepted = calendar.timegm(_fields(ts)) + int(ts[16:]) / 1e9
     return Stem(match.group("priority"), accepted, match.group("id"), stem)
+
+
+def accepted_ns(stem: Stem) -> int:
+    """The acceptance time a stem spells, to the nanosecond (Stem.accepted is a float)."""
+    ts = STEM_RE.match(stem.text).group("ts")  # type: ignore[union-attr]
+    return calendar.timegm(_fields(ts)) * 1_000_000_000 + int(ts[16:])
+
+
+def _fields(ts: str) -> tuple[int, ...]:
+    """'20260131T090000.123456789' → (2026, 1, 31, 9, 0, 0), for calendar.timegm."""
+    return (int(ts[0:4]), int(ts[4:6]), int(ts[6:8]), int(ts[9:11]), int(ts[11:13]), int(ts[13:15]))
 
 
 def stem_of(name: str) -> Stem | None:
