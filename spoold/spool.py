@@ -300,6 +300,11 @@ class Spool:
             logger.debug("incoming/%s went while it was read (%s)", name, e.strerror)
             return None
 
+    def read_regular(self, folder: str, name: str, max_bytes: int) -> Incoming:
+        """A file that must be a regular file of at most max_bytes, never following or
+        opening anything else: Rejected saying what it is; FileNotFoundError if gone."""
+        return _read_regular(self._p[folder] + name, max_bytes)
+
     def accept(self, name: str, stem: str) -> bool:
         """incoming/name → pending/stem.json, the producer's bytes unchanged. True if the
         file is there now, also when this move was made before (by a helper that stopped
