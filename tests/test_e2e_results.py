@@ -15,7 +15,7 @@ from helpers_servers import Answer, http_server, smtp_server
 from spoold.results import MAX_RESULT_BYTES
 
 # Plug-ins returning each kind of value, written beside the daemon's config.
-RESULT_PLUGINS = '''
+RESULT_PLUGINS = """
 import math
 
 
@@ -46,7 +46,7 @@ def an_object(job):
 
 def not_a_number(job):
     return {"ratio": math.nan}
-'''
+"""
 
 TYPES = {
     name: f"result_plugins:{name}"
@@ -133,8 +133,8 @@ def test_a_webhooks_result_is_the_status_and_the_first_kib_of_the_answer(start_d
 def test_a_send_emails_result_names_the_accepted_and_the_refused_recipients(start_daemon):
     with smtp_server(refuse=["nobody@example.com"]) as smtp:
         daemon = start_daemon(smtp=smtp.config_section())
-        job = {"type": "send_email", "id": "mail-r", "to": ["ops@example.com", "nobody@example.com"],
-               "cc": "Ann <ann@example.com>", "subject": "Hi"}  # fmt: skip
+        to = ["ops@example.com", "nobody@example.com"]
+        job = {"type": "send_email", "id": "mail-r", "to": to, "cc": "Ann <ann@example.com>"}
         daemon.drop("mail.json", job)
         record = completed(daemon, "mail-r")
         [mail] = smtp.wait_for(1)

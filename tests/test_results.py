@@ -21,7 +21,7 @@ def test_a_result_of_exactly_the_cap_is_kept_and_one_byte_more_is_cut():
     assert result_fields(fits) == {"result": fits}
     cut = result_fields(fits + "y")
     assert cut["resultTruncated"] is True and cut["resultBytes"] == MAX_RESULT_BYTES + 1
-    assert cut["result"] == '"' + fits + "y", "the first 64 KiB of its JSON: all but the closing quote"
+    assert cut["result"] == '"' + fits + "y", "its JSON's first 64 KiB: all but the last quote"
 
 
 def test_a_cut_never_splits_a_character():
