@@ -49,8 +49,10 @@ def _rejected(spool: Spool, name: str, explanation: bytes) -> Shown:
     why = _reason(explanation)
     try:
         raw = spool.read_regular("failed", name, MAX_SHOWN_BYTES).raw
-    except (Rejected, FileNotFoundError) as e:
-        return Shown(f"failed/{rejects.readable(name)}", None, f"{why} (the file {e})")
+    except Rejected as e:
+        return Shown(f"failed/{rejects.readable(name)}", None, f"{why} (not shown: {e})")
+    except FileNotFoundError:
+        return Shown(f"failed/{rejects.readable(name)}", None, f"{why} (the file is gone)")
     return Shown(f"failed/{rejects.readable(name)}", raw, why)
 
 
