@@ -26,13 +26,14 @@ def everywhere(spool: Path, job_id: str) -> list[str]:
     """Every file of job_id in the job folders, as folder/name."""
     mine = (f"Z-{job_id}.json", f"Z-{job_id}@")
     return [f"{folder}/{name}" for folder in ("pending", "running", "completed", "failed")
-            for name in job_files(spool, folder) if name.endswith(mine[0]) or mine[1] in name]  # fmt: skip
+            for name in job_files(spool, folder)
+            if name.endswith(mine[0]) or mine[1] in name]  # fmt: skip
 
 
 def test_then_jobs_run_once_after_the_parent_completes(start_daemon, plugins):
     daemon = start_daemon(jobTypes=plugins.types)
-    parent = {"type": "noop", "id": "fu-1", "onFailure": [{"type": "trace"}],
-              "then": [{"type": "trace", "step": 1}, {"type": "trace", "priority": "high"}]}  # fmt: skip
+    then = [{"type": "trace", "step": 1}, {"type": "trace", "priority": "high"}]
+    parent = {"type": "noop", "id": "fu-1", "onFailure": [{"type": "trace"}], "then": then}
     daemon.drop("parent.json", parent)
     first = record_of(daemon, "completed", "fu-1.then.0")
     second = record_of(daemon, "completed", "fu-1.then.1")
@@ -110,9 +111,9 @@ def plant_crash(spool: Path, parent: dict[str, Any]) -> str:
     running = spool / "running" / f"{stem}@local+deadbeef.json"
     running.write_text(json.dumps(parent))
     os.utime(running, ns=(0, 0))  # its attempt had started
-    record = {**parent, "status": "completed", "attempts": 1, "maxAttempts": 1,
-              "createdAt": "2026-12-04T10:00:00.000Z", "startedAt": "2026-12-04T10:00:00.000Z",
-              "completedAt": "2026-12-04T10:00:01.000Z", "error": None, "durationMs": 1000}  # fmt: skip
+    at = "2026-12-04T10:00:00.000Z"
+    record = {**parent, "status": "completed", "attempts": 1, "maxAttempts": 1, "createdAt": at,
+              "startedAt": at, "completedAt": at, "error": None, "durationMs": 0}  # fmt: skip
     (spool / "completed" / f"{stem}.json").write_text(json.dumps(record))
     return stem
 
