@@ -19,15 +19,12 @@ from typing import Any
 from spoold import strictjson
 from spoold.errors import InvalidJob
 from spoold.jobs import JobType
-from spoold.names import ID_RE, PRIORITIES, Stem, accepted_ns, make_stem
+from spoold.names import ID_RE, PRIORITIES, Stem, accepted_ns, follow_up_id, make_stem
 from spoold.spool import Record
 
-Judge = Callable[[dict[str, Any]], Any]  # raises InvalidJob for what is not a valid job
+# judge(job, its id) raises InvalidJob for what is not a valid job
+Judge = Callable[[dict[str, Any], str], Any]
 KEYS = {"completed": "then", "failed": "onFailure"}  # the folder of the outcome → its key
-
-
-def follow_up_id(parent_id: str, key: str, index: int) -> str:
-    return f"{parent_id}.{key}.{index}"
 
 
 def problems(data: dict[str, Any], parent_id: str, judge: Judge) -> list[str]:
@@ -56,7 +53,7 @@ def _item(key: str, index: int, item: Any, parent_id: str, judge: Judge) -> list
         return [f"{where}: its id {child_id} would be longer than 128 characters: give the"
                 " parent a shorter id"]  # fmt: skip
     try:
-        judge({**item, "id": child_id})
+        judge(item, child_id)
     except InvalidJob as e:
         return [f"{where}: {e}"]
     return []

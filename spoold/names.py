@@ -22,6 +22,15 @@ ID_PATTERN = r"^[A-Za-z0-9_\-][A-Za-z0-9._\-]{0,127}$"
 ID_RE = re.compile(ID_PATTERN[:-1] + r"\Z")
 ID_RULE = "1-128 of A-Z a-z 0-9 . _ - (not starting with .)"
 
+# A follow-up job's id names its parent (followups.py); a producer's id may not look like one.
+FOLLOW_UP_ID_RE = re.compile(r"\.(then|onFailure)\.[0-9]+\Z")
+
+
+def follow_up_id(parent_id: str, key: str, index: int) -> str:
+    """The id of a job's follow-up: `<parent id>.then.0`, `<parent id>.onFailure.1`..."""
+    return f"{parent_id}.{key}.{index}"
+
+
 STEM_RE = re.compile(
     rf"^(?P<rank>[0-{len(PRIORITIES) - 1}])-(?P<priority>{'|'.join(PRIORITIES)})-"
     rf"(?P<ts>\d{{8}}T\d{{6}}\.\d{{9}})Z-(?P<id>{ID_PATTERN[1:-1]})\Z"

@@ -70,6 +70,7 @@ BAD_FOLLOW_UPS = [
     ({"then": [{"type": "log"}]}, "then[0]: field 'message' is required"),
     ({"then": [{"type": "noop", "then": [{"type": "noop", "status": "completed"}]}]},
      "then[0]: then[0]: field 'status' is set by spoold"),
+    ({"id": "invoice.onFailure.0"}, "field 'id' must not end in .then.N or .onFailure.N"),
     ({"id": "p" * 118, "onFailure": [{"type": "noop"}]},
      "onFailure[0]: its id " + "p" * 118 + ".onFailure.0 would be longer than 128 characters"),
 ]  # fmt: skip
