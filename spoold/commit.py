@@ -18,6 +18,7 @@ waits for its write (HTTP, the scheduler) hears of the error instead.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -166,10 +167,12 @@ class Committer:
         """Write the batch; report each outcome written, keep (or hand back) the others."""
         groups = [o.records for o in batch]
         results = iter(self._write([record for group in groups for record in group]))
-        errors = [_first_error([next(results) for _ in group]) for group in groups]
+        outcomes = [
+            _left(o, [next(results) for _ in group]) for o, group in zip(batch, groups, strict=True)
+        ]
         trouble: tuple[Outcome, OSError] | None = None
         with self.spool.turn:
-            for o, error in zip(batch, errors, strict=True):
+            for o, error in outcomes:
                 if error is None:
                     if o.running is not None:
                         self.spool.let_go(o.running)
@@ -232,9 +235,16 @@ class Committer:
         self._kept = []
 
 
-def _first_error(errors: list[OSError | None]) -> OSError | None:
-    """An outcome's error: the first of its records' (its own, or a follow-up's)."""
-    return next((error for error in errors if error is not None), None)
+def _left(outcome: Outcome, errors: list[OSError | None]) -> tuple[Outcome, OSError | None]:
+    """An outcome after its commit, its records' `errors` in the order of its records:
+    its error (the first), and the outcome less the follow-ups placed already, to be
+    written again if it is kept (a worker may take a placed one meanwhile, and writing
+    it again would run it twice)."""
+    error = next((e for e in errors if e is not None), None)
+    if error is None or not outcome.follow:
+        return outcome, error
+    follow = tuple(r for r, e in zip(outcome.follow, errors[1:], strict=True) if e is not None)
+    return dataclasses.replace(outcome, follow=follow), error
 
 
 def _strand(outcome: Outcome, why: object) -> None:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 import pytest
+from conftest import wait_until
 
 from spoold import followups
+from spoold.commit import Committer, Outcome
 from spoold.jobs import JobType
 from spoold.names import accepted_ns, make_stem, parse_stem
 from spoold.spool import Record, Spool, with_follow_ups
@@ -73,3 +76,31 @@ def test_the_running_file_goes_only_once_every_follow_up_is_in_place(spool):
 def test_with_no_follow_ups_the_record_keeps_its_running_file():
     record = Record("completed", "s", b"", "s@x.json")
     assert with_follow_ups(record, []) == [record]
+
+
+def test_a_commit_written_again_leaves_out_the_follow_ups_already_placed(spool):
+    """A write that fails is kept and written again (commit.py); a follow-up placed by the
+    first try is not placed a second time (a worker may have taken it meanwhile)."""
+    stem = parent_stem()
+    spool.enqueue(stem, json.dumps(PARENT).encode())
+    running = spool.claim(stem)
+    follow = followups.missing(PARENT, "completed", parse_stem(stem), REGISTRY, exists_in(spool))
+    blocker = spool.dirs["pending"] / f"{follow[-1].stem}.json"
+    blocker.mkdir()
+    done = threading.Event()
+    committer = Committer(spool)
+    committer.start()
+    try:
+        committer.submit(
+            Outcome(running, stem, "completed", b"{}\n", done.set, follow=tuple(follow))
+        )
+        wait_until(lambda: not spool.health.ok)
+        first = spool.dirs["pending"] / f"{follow[0].stem}.json"
+        inode = first.stat().st_ino
+        blocker.rmdir()
+        assert done.wait(10)
+    finally:
+        committer.stop()
+    assert first.stat().st_ino == inode, "not written again"
+    assert (spool.dirs["pending"] / f"{follow[-1].stem}.json").is_file()
+    assert not (spool.dirs["running"] / running).exists()
