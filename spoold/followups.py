@@ -19,6 +19,7 @@ from typing import Any
 from spoold import strictjson
 from spoold.errors import InvalidJob
 from spoold.jobs import JobType
+from spoold.jobs.basic import shown
 from spoold.names import ID_RE, PRIORITIES, Stem, accepted_ns, follow_up_id, make_stem
 from spoold.spool import Record
 
@@ -36,7 +37,7 @@ def problems(data: dict[str, Any], parent_id: str, judge: Judge) -> list[str]:
             continue
         items = data[key]
         if not isinstance(items, list):
-            found.append(f"field {key!r} must be a list of job objects, got {_kind(items)}")
+            found.append(f"field {key!r} must be a list of job objects, got {shown(items)}")
             continue
         found += [p for i, item in enumerate(items) for p in _item(key, i, item, parent_id, judge)]
     return found
@@ -45,7 +46,7 @@ def problems(data: dict[str, Any], parent_id: str, judge: Judge) -> list[str]:
 def _item(key: str, index: int, item: Any, parent_id: str, judge: Judge) -> list[str]:
     where = f"{key}[{index}]"
     if not isinstance(item, dict):
-        return [f"{where} must be a job object {{...}}, got {_kind(item)}"]
+        return [f"{where} must be a job object {{...}}, got {shown(item)}"]
     child_id = follow_up_id(parent_id, key, index)
     if "id" in item:
         return [f"{where}: field 'id' is given by spoold to a follow-up ({child_id}); remove it"]
@@ -57,11 +58,6 @@ def _item(key: str, index: int, item: Any, parent_id: str, judge: Judge) -> list
     except InvalidJob as e:
         return [f"{where}: {e}"]
     return []
-
-
-def _kind(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def missing(

@@ -46,6 +46,7 @@ def test_then_jobs_run_once_after_the_parent_completes(start_daemon, plugins):
     assert len(plugins.calls("fu-1.then.0")) == len(plugins.calls("fu-1.then.1")) == 1
     assert everywhere(daemon.spool, "fu-1.onFailure.0") == []
     assert daemon.stop() == 0
+    assert "Traceback" not in daemon.log()
 
 
 def test_on_failure_jobs_run_once_after_the_parents_last_attempt(start_daemon, plugins):
@@ -60,12 +61,13 @@ def test_on_failure_jobs_run_once_after_the_parents_last_attempt(start_daemon, p
     assert len(plugins.calls("fu-2.onFailure.0")) == 1
     assert everywhere(daemon.spool, "fu-2.then.0") == []
     assert daemon.stop() == 0
+    assert "Traceback" not in daemon.log()
 
 
 BAD_FOLLOW_UPS = [
     ({"then": [{"type": "noop"}, {"type": "nope"}]}, "then[1]: unknown job type 'nope'"),
     ({"then": {"type": "noop"}}, "field 'then' must be a list of job objects"),
-    ({"onFailure": ["noop"]}, "onFailure[0] must be a job object {...}, got 'noop'"),
+    ({"onFailure": ["noop"]}, 'onFailure[0] must be a job object {...}, got "noop"'),
     ({"then": [{"type": "noop", "id": "mine"}]}, "then[0]: field 'id' is given by spoold"),
     ({"then": [{"type": "log"}]}, "then[0]: field 'message' is required"),
     ({"then": [{"type": "noop", "then": [{"type": "noop", "status": "completed"}]}]},
@@ -86,6 +88,7 @@ def test_an_invalid_follow_up_rejects_its_parent_at_intake(start_daemon):
         assert words in json.loads(explanation.read_bytes())["error"]
     assert job_files(daemon.spool, "pending") == job_files(daemon.spool, "completed") == []
     assert daemon.stop() == 0
+    assert "Traceback" not in daemon.log()
 
 
 def test_follow_ups_over_http_are_judged_with_the_parent(start_daemon, plugins):
@@ -101,6 +104,7 @@ def test_follow_ups_over_http_are_judged_with_the_parent(start_daemon, plugins):
         assert client.get("/jobs/fu-http.then.0").json["folder"] == "completed"
     assert len(plugins.calls("fu-http.then.0")) == 1
     assert daemon.stop() == 0
+    assert "Traceback" not in daemon.log()
 
 
 def plant_crash(spool: Path, parent: dict[str, Any]) -> str:
@@ -139,6 +143,7 @@ def test_follow_ups_a_crash_left_unwritten_are_enqueued_once(start_daemon, tmp_p
     assert job_files(daemon.spool, "running") == []
     assert "enqueued 1 follow-up(s)" in daemon.log()
     assert daemon.stop() == 0
+    assert "Traceback" not in daemon.log()
 
 
 @pytest.mark.parametrize("max_attempts", [1, 2])
@@ -159,3 +164,4 @@ def test_follow_ups_after_a_kill_9_mid_run_are_enqueued_once(start_daemon, plugi
     assert everywhere(daemon.spool, f"fu-kill.{other}.0") == []
     assert len(everywhere(daemon.spool, "fu-kill")) == 1
     assert daemon.stop() == 0
+    assert "Traceback" not in daemon.log()

@@ -89,6 +89,7 @@ def test_a_plugins_return_value_is_its_result_and_get_jobs_shows_it(start_daemon
         assert reply.status == 200
         assert reply.json["record"]["result"] == record["result"]
     assert daemon.stop() == 0
+    assert "Traceback" not in daemon.log()
 
 
 def test_a_huge_result_is_cut_and_the_record_says_so(start_daemon, tmp_path):
@@ -103,6 +104,7 @@ def test_a_huge_result_is_cut_and_the_record_says_so(start_daemon, tmp_path):
     assert isinstance(cut, str) and cut.startswith('"éé')
     assert MAX_RESULT_BYTES - 2 <= len(cut.encode()) <= MAX_RESULT_BYTES, "no half character"
     assert daemon.stop() == 0
+    assert "Traceback" not in daemon.log()
 
 
 def test_a_result_that_is_not_json_is_recorded_as_its_text_with_a_note(start_daemon, tmp_path):
@@ -117,6 +119,7 @@ def test_a_result_that_is_not_json_is_recorded_as_its_text_with_a_note(start_dae
     assert "not JSON" in as_nan["resultNote"]
     assert all(r["status"] == "completed" for r in (as_set, as_object, as_nan))
     assert daemon.stop() == 0
+    assert "Traceback" not in daemon.log()
 
 
 def test_a_webhooks_result_is_the_status_and_the_first_kib_of_the_answer(start_daemon):
@@ -128,6 +131,8 @@ def test_a_webhooks_result_is_the_status_and_the_first_kib_of_the_answer(start_d
         assert record["result"] == {"status": 201, "body": body[:1024].decode()}
         assert len(web.requests) == 1
         assert daemon.stop() == 0
+        assert "Traceback" not in daemon.log()
+    assert "Traceback" not in daemon.log()
 
 
 def test_a_send_emails_result_names_the_accepted_and_the_refused_recipients(start_daemon):
@@ -143,6 +148,8 @@ def test_a_send_emails_result_names_the_accepted_and_the_refused_recipients(star
         [(refused, reply)] = record["result"]["refused"].items()
         assert refused == "nobody@example.com" and reply.startswith("550")
         assert daemon.stop() == 0
+        assert "Traceback" not in daemon.log()
+    assert "Traceback" not in daemon.log()
 
 
 def test_a_producer_cannot_forge_a_result(start_daemon, tmp_path):
@@ -153,3 +160,4 @@ def test_a_producer_cannot_forge_a_result(start_daemon, tmp_path):
     assert "field 'result' is set by spoold" in explanation.read_text()
     assert records(daemon.spool, "completed") == []
     assert daemon.stop() == 0
+    assert "Traceback" not in daemon.log()

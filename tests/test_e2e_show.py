@@ -37,6 +37,7 @@ def test_show_prints_a_jobs_file_in_each_folder(start_daemon, plugins, tmp_path)
     assert json.loads(show(daemon, "s-failed", tmp_path).stdout)["error"].startswith("ValueError")
     plugins.release()
     assert daemon.stop() == 0
+    assert "Traceback" not in daemon.log()
 
 
 def test_show_prints_a_rejected_file_as_it_is_with_its_reason(start_daemon, tmp_path):
@@ -50,6 +51,7 @@ def test_show_prints_a_rejected_file_as_it_is_with_its_reason(start_daemon, tmp_
         assert result.stderr.startswith("failed/broken.json: rejected: not valid JSON")
         assert result.stderr.count("\n") == 1
     assert daemon.stop() == 0
+    assert "Traceback" not in daemon.log()
 
 
 def test_show_describes_a_rejected_file_it_cannot_read(start_daemon, tmp_path):
@@ -62,6 +64,7 @@ def test_show_describes_a_rejected_file_it_cannot_read(start_daemon, tmp_path):
     assert "rejected: not a regular file (a folder)" in result.stderr
     assert "(not shown: not a regular file (a folder)" in result.stderr
     assert daemon.stop() == 0
+    assert "Traceback" not in daemon.log()
 
 
 def test_show_of_an_unknown_id_says_so_in_one_line_and_exits_1(tmp_path):
