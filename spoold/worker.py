@@ -289,8 +289,9 @@ class WorkerPool:
     def _follow_ups(self, job: Job, stem: str, folder: str) -> list[Record]:
         """The follow-ups this outcome enqueues (none for a retry), less those enqueued
         already by an earlier run of this job that stopped before its record was written."""
-        parsed = parse_stem(stem)
-        if parsed is None or folder not in followups.KEYS:
+        key = followups.KEYS.get(folder)
+        parsed = parse_stem(stem) if key and key in job.data else None  # most jobs have none
+        if parsed is None:
             return []
         return followups.missing(job.data, folder, parsed, self.registry(), _exists_in(self.spool))
 
