@@ -40,6 +40,7 @@ examples:
   spoold submit -f job.json --priority high
   spoold status                            what the daemon is doing
   spoold retry --all                       every failed job back to pending/
+  spoold show invoice-42                   a job's record (or file) wherever it is
 """
 
 
@@ -94,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_check_config(commands)
     _add_next(commands)
     _add_run_task(commands)
+    _add_show(commands)
     return parser
 
 
@@ -480,4 +482,37 @@ def _fire_at(scheduler: Any, name: str, text: str, tz: Any) -> int:
         print(f"spoold run-task: {decision.job_id}: {decision.detail}", file=sys.stderr)
         return 1
     print(decision.job_id)
+    return 0
+
+
+# ----- show -----------------------------------------------------------------------------------
+
+
+def _add_show(commands: Any) -> None:
+    sub = _command(
+        commands,
+        "show",
+        "print a job's file wherever it is (pending, running, completed, failed; a record as"
+        " indented JSON), or a rejected file in failed/ as it is, with the reason on stderr;"
+        " works with or without a running daemon",
+        cmd_show,
+    )
+    sub.add_argument("id", help="job id, or the name of a rejected file in failed/")
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from spoold.show import printable, show
+    from spoold.spool import Spool
+
+    config = _config(args)
+    spool = Spool(config.spool, config.node, durable=False)
+    shown = show(spool, args.id)
+    if shown is None:
+        print(f"spoold show: no job with id {args.id!r} and no rejected file of that name"
+              f" in {spool.dirs['failed']}", file=sys.stderr)  # fmt: skip
+        return 1
+    note = f": rejected: {shown.rejected}" if shown.rejected is not None else ""
+    print(f"{shown.where}{note}", file=sys.stderr)
+    sys.stdout.buffer.write(printable(shown))
+    sys.stdout.flush()
     return 0

@@ -18,6 +18,7 @@ waits for its write (HTTP, the scheduler) hears of the error instead.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -26,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from spoold.helper import FileWork
-from spoold.spool import Record, Spool
+from spoold.spool import Record, Spool, with_follow_ups
 
 logger = logging.getLogger(__name__)
 
@@ -48,10 +49,13 @@ class Outcome:
     done: Callable[[], None]
     failed: Callable[[OSError], None] | None = None  # None: kept and written again
     exclusive: bool = False  # the name must be free (see Record)
+    follow: tuple[Record, ...] = ()  # its follow-ups' pending files (followups.py)
 
     @property
-    def record(self) -> Record:
-        return Record(self.folder, self.stem, self.data, self.running, self.exclusive)
+    def records(self) -> list[Record]:
+        """What to commit for it: its file, then its follow-ups (see with_follow_ups)."""
+        record = Record(self.folder, self.stem, self.data, self.running, self.exclusive)
+        return with_follow_ups(record, self.follow)
 
 
 class Committer:
@@ -161,10 +165,14 @@ class Committer:
 
     def _commit(self, batch: list[Outcome]) -> None:
         """Write the batch; report each outcome written, keep (or hand back) the others."""
-        results = self._write([o.record for o in batch])
+        groups = [o.records for o in batch]
+        results = iter(self._write([record for group in groups for record in group]))
+        outcomes = [
+            _left(o, [next(results) for _ in group]) for o, group in zip(batch, groups, strict=True)
+        ]
         trouble: tuple[Outcome, OSError] | None = None
         with self.spool.turn:
-            for o, error in zip(batch, results, strict=True):
+            for o, error in outcomes:
                 if error is None:
                     if o.running is not None:
                         self.spool.let_go(o.running)
@@ -226,6 +234,18 @@ class Committer:
         for o in self._kept:
             _strand(o, self.spool.health.error)
         self._kept = []
+
+
+def _left(outcome: Outcome, errors: list[OSError | None]) -> tuple[Outcome, OSError | None]:
+    """An outcome after its commit, its records' `errors` in the order of its records:
+    its error (the first), and the outcome less the follow-ups placed already, to be
+    written again if it is kept (a worker may take a placed one meanwhile, and writing
+    it again would run it twice)."""
+    error = next((e for e in errors if e is not None), None)
+    if error is None or not outcome.follow:
+        return outcome, error
+    follow = tuple(r for r, e in zip(outcome.follow, errors[1:], strict=True) if e is not None)
+    return dataclasses.replace(outcome, follow=follow), error
 
 
 def _strand(outcome: Outcome, why: object) -> None:

@@ -10,19 +10,21 @@ from __future__ import annotations
 import math
 import uuid
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeGuard
 from zoneinfo import ZoneInfo
 
-from spoold import strictjson
+from spoold import followups, strictjson
 from spoold.errors import InvalidJob
 from spoold.jobs import JobType
-from spoold.names import ID_RE, ID_RULE, PRIORITIES
+from spoold.names import FOLLOW_UP_ID_RE, ID_RE, ID_RULE, PRIORITIES
+from spoold.results import RESULT_FIELDS
 from spoold.times import iso, iso_or_none, parse_time
 
 # Fields spoold writes itself; a producer setting them would forge the job's history.
 STATE_FIELDS = (
     "status", "attempts", "createdAt", "startedAt", "completedAt", "error",
-    "durationMs", "previousErrors", "nextAttemptAt",
+    "durationMs", "previousErrors", "nextAttemptAt", *RESULT_FIELDS,
 )  # fmt: skip
 
 
@@ -46,6 +48,7 @@ class Job:
     duration_ms: int | None = None
     previous_errors: list[str] = field(default_factory=list)
     next_attempt_at: float | None = None
+    result: dict[str, Any] = field(default_factory=dict)  # see results.result_fields
 
     @property
     def due(self) -> float:
@@ -72,6 +75,7 @@ class Job:
             record["previousErrors"] = list(self.previous_errors)
         if self.next_attempt_at is not None and self.status == "pending":
             record["nextAttemptAt"] = iso(self.next_attempt_at)
+        record.update(self.result)
         return record
 
     def to_json(self) -> bytes:
@@ -110,17 +114,22 @@ def new_job(
     tz: ZoneInfo,
     now: float,
     name_priority: str | None = None,
+    given_id: str | None = None,
 ) -> Job:
-    """Judge a submitted job object; raise InvalidJob with every problem found."""
+    """Judge a submitted job object; raise InvalidJob with every problem found.
+    `given_id`: the id spoold gives it (a follow-up's), not one from its fields."""
     job_type = _job_type(data, registry)
+    job_id = given_id or data.get("id") or str(uuid.uuid4())
     problems = _field_problems(data)
     problems += [p for p in job_type.validate(data)] if not problems else []
+    if not problems:
+        problems += followups.problems(data, job_id, partial(_judge_follow_up, registry, tz, now))
     run_at = _run_at(data, tz, problems)
     if problems:
         raise InvalidJob("; ".join(problems))
     return Job(
         data=data,
-        id=data.get("id") or str(uuid.uuid4()),
+        id=job_id,
         type=job_type.name,
         priority=name_priority or data.get("priority") or job_type.priority,
         max_attempts=data.get("maxAttempts") or job_type.max_attempts,
@@ -128,6 +137,12 @@ def new_job(
         timeout=data.get("timeout"),
         run_at=run_at,
     )
+
+
+def _judge_follow_up(
+    registry: dict[str, JobType], tz: ZoneInfo, now: float, data: dict[str, Any], job_id: str
+) -> Job:
+    return new_job(data, registry, tz, now, given_id=job_id)
 
 
 def _job_type(data: dict[str, Any], registry: dict[str, JobType]) -> JobType:
@@ -145,6 +160,9 @@ def _field_problems(data: dict[str, Any]) -> list[str]:
     job_id = data.get("id")
     if "id" in data and not (isinstance(job_id, str) and ID_RE.match(job_id)):
         problems.append(f"field 'id' must be {ID_RULE}, got {_given(job_id)}")
+    elif isinstance(job_id, str) and FOLLOW_UP_ID_RE.search(job_id):
+        problems.append(f"field 'id' must not end in .then.N or .onFailure.N (given to"
+                        f" follow-up jobs), got {_given(job_id)}")  # fmt: skip
     priority = data.get("priority")
     if "priority" in data and priority not in PRIORITIES:
         allowed = ", ".join(PRIORITIES)

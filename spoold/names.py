@@ -22,6 +22,15 @@ ID_PATTERN = r"^[A-Za-z0-9_\-][A-Za-z0-9._\-]{0,127}$"
 ID_RE = re.compile(ID_PATTERN[:-1] + r"\Z")
 ID_RULE = "1-128 of A-Z a-z 0-9 . _ - (not starting with .)"
 
+# A follow-up job's id names its parent (followups.py); a producer's id may not look like one.
+FOLLOW_UP_ID_RE = re.compile(r"\.(then|onFailure)\.[0-9]+\Z")
+
+
+def follow_up_id(parent_id: str, key: str, index: int) -> str:
+    """The id of a job's follow-up: `<parent id>.then.0`, `<parent id>.onFailure.1`..."""
+    return f"{parent_id}.{key}.{index}"
+
+
 STEM_RE = re.compile(
     rf"^(?P<rank>[0-{len(PRIORITIES) - 1}])-(?P<priority>{'|'.join(PRIORITIES)})-"
     rf"(?P<ts>\d{{8}}T\d{{6}}\.\d{{9}})Z-(?P<id>{ID_PATTERN[1:-1]})\Z"
@@ -54,9 +63,19 @@ def parse_stem(stem: str) -> Stem | None:
     if not match:
         return None
     ts = match.group("ts")
-    fields = (int(ts[0:4]), int(ts[4:6]), int(ts[6:8]), int(ts[9:11]), int(ts[11:13]))
-    accepted = calendar.timegm((*fields, int(ts[13:15]))) + int(ts[16:]) / 1e9
+    accepted = calendar.timegm(_fields(ts)) + int(ts[16:]) / 1e9
     return Stem(match.group("priority"), accepted, match.group("id"), stem)
+
+
+def accepted_ns(stem: Stem) -> int:
+    """The acceptance time a stem spells, to the nanosecond (Stem.accepted is a float)."""
+    ts = STEM_RE.match(stem.text).group("ts")  # type: ignore[union-attr]
+    return calendar.timegm(_fields(ts)) * 1_000_000_000 + int(ts[16:])
+
+
+def _fields(ts: str) -> tuple[int, ...]:
+    """'20260131T090000.123456789' → (2026, 1, 31, 9, 0, 0), for calendar.timegm."""
+    return (int(ts[0:4]), int(ts[4:6]), int(ts[6:8]), int(ts[9:11]), int(ts[11:13]), int(ts[13:15]))
 
 
 def stem_of(name: str) -> Stem | None:

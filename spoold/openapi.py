@@ -198,6 +198,11 @@ def paths() -> Schema:
     }  # fmt: skip
 
 
+FOLLOW_UPS = {"type": "array", "items": {"type": "object"},
+              "description": "Jobs (without an id) enqueued after this one (README: Follow-up"
+                             " jobs); one that is not a valid job rejects this one."}  # fmt: skip
+
+
 def schemas(types: list[str]) -> Schema:
     integer, string = {"type": "integer", "minimum": 0}, {"type": "string"}
     time = {"type": "string", "description": "ISO 8601"}
@@ -217,6 +222,10 @@ def schemas(types: list[str]) -> Schema:
             "completedAt": nullable(time),
             "error": nullable(string),
             "durationMs": nullable(integer),
+            "result": {"description": "What the job returned (README: Results)."},
+            "resultTruncated": {"type": "boolean", "enum": [True]},
+            "resultBytes": integer,
+            "resultNote": string,
         },
     }
     pending = {
@@ -268,6 +277,8 @@ def schemas(types: list[str]) -> Schema:
                 "maxAttempts": {"type": "integer", "minimum": 1},
                 "timeout": {"type": "number", "exclusiveMinimum": True, "minimum": 0},
                 "runAt": nullable({"type": "string", "format": "date-time"}),
+                "then": FOLLOW_UPS,
+                "onFailure": FOLLOW_UPS,
             },
         },
         "Accepted": {"type": "object", "required": ["success", "jobId", "type", "priority"],

@@ -35,7 +35,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -79,6 +79,16 @@ class Record(NamedTuple):
     data: bytes
     running: str | None = None
     exclusive: bool = False
+
+
+def with_follow_ups(record: Record, follow: Sequence[Record]) -> list[Record]:
+    """A job's record, then the pending files of its follow-ups (followups.py), to commit
+    together: the record's running file goes with the last of them, so it is dropped only
+    once all are in place, and a crash in between leaves it for recovery to find."""
+    if not follow:
+        return [record]
+    last = follow[-1]._replace(running=record.running)
+    return [record._replace(running=None), *follow[:-1], last]
 
 
 class Spool:
@@ -309,6 +319,11 @@ class Spool:
             logger.debug("incoming/%s went while it was read (%s)", name, e.strerror)
             return None
 
+    def read_regular(self, folder: str, name: str, max_bytes: int) -> Incoming:
+        """A file that must be a regular file of at most max_bytes, never following or
+        opening anything else: Rejected saying what it is; FileNotFoundError if gone."""
+        return read_regular(self._p[folder] + name, max_bytes)
+
     def accept(self, name: str, stem: str) -> bool:
         """incoming/name → pending/stem.json, the producer's bytes unchanged. True if the
         file is there now, also when this move was made before (by a helper that stopped
@@ -416,10 +431,19 @@ class Spool:
         if root is not None:
             os.close(root)
 
-    def finish(self, running: str, stem: str, folder: str, data: bytes) -> None:
-        """Write the final record (completed/ or failed/) or the retry (pending/), then drop
-        the running file, now (recovery, cancel); OSError if it could not be written."""
-        self.commit_one(Record(folder, stem, data, running))
+    def finish(
+        self, running: str, stem: str, folder: str, data: bytes, follow: Sequence[Record] = ()
+    ) -> None:
+        """Write the final record (completed/ or failed/) or the retry (pending/), and its
+        follow-ups, then drop the running file, now (recovery, cancel); OSError if it could
+        not be written."""
+        self.commit_all(with_follow_ups(Record(folder, stem, data, running), follow))
+
+    def commit_all(self, records: list[Record]) -> None:
+        """commit() now, durably as configured; the first error raised."""
+        for error in self.commit(records, self.durable):
+            if error is not None:
+                raise error
 
     def commit_one(self, record: Record) -> None:
         """commit() of one record, its error raised."""

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from spoold import followups
 from spoold.commit import Committer, Outcome
 from spoold.context import Context
 from spoold.dispatch import Dispatcher, Taken, backoff_seconds, default_rand
@@ -23,7 +24,8 @@ from spoold.errors import PermanentJobError
 from spoold.job import Job, from_record
 from spoold.jobs import JobType
 from spoold.names import Stem, parse_stem, running_stem
-from spoold.spool import Spool
+from spoold.results import result_fields
+from spoold.spool import Record, Spool
 from spoold.threads import Loop
 from spoold.times import iso_or_none
 
@@ -252,7 +254,7 @@ class WorkerPool:
         if job_type is None:
             return f"unknown job type {job.type!r} (was it removed from jobTypes?)", True
         try:
-            job_type.run(job.run_args(policy.timeout))
+            job.result = result_fields(job_type.run(job.run_args(policy.timeout)))
         except PermanentJobError as e:
             return str(e) or type(e).__name__, True
         except Exception as e:
@@ -280,10 +282,23 @@ class WorkerPool:
             wait = backoff_seconds(job.attempts, policy.max_backoff, policy.jitter, self.rand)
             job.next_attempt_at = end + wait
 
+        follow = self._follow_ups(job, attempt.stem, folder)
+
         def done() -> None:
+            announce(self.dispatcher, follow)
             self._reported(job, attempt.stem, folder, end)
 
-        return Outcome(attempt.running, attempt.stem, folder, job.to_json(), done)
+        data = job.to_json()
+        return Outcome(attempt.running, attempt.stem, folder, data, done, follow=tuple(follow))
+
+    def _follow_ups(self, job: Job, stem: str, folder: str) -> list[Record]:
+        """The follow-ups this outcome enqueues (none for a retry), less those enqueued
+        already by an earlier run of this job that stopped before its record was written."""
+        key = followups.KEYS.get(folder)
+        parsed = parse_stem(stem) if key and key in job.data else None  # most jobs have none
+        if parsed is None:
+            return []
+        return followups.missing(job.data, folder, parsed, self.registry(), _exists_in(self.spool))
 
     def _reported(self, job: Job, stem: str, folder: str, end: float) -> None:
         """The outcome is in the spool (durably, with fsync): index a retry, log, report."""
@@ -382,6 +397,7 @@ def recover_running(
     if stem is None:
         return None
     if spool.has_record(stem.text):
+        _enqueue_follow_ups(spool, stem, dispatcher, context[1])
         spool.drop_running(running)
         return None
     started = spool.was_started(running)
@@ -402,7 +418,9 @@ def recover_running(
     job.status = "failed" if job.attempts >= job.max_attempts else "pending"
     if job.status == "failed":
         job.completed_at = time.time()
-    spool.finish(running, stem.text, job.status, job.to_json())
+    follow = followups.missing(job.data, job.status, stem, registry, _exists_in(spool))
+    spool.finish(running, stem.text, job.status, job.to_json(), follow)
+    announce(dispatcher, follow)
     if job.status == "pending":
         dispatcher.defer(stem.text, stem.priority, 0.0, due_known=False)  # read it again
     logger.warning("recovered job %s from running/: %s (attempt %d of %d)",
@@ -421,3 +439,42 @@ def _put_back_unstarted(
     logger.warning("recovered job %s from running/: claimed but never started, pending"
                    " again (no attempt counted)", stem.id)  # fmt: skip
     return "pending"
+
+
+def _enqueue_follow_ups(
+    spool: Spool, stem: Stem, dispatcher: Dispatcher, registry: dict[str, JobType]
+) -> None:
+    """A job whose record was written before its holder stopped: enqueue the follow-ups
+    that record calls for and that are not in the spool yet (see followups.py)."""
+    for folder in followups.KEYS:
+        raw = spool.read(folder, stem.text + ".json")
+        record = _json_object(raw) if raw is not None else None
+        if record is None:
+            continue
+        follow = followups.missing(record, folder, stem, registry, _exists_in(spool))
+        if follow:
+            spool.commit_all(follow)
+            announce(dispatcher, follow)
+            logger.warning("job %s: enqueued %d follow-up(s) its holder left unwritten",
+                           stem.id, len(follow))  # fmt: skip
+
+
+def _json_object(raw: bytes) -> dict[str, Any] | None:
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _exists_in(spool: Spool) -> Callable[[str], bool]:
+    """Whether a job of that pending stem is in the spool, in any folder."""
+    return lambda stem: spool.job_folder(stem) is not None
+
+
+def announce(dispatcher: Dispatcher, follow: list[Record]) -> None:
+    """Follow-ups are in pending/ now: the dispatcher reads each when its turn comes."""
+    for record in follow:
+        parsed = parse_stem(record.stem)
+        if parsed:
+            dispatcher.defer(record.stem, parsed.priority, 0.0, due_known=False)

@@ -25,7 +25,7 @@ class JobType:
     """A runnable kind of job, with the defaults a job file may override."""
 
     name: str
-    run: Callable[[Job], None]
+    run: Callable[[Job], Any]  # its return value is the job's result (results.py)
     priority: str = "normal"
     max_attempts: int = 3
     validate: Callable[[Job], list[str]] = no_problems

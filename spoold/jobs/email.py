@@ -112,8 +112,10 @@ def envelope_recipients(job: dict[str, Any]) -> list[str]:
     return list(dict.fromkeys(address for _, address in pairs))
 
 
-def send_email(smtp: SmtpConfig, job: dict[str, Any]) -> None:
-    """Send the job's message; raise PermanentJobError on a 5xx, another error to retry."""
+def send_email(smtp: SmtpConfig, job: dict[str, Any]) -> dict[str, Any]:
+    """Send the job's message; raise PermanentJobError on a 5xx, another error to retry.
+
+    The result: the recipients the server accepted, and those it refused with its reply."""
     problems = validate(job)
     if problems:
         raise PermanentJobError("; ".join(problems))
@@ -136,6 +138,11 @@ def send_email(smtp: SmtpConfig, job: dict[str, Any]) -> None:
     if refused:
         logger.warning("%s refused some recipients of job %s: %s", where, job.get("id"), refused)
     logger.info("sent email job %s to %s via %s", job.get("id"), ", ".join(recipients), where)
+    accepted = [address for address in recipients if address not in refused]
+    result: dict[str, Any] = {"accepted": accepted}
+    if refused:
+        result["refused"] = {address: _reply(*reply) for address, reply in refused.items()}
+    return result
 
 
 def _timeout(job: dict[str, Any], configured: float) -> float:

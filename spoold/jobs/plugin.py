@@ -16,14 +16,14 @@ from spoold.errors import ConfigError
 
 def load_functions(
     config: Config, builtins: set[str]
-) -> dict[str, Callable[[dict[str, Any]], None]]:
+) -> dict[str, Callable[[dict[str, Any]], Any]]:
     """Import every configured plug-in; ConfigError lists each one that cannot be used.
 
     All problems are collected first, because an operator fixing a config wants
     the whole list at once.
     """
     source = str(config.path) if config.path else "<config>"
-    functions: dict[str, Callable[[dict[str, Any]], None]] = {}
+    functions: dict[str, Callable[[dict[str, Any]], Any]] = {}
     problems: list[str] = []
     for name, target in config.job_types.items():
         try:
@@ -35,14 +35,14 @@ def load_functions(
     return functions
 
 
-def _checked(name: str, target: str, builtins: set[str]) -> Callable[[dict[str, Any]], None]:
+def _checked(name: str, target: str, builtins: set[str]) -> Callable[[dict[str, Any]], Any]:
     """The function target names, or ValueError saying why it cannot be a job type."""
     if name in builtins:
         raise ValueError(f"{name!r} is a built-in job type; choose another name")
     function = load_target(target)
     if not callable(function):
         raise ValueError(f"{target!r} is not a function (its type is {type(function).__name__})")
-    checked: Callable[[dict[str, Any]], None] = function
+    checked: Callable[[dict[str, Any]], Any] = function
     return checked
 
 

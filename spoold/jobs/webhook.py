@@ -28,6 +28,7 @@ HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")  # an RFC 9110 toke
 UNSAFE_IN_VALUE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]|[^\x00-\xff]")
 RETRY_STATUSES = {429}
 SNIPPET_BYTES = 200
+RESULT_BODY_BYTES = 1024  # of a successful answer's body, kept in the job's result
 
 
 def validate(config: WebhookConfig, job: dict[str, Any]) -> list[str]:
@@ -117,8 +118,10 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
 _opener = urllib.request.build_opener(_NoRedirects)
 
 
-def post_webhook(config: WebhookConfig, job: dict[str, Any]) -> None:
-    """POST the job's payload; PermanentJobError for answers a retry cannot change."""
+def post_webhook(config: WebhookConfig, job: dict[str, Any]) -> dict[str, Any]:
+    """POST the job's payload; PermanentJobError for answers a retry cannot change.
+
+    The result: the answer's status and the first RESULT_BODY_BYTES of its body as text."""
     problems = validate(config, job)  # the config may have changed since the job was accepted
     if problems:
         raise PermanentJobError("; ".join(problems))
@@ -127,6 +130,7 @@ def post_webhook(config: WebhookConfig, job: dict[str, Any]) -> None:
     try:
         with _opener.open(_request(job), timeout=timeout) as response:
             status = response.status
+            body = _body_start(response)
     except urllib.error.HTTPError as e:
         raise _failure(where, e.code, e.reason, e.headers, _snippet(e)) from e
     except (OSError, http.client.HTTPException) as e:  # URLError, timeouts, resets, bad answers
@@ -135,6 +139,18 @@ def post_webhook(config: WebhookConfig, job: dict[str, Any]) -> None:
     except ValueError as e:  # the URL or a header cannot be sent (InvalidURL, UnicodeError)
         raise PermanentJobError(f"webhook POST {where} cannot be sent: {e}") from e
     logger.info("webhook job %s: POST %s answered %s", job.get("id"), where, status)
+    return {"status": status, "body": body.decode("utf-8", "replace")}
+
+
+def _body_start(response: Any) -> bytes:
+    """The start of a successful answer's body for the result; b"" if it cannot be read:
+    the POST was answered, so a broken body must not make the job run again."""
+    try:
+        data: bytes = response.read(RESULT_BODY_BYTES)
+    except (OSError, http.client.HTTPException) as e:
+        logger.debug("cannot read the answer's body for the result: %s", e)
+        return b""
+    return data
 
 
 def _request(job: dict[str, Any]) -> urllib.request.Request:
