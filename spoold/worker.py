@@ -21,12 +21,16 @@ from spoold.context import Context
 from spoold.dispatch import Dispatcher, Taken, backoff_seconds, default_rand
 from spoold.errors import PermanentJobError
 from spoold.job import Job, from_record
+from spoold.jobcontext import JobContext
 from spoold.jobs import JobType
 from spoold.names import Stem, parse_stem, running_stem
 from spoold.spool import Spool
 from spoold.times import iso_or_none
 
 logger = logging.getLogger(__name__)
+
+CANCEL_POLL = 0.5  # seconds between two looks at cancel/ while jobs run
+CANCELLED = "cancelled"  # the error of a job an operator stopped
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,7 @@ class Attempt:
     running: str
     deadline: float
     thread: int
+    context: JobContext
     done: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -168,7 +173,7 @@ class WorkerPool:
             if claimed is None:
                 return None
             attempt, policy = self._begin(*claimed, taken.stem, now), self.policy()
-        error, permanent = self._execute(attempt.job, policy)
+        error, permanent = self._execute(attempt.job, policy, attempt.context)
         with self._lock:
             self.active.pop(attempt.thread, None)
         if _settle(attempt):
@@ -237,17 +242,27 @@ class WorkerPool:
         job.attempts += 1
         job.status, job.started_at, job.error = "running", now, None
         timeout = job.timeout or self.policy().timeout
-        attempt = Attempt(job, stem, running, time.monotonic() + timeout, threading.get_ident())
+        deadline, thread = time.monotonic() + timeout, threading.get_ident()
+        attempt = Attempt(job, stem, running, deadline, thread, JobContext(job.id))
         with self._lock:
             self.active[attempt.thread] = attempt
         return attempt
 
-    def _execute(self, job: Job, policy: Policy) -> tuple[str | None, bool]:
+    def _execute(self, job: Job, policy: Policy, context: JobContext) -> tuple[str | None, bool]:
+        """(error or None, whether it is for good). Once a cancel was asked for, a failure
+        and a return after the job saw the request are both 'cancelled', never retried; a
+        job that never looked and completed did its work, and completed it is."""
+        error, permanent = self._call(job, policy, context)
+        if context.cancel_requested and (error is not None or context.cancel_seen):
+            return CANCELLED, True
+        return error, permanent
+
+    def _call(self, job: Job, policy: Policy, context: JobContext) -> tuple[str | None, bool]:
         job_type = self.registry().get(job.type)
         if job_type is None:
             return f"unknown job type {job.type!r} (was it removed from jobTypes?)", True
         try:
-            job_type.run(job.run_args(policy.timeout))
+            job_type.call(job.run_args(policy.timeout), context)
         except PermanentJobError as e:
             return str(e) or type(e).__name__, True
         except Exception as e:
@@ -260,6 +275,8 @@ class WorkerPool:
         with self.spool.turn:
             outcome = self._outcome(attempt, error, permanent)
         self.committer.submit(outcome)
+        if attempt.context.cancel_requested:
+            self._answered(attempt.job.id)
 
     def _outcome(self, attempt: Attempt, error: str | None, permanent: bool) -> Outcome:
         job, policy = attempt.job, self.policy()
@@ -294,9 +311,12 @@ class WorkerPool:
     # ----- timeouts and leases ----------------------------------------------------------
 
     def _monitor_loop(self) -> None:
-        last_renew = 0.0
+        last_renew = last_poll = 0.0
         while not self._stopping.wait(0.05):
             self._expire(time.monotonic())
+            if self.active and time.monotonic() - last_poll >= CANCEL_POLL:
+                last_poll = time.monotonic()
+                self._poll_cancels()
             if time.monotonic() - last_renew >= self.policy().lease_seconds / 3:
                 last_renew = time.monotonic()
                 self._renew_lease()
@@ -322,8 +342,49 @@ class WorkerPool:
             timeout = attempt.job.timeout or self.policy().timeout
             logger.warning("job %s timed out after %ss; its thread is abandoned",
                            attempt.job.id, timeout)  # fmt: skip
-            self._record(attempt, f"timed out after {timeout}s", False)
+            if attempt.context.cancel_requested:  # it did not stop when asked: still cancelled
+                self._record(attempt, CANCELLED, True)
+            else:
+                self._record(attempt, f"timed out after {timeout}s", False)
             self._spawn()
+
+    # ----- cancelling and progress -------------------------------------------------------
+
+    def cancel(self, job_id: str) -> bool:
+        """Ask the attempt running job_id here to stop; False if no worker here runs it."""
+        attempt = self._attempt(job_id)
+        if attempt is None:
+            return False
+        if not attempt.context.cancel_requested:
+            logger.info("job %s: cancel requested; it stops at its next step", job_id)
+            attempt.context.request_cancel()
+        return True
+
+    def progress(self, job_id: str) -> dict[str, Any] | None:
+        """The last progress job_id reported, if it runs here and has reported."""
+        attempt = self._attempt(job_id)
+        return attempt.context.last_progress() if attempt else None
+
+    def _attempt(self, job_id: str) -> Attempt | None:
+        with self._lock:
+            return next((a for a in self.active.values() if a.job.id == job_id), None)
+
+    def _poll_cancels(self) -> None:
+        """Pass on the requests in cancel/ for the jobs running here (spoold cancel, or
+        another daemon's HTTP API, wrote them); the others are another daemon's."""
+        try:
+            requested = self.spool.cancel_requests()
+        except OSError as e:
+            logger.error("cannot read the cancel requests in %s: %s", self.spool.root, e)
+            return
+        for job_id in requested:
+            self.cancel(job_id)
+
+    def _answered(self, job_id: str) -> None:
+        try:
+            self.spool.drop_cancel_request(job_id)
+        except OSError as e:
+            logger.error("cannot remove the answered cancel request of job %s: %s", job_id, e)
 
     def _recovery_args(self) -> tuple[ZoneInfo, dict[str, JobType]]:
         return self.tz(), self.registry()
@@ -333,13 +394,25 @@ class WorkerPool:
         return len(self.active)
 
     def running_jobs(self) -> list[dict[str, Any]]:
-        """What runs now, oldest attempt first: id, type, priority, attempt, start time."""
+        """What runs now, oldest attempt first: id, type, priority, attempt, start time,
+        the last progress report (or None) and whether a cancel was asked for."""
         with self._lock:
-            jobs = [attempt.job for attempt in self.active.values()]
-        jobs.sort(key=lambda job: job.started_at or 0.0)
-        return [{"id": job.id, "type": job.type, "priority": job.priority,
-                 "attempts": job.attempts, "startedAt": iso_or_none(job.started_at)}
-                for job in jobs]  # fmt: skip
+            attempts = list(self.active.values())
+        attempts.sort(key=lambda attempt: attempt.job.started_at or 0.0)
+        return [_shown(attempt) for attempt in attempts]
+
+
+def _shown(attempt: Attempt) -> dict[str, Any]:
+    job, context = attempt.job, attempt.context
+    return {
+        "id": job.id,
+        "type": job.type,
+        "priority": job.priority,
+        "attempts": job.attempts,
+        "startedAt": iso_or_none(job.started_at),
+        "progress": context.last_progress(),
+        "cancelling": context.cancel_requested,
+    }
 
 
 def _record_or_reject(spool: Spool, running: str, raw: bytes, why: str) -> dict[str, Any] | None:

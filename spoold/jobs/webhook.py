@@ -19,6 +19,7 @@ from urllib.parse import SplitResult, urlsplit
 from spoold import __version__
 from spoold.config import WebhookConfig
 from spoold.errors import PermanentJobError
+from spoold.jobcontext import JobContext
 from spoold.jobs.basic import shown, wrong_field
 
 logger = logging.getLogger(__name__)
@@ -117,11 +118,16 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
 _opener = urllib.request.build_opener(_NoRedirects)
 
 
-def post_webhook(config: WebhookConfig, job: dict[str, Any]) -> None:
-    """POST the job's payload; PermanentJobError for answers a retry cannot change."""
+def post_webhook(
+    config: WebhookConfig, job: dict[str, Any], context: JobContext | None = None
+) -> None:
+    """POST the job's payload; PermanentJobError for answers a retry cannot change. The
+    POST is its one step: a cancel stops it before the request, not while it is out."""
     problems = validate(config, job)  # the config may have changed since the job was accepted
     if problems:
         raise PermanentJobError("; ".join(problems))
+    if context:
+        context.check()
     where = _where(urlsplit(job["url"]))
     timeout = min(float(job.get("timeout") or config.timeout), config.timeout)
     try:
