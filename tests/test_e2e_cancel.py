@@ -1,0 +1,225 @@
+"""Cancelling a running job and its progress (issue 14, parts 3 and 4), end to end: the
+daemon as a subprocess, plug-ins that take a JobContext, DELETE /jobs/<id> and
+`spoold cancel`, with and without HTTP, and with two daemons on one spool."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import free_port, job_files, records, spoold_cli, wait_until
+from helpers_api import Client
+
+from spoold.config import CleanupConfig
+from spoold.errors import JobCancelled
+from spoold.jobcontext import JobContext
+from spoold.jobs.cleanup import clean_directory
+
+# Plug-ins that take the context, written beside the daemon's config (its working folder
+# is on sys.path). Each leaves a file saying what it saw, so a test asserts on files.
+CANCEL_PLUGINS = '''
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def patient(job, context):
+    """Reports job['fraction'] and job['text'] once, then works until asked to stop."""
+    context.progress(job.get("fraction", 0.5), job.get("text", "halfway"))
+    steps = 0
+    while not context.cancelled():
+        steps += 1
+        time.sleep(0.01)
+    (HERE / (job["id"] + ".stopped")).write_text(str(steps))
+
+
+def deaf(job, context):
+    """Never looks at the context: runs until its timeout whatever anyone asks."""
+    (HERE / (job["id"] + ".started")).write_text("")
+    time.sleep(3600)
+
+
+def overshoot(job, context):
+    """Reports a fraction past 1, which is refused."""
+    context.progress(1.5, "too far")
+
+
+def plain(job):
+    """An old plug-in that takes only the job: it keeps working."""
+    (HERE / (job["id"] + ".ran")).write_text(str(job["attempts"]))
+'''
+TYPES = {name: f"cancel_plugins:{name}" for name in ("patient", "deaf", "overshoot", "plain")}
+
+
+def write_plugins(workdir: Path) -> dict[str, str]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "cancel_plugins.py").write_text(CANCEL_PLUGINS)
+    return TYPES
+
+
+def http(port: int) -> dict[str, Any]:
+    return {"host": "127.0.0.1", "port": port}
+
+
+def record_in(spool: Path, folder: str, job_id: str) -> dict[str, Any] | None:
+    found = [r for r in records(spool, folder) if r["id"] == job_id]
+    return found[0] if found else None
+
+
+def running_in_status(daemon: Any, job_id: str) -> dict[str, Any] | None:
+    running = daemon.status()["jobs"]["running"]
+    return next((job for job in running if job["id"] == job_id), None)
+
+
+def progress_in_status(daemon: Any, job_id: str) -> dict[str, Any] | None:
+    shown = running_in_status(daemon, job_id)
+    return shown["progress"] if shown else None
+
+
+def cancel_requests(spool: Path) -> list[str]:
+    return os.listdir(spool / "cancel")
+
+
+def cancel_cli(workdir: Path, job_id: str) -> Any:
+    return spoold_cli("cancel", job_id, "--config", str(workdir / "spoold.yaml"), cwd=workdir)
+
+
+def test_a_running_plugin_reports_progress_and_stops_when_cancelled_over_http(
+    start_daemon, tmp_path
+):
+    port = free_port()
+    daemon = start_daemon(jobTypes=write_plugins(tmp_path), http=http(port), workers=1)
+    with Client(port) as client:
+        long_text = "<b>copying</b>\n" + "x" * 300
+        job = {"type": "patient", "id": "long", "fraction": 0.25, "text": long_text}
+        assert client.post("/jobs", job).status == 200
+        shown = wait_until(lambda: client.get("/jobs/long").json.get("progress"))
+        assert shown["fraction"] == 0.25
+        assert shown["text"] == ("<b>copying</b> " + "x" * 300)[:200]  # one line, cut to 200
+        assert client.get("/jobs/long").json["folder"] == "running"
+        assert wait_until(lambda: progress_in_status(daemon, "long")) == shown
+        assert running_in_status(daemon, "long")["cancelling"] is False
+
+        reply = client.delete("/jobs/long")
+        assert reply.status == 202
+        assert reply.json == {"success": True, "jobId": "long", "status": "cancelling"}
+        record = wait_until(lambda: record_in(daemon.spool, "failed", "long"))
+        assert record["status"] == "failed" and record["error"] == "cancelled"
+        assert record["attempts"] == 1 and record["maxAttempts"] > 1  # and not retried:
+        assert (tmp_path / "long.stopped").exists()
+        assert record_in(daemon.spool, "pending", "long") is None
+        assert client.get("/jobs/long").json["folder"] == "failed"
+        assert "progress" not in client.get("/jobs/long").json  # only a running job has one
+
+        finished = client.delete("/jobs/long")
+        assert finished.status == 409 and "failed" in finished.error
+        assert client.delete("/jobs/never-was").status == 404
+        assert client.post("/jobs", {"type": "noop", "id": "after"}).status == 200
+        wait_until(lambda: record_in(daemon.spool, "completed", "after"))
+    assert not (daemon.spool / "cancel").exists()  # the daemon running it needs no file
+    assert daemon.stop() == 0
+
+
+def test_a_plugin_that_ignores_the_cancel_stops_at_its_timeout_and_is_not_retried(
+    start_daemon, tmp_path
+):
+    port = free_port()
+    daemon = start_daemon(jobTypes=write_plugins(tmp_path), http=http(port))
+    with Client(port) as client:
+        client.post("/jobs", {"type": "deaf", "id": "deaf", "timeout": 2, "maxAttempts": 3})
+        wait_until(lambda: (tmp_path / "deaf.started").exists())
+        asked = time.monotonic()
+        assert client.delete("/jobs/deaf").status == 202
+        [running] = client.get("/status").json["jobs"]["running"]
+        assert running["id"] == "deaf" and running["cancelling"] is True
+        record = wait_until(lambda: record_in(daemon.spool, "failed", "deaf"), 10)
+        assert time.monotonic() - asked > 0.5  # it ran on after the request, to its timeout
+        assert record["error"] == "cancelled" and record["attempts"] == 1
+        assert record["durationMs"] >= 1900
+        assert client.delete("/jobs/deaf").status == 409
+    assert daemon.stop() == 0
+
+
+def test_a_plugin_that_takes_only_the_job_and_a_bad_progress_report(start_daemon, tmp_path):
+    daemon = start_daemon(jobTypes=write_plugins(tmp_path))
+    daemon.drop("p.json", {"type": "plain", "id": "plain"})
+    daemon.drop("o.json", {"type": "overshoot", "id": "over", "maxAttempts": 1})
+    wait_until(lambda: record_in(daemon.spool, "completed", "plain"))
+    assert (tmp_path / "plain.ran").read_text() == "1"
+    record = wait_until(lambda: record_in(daemon.spool, "failed", "over"))
+    assert "progress fraction must be from 0 to 1, got 1.5" in record["error"]
+    assert daemon.stop() == 0
+
+
+def test_spoold_cancel_without_http_for_pending_running_and_finished_jobs(start_daemon, tmp_path):
+    daemon = start_daemon(jobTypes=write_plugins(tmp_path))
+    daemon.drop("later.json", {"type": "noop", "id": "later", "runAt": "2999-01-01T00:00:00Z"})
+    daemon.drop("now.json", {"type": "patient", "id": "now"})
+    wait_until(lambda: any("-later" in name for name in job_files(daemon.spool, "pending")))
+    wait_until(lambda: running_in_status(daemon, "now"))
+
+    pending = cancel_cli(tmp_path, "later")
+    assert pending.returncode == 0, pending.stderr
+    assert pending.stdout.startswith("failed/") and "later" in pending.stdout
+    assert record_in(daemon.spool, "failed", "later")["error"] == "cancelled"
+
+    running = cancel_cli(tmp_path, "now")
+    assert running.returncode == 0, running.stderr
+    assert "asked to stop" in running.stdout
+    record = wait_until(lambda: record_in(daemon.spool, "failed", "now"))
+    assert record["error"] == "cancelled" and record["attempts"] == 1
+    assert (tmp_path / "now.stopped").exists()
+    wait_until(lambda: cancel_requests(daemon.spool) == [])
+
+    finished = cancel_cli(tmp_path, "now")
+    assert finished.returncode == 1 and "failed" in finished.stderr
+    unknown = cancel_cli(tmp_path, "no-such-job")
+    assert unknown.returncode == 1 and "no-such-job" in unknown.stderr
+    assert daemon.stop() == 0
+
+
+def test_a_cancel_reaches_the_daemon_holding_the_job_through_another_daemon(start_daemon, tmp_path):
+    port = free_port()
+    spool = str(tmp_path / "spool")
+    holder = start_daemon(
+        workdir=tmp_path / "a", spool=spool, node="a", jobTypes=write_plugins(tmp_path / "a")
+    )
+    holder.drop("j.json", {"type": "patient", "id": "elsewhere"})
+    wait_until(lambda: running_in_status(holder, "elsewhere"))
+    other = start_daemon(
+        workdir=tmp_path / "b",
+        spool=spool,
+        node="b",
+        workers=1,
+        http=http(port),
+        jobTypes=write_plugins(tmp_path / "b"),
+    )
+    with Client(port) as client:
+        assert client.get("/jobs/elsewhere").json["progress"] is None  # not running on b
+        reply = client.delete("/jobs/elsewhere")
+        assert reply.status == 202, reply.body
+    record = wait_until(lambda: record_in(holder.spool, "failed", "elsewhere"))
+    assert record["error"] == "cancelled"
+    assert (tmp_path / "a" / "elsewhere.stopped").exists()  # a ran it, and a stopped it
+    wait_until(lambda: cancel_requests(holder.spool) == [])
+    assert holder.stop() == 0 and other.stop() == 0
+
+
+def test_cleanup_stops_before_its_next_file_once_cancelled(tmp_path):
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    old = time.time() - 10 * 86400
+    for n in range(5):
+        path = folder / f"{n}.log"
+        path.write_text("old")
+        os.utime(path, (old, old))
+    context = JobContext("c")
+    context.request_cancel()
+    job = {"id": "c", "directory": str(folder), "maxAgeDays": 1}
+    with pytest.raises(JobCancelled):
+        clean_directory(CleanupConfig(allowed_roots=(str(tmp_path),)), job, context)
+    assert len(list(folder.iterdir())) == 5  # not one file removed after the request
