@@ -119,9 +119,13 @@ class WorkerPool:
             leftovers = list(self.active.values())
         self.committer.stop()
         for attempt in leftovers:
-            if _settle(attempt):
-                logger.warning("job %s still running after %.0fs: put back", attempt.job.id, grace)
-                recover_running(self.spool, attempt.running, self.dispatcher, self._recovery_args())
+            if not _settle(attempt):
+                continue
+            if attempt.context.cancel_requested:  # asked to stop: not to be run again
+                self._record_now(attempt, CANCELLED)
+                continue
+            logger.warning("job %s still running after %.0fs: put back", attempt.job.id, grace)
+            recover_running(self.spool, attempt.running, self.dispatcher, self._recovery_args())
         if self._monitor:
             self._monitor.join(2)
 
@@ -277,6 +281,19 @@ class WorkerPool:
         self.committer.submit(outcome)
         if attempt.context.cancel_requested:
             self._answered(attempt.job.id)
+
+    def _record_now(self, attempt: Attempt, error: str) -> None:
+        """Record a final failure directly (at stop, the committer has stopped)."""
+        with self.spool.turn:
+            outcome = self._outcome(attempt, error, True)
+        try:
+            self.spool.finish(attempt.running, attempt.stem, outcome.folder, outcome.data)
+        except OSError as e:
+            logger.error("job %s: cannot record its outcome (%s); it is recovered later",
+                         attempt.job.id, e)  # fmt: skip
+            return
+        outcome.done()
+        self._answered(attempt.job.id)
 
     def _outcome(self, attempt: Attempt, error: str | None, permanent: bool) -> Outcome:
         job, policy = attempt.job, self.policy()

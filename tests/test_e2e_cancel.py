@@ -144,6 +144,21 @@ def test_a_plugin_that_ignores_the_cancel_stops_at_its_timeout_and_is_not_retrie
     assert daemon.stop() == 0
 
 
+def test_a_job_asked_to_stop_that_outlives_the_shutdown_grace_is_recorded_cancelled(
+    start_daemon, tmp_path
+):
+    port = free_port()
+    daemon = start_daemon(jobTypes=write_plugins(tmp_path), http=http(port), shutdownGrace=0.5)
+    with Client(port) as client:
+        client.post("/jobs", {"type": "deaf", "id": "stubborn", "timeout": 60})
+        wait_until(lambda: (tmp_path / "stubborn.started").exists())
+        assert client.delete("/jobs/stubborn").status == 202
+    assert daemon.stop() == 0
+    record = record_in(daemon.spool, "failed", "stubborn")
+    assert record and record["error"] == "cancelled" and record["attempts"] == 1
+    assert job_files(daemon.spool, "pending") == job_files(daemon.spool, "running") == []
+
+
 def test_a_plugin_that_takes_only_the_job_and_a_bad_progress_report(start_daemon, tmp_path):
     daemon = start_daemon(jobTypes=write_plugins(tmp_path))
     daemon.drop("p.json", {"type": "plain", "id": "plain"})
