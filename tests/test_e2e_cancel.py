@@ -5,13 +5,18 @@ daemon as a subprocess, plug-ins that take a JobContext, DELETE /jobs/<id> and
 from __future__ import annotations
 
 import os
+import socket
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import free_port, job_files, records, spoold_cli, wait_until
 from helpers_api import Client
+from helpers_servers import smtp_server
 
 from spoold.config import CleanupConfig
 from spoold.errors import JobCancelled
@@ -222,6 +227,54 @@ def test_a_cancel_reaches_the_daemon_holding_the_job_through_another_daemon(star
     assert (tmp_path / "a" / "elsewhere.stopped").exists()  # a ran it, and a stopped it
     wait_until(lambda: cancel_requests(holder.spool) == [])
     assert holder.stop() == 0 and other.stop() == 0
+
+
+@contextmanager
+def held_proxy(port: int, release: threading.Event) -> Iterator[tuple[int, threading.Event]]:
+    """A TCP proxy on 127.0.0.1 to `port` that accepts one client and passes nothing on
+    until `release` is set: a server that is slow to greet. Yields its port and an event
+    set once the client has connected."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    connected = threading.Event()
+
+    def pipe(source: socket.socket, target: socket.socket) -> None:
+        with source, target:
+            while data := source.recv(65536):
+                target.sendall(data)
+
+    def serve() -> None:
+        client, _ = listener.accept()
+        connected.set()
+        release.wait(30)
+        server = socket.create_connection(("127.0.0.1", port))
+        threading.Thread(target=pipe, args=(server, client.dup()), daemon=True).start()
+        pipe(client, server.dup())
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1], connected
+    finally:
+        release.set()
+        listener.close()
+
+
+def test_send_email_asked_to_stop_while_connecting_sends_nothing(start_daemon, tmp_path):
+    release = threading.Event()
+    with smtp_server() as smtp, held_proxy(smtp.port, release) as (port, connected):
+        section = {**smtp.config_section(), "port": port, "from": "spoold@example.org"}
+        daemon = start_daemon(smtp=section)
+        daemon.drop("m.json", {"type": "send_email", "id": "mail", "to": ["a@example.com"],
+                               "subject": "hi", "body": "x"})  # fmt: skip
+        assert connected.wait(10)  # the job is running: connected, waiting for the greeting
+        result = cancel_cli(tmp_path, "mail")
+        assert result.returncode == 0 and "asked to stop" in result.stdout, result.stderr
+        wait_until(lambda: (running_in_status(daemon, "mail") or {}).get("cancelling"))
+        release.set()  # the greeting comes; the job's next step is the message: not sent
+        record = wait_until(lambda: record_in(daemon.spool, "failed", "mail"))
+        assert record["error"] == "cancelled" and record["attempts"] == 1
+        assert smtp.messages == []
+        assert daemon.stop() == 0
 
 
 def test_cleanup_stops_before_its_next_file_once_cancelled(tmp_path):
