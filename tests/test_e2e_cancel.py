@@ -13,15 +13,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
 from conftest import free_port, job_files, records, spoold_cli, wait_until
 from helpers_api import Client
 from helpers_servers import smtp_server
-
-from spoold.config import CleanupConfig
-from spoold.errors import JobCancelled
-from spoold.jobcontext import JobContext
-from spoold.jobs.cleanup import clean_directory
 
 # Plug-ins that take the context, written beside the daemon's config (its working folder
 # is on sys.path). Each leaves a file saying what it saw, so a test asserts on files.
@@ -275,19 +269,3 @@ def test_send_email_asked_to_stop_while_connecting_sends_nothing(start_daemon, t
         assert record["error"] == "cancelled" and record["attempts"] == 1
         assert smtp.messages == []
         assert daemon.stop() == 0
-
-
-def test_cleanup_stops_before_its_next_file_once_cancelled(tmp_path):
-    folder = tmp_path / "logs"
-    folder.mkdir()
-    old = time.time() - 10 * 86400
-    for n in range(5):
-        path = folder / f"{n}.log"
-        path.write_text("old")
-        os.utime(path, (old, old))
-    context = JobContext("c")
-    context.request_cancel()
-    job = {"id": "c", "directory": str(folder), "maxAgeDays": 1}
-    with pytest.raises(JobCancelled):
-        clean_directory(CleanupConfig(allowed_roots=(str(tmp_path),)), job, context)
-    assert len(list(folder.iterdir())) == 5  # not one file removed after the request

@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 DAY = 86400.0
 NO_SUCH_FOLDER = (errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG)  # no retry changes these
-REPORT_EVERY = 100  # files between two progress reports (and cancel checks)
+REPORT_EVERY = 100  # files between two progress reports (a cancel is checked at each file)
 
 
 def validate(config: CleanupConfig, job: dict[str, Any]) -> list[str]:
@@ -133,7 +133,7 @@ def _remove_old_files(fd: int, cutoff: float, context: JobContext) -> tuple[int,
     for done, name in enumerate(old):
         context.check()
         if done % REPORT_EVERY == 0:
-            context.progress(done / len(old), f"{done} of {len(old)} old files removed")
+            context.progress(done / len(old), f"{done} of {len(old)} old files done")
         try:
             os.unlink(name, dir_fd=fd)
             removed += 1
@@ -141,6 +141,7 @@ def _remove_old_files(fd: int, cutoff: float, context: JobContext) -> tuple[int,
             pass  # someone else removed it first: the goal is met
         except OSError as e:
             errors.append(f"{name}: {e.strerror or e}")
+    context.progress(1, f"{len(old)} of {len(old)} old files done")
     return removed, errors
 
 
