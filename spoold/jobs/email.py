@@ -116,6 +116,7 @@ def envelope_recipients(job: dict[str, Any]) -> list[str]:
 def send_email(smtp: SmtpConfig, job: dict[str, Any], context: JobContext | None = None) -> None:
     """Send the job's message; raise PermanentJobError on a 5xx, another error to retry.
     A cancel stops it before it connects, or once connected before the message is sent."""
+    context = context or JobContext(str(job.get("id")))
     problems = validate(job)
     if problems:
         raise PermanentJobError("; ".join(problems))
@@ -126,7 +127,6 @@ def send_email(smtp: SmtpConfig, job: dict[str, Any], context: JobContext | None
         raise PermanentJobError(f"the message cannot be built: {type(e).__name__}: {e}") from e
     where = f"SMTP server {smtp.host}:{smtp.port}"
     try:
-        context = context or JobContext(str(job.get("id")))
         context.check()
         refused = _deliver(smtp, message, recipients, _timeout(job, smtp.timeout), context)
     except smtplib.SMTPNotSupportedError as e:

@@ -123,11 +123,11 @@ def post_webhook(
 ) -> None:
     """POST the job's payload; PermanentJobError for answers a retry cannot change. The
     POST is its one step: a cancel stops it before the request, not while it is out."""
+    context = context or JobContext(str(job.get("id")))
     problems = validate(config, job)  # the config may have changed since the job was accepted
     if problems:
         raise PermanentJobError("; ".join(problems))
-    if context:
-        context.check()
+    context.check()
     where = _where(urlsplit(job["url"]))
     timeout = min(float(job.get("timeout") or config.timeout), config.timeout)
     try:
