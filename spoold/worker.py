@@ -463,7 +463,8 @@ def recover_running(
 ) -> str | None:
     """Put a job whose holder stopped back to pending/: unchanged if its attempt never
     started (claimed, then the daemon died), else with the attempt counted, or into
-    failed/ when it has none left. Returns the folder it went to, or None."""
+    failed/ when it has none left, or as cancelled when someone asked it to stop (a
+    request in cancel/). Returns the folder it went to, or None."""
     parsed = running_stem(running)
     stem = parse_stem(parsed[0]) if parsed else None
     if stem is None:
@@ -474,7 +475,8 @@ def recover_running(
     started = spool.was_started(running)
     if started is None:
         return None
-    if not started:
+    cancelled = spool.mtime("cancel", stem.id) is not None
+    if not started and not cancelled:
         return _put_back_unstarted(spool, running, stem, dispatcher)
     raw = spool.read("running", running)
     if raw is None:
@@ -484,12 +486,14 @@ def recover_running(
         return "failed"
     tz, registry = context
     job = from_record(record, stem.id, stem.priority, stem.accepted, tz, registry)
-    job.attempts += 1
-    job.error = reason
-    job.status = "failed" if job.attempts >= job.max_attempts else "pending"
+    job.attempts += 1 if started else 0
+    job.error = CANCELLED if cancelled else reason
+    job.status = "failed" if cancelled or job.attempts >= job.max_attempts else "pending"
     if job.status == "failed":
         job.completed_at = time.time()
     spool.finish(running, stem.text, job.status, job.to_json())
+    if cancelled:
+        spool.drop_cancel_request(stem.id)
     if job.status == "pending":
         dispatcher.defer(stem.text, stem.priority, 0.0, due_known=False)  # read it again
     logger.warning("recovered job %s from running/: %s (attempt %d of %d)",

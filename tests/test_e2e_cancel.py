@@ -38,7 +38,8 @@ def patient(job, context):
 
 def deaf(job, context):
     """Never looks at the context: runs until its timeout whatever anyone asks."""
-    (HERE / (job["id"] + ".started")).write_text("")
+    with open(HERE / (job["id"] + ".started"), "a") as f:
+        f.write(str(job["attempts"]) + "\\n")
     time.sleep(3600)
 
 
@@ -156,6 +157,26 @@ def test_a_job_asked_to_stop_that_outlives_the_shutdown_grace_is_recorded_cancel
     record = record_in(daemon.spool, "failed", "stubborn")
     assert record and record["error"] == "cancelled" and record["attempts"] == 1
     assert job_files(daemon.spool, "pending") == job_files(daemon.spool, "running") == []
+
+
+def test_a_cancel_asked_while_no_daemon_runs_the_job_is_honoured_at_recovery(
+    start_daemon, tmp_path
+):
+    daemon = start_daemon(jobTypes=write_plugins(tmp_path))
+    daemon.drop("d.json", {"type": "deaf", "id": "orphan", "maxAttempts": 3})
+    wait_until(lambda: (tmp_path / "orphan.started").exists())
+    daemon.kill()  # kill -9: the job stays in running/, held by no one
+    result = cancel_cli(tmp_path, "orphan")
+    assert result.returncode == 0 and "asked to stop" in result.stdout, result.stderr
+    assert cancel_requests(daemon.spool) == ["orphan"]
+
+    again = start_daemon(jobTypes=TYPES)  # recovers its own node's running files at start
+    record = record_in(again.spool, "failed", "orphan")
+    assert record and record["error"] == "cancelled" and record["attempts"] == 1
+    assert job_files(again.spool, "pending") == job_files(again.spool, "running") == []
+    assert cancel_requests(again.spool) == []
+    assert (tmp_path / "orphan.started").read_text() == "1\n"  # never run again
+    assert again.stop() == 0
 
 
 def test_a_plugin_that_takes_only_the_job_and_a_bad_progress_report(start_daemon, tmp_path):
