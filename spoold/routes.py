@@ -235,7 +235,11 @@ class Endpoints:
     def cancel(self, request: Request) -> Answer:
         job_id = _job_id(request)
         with _refusals():
-            status = self.service.cancel(job_id)
+            try:
+                status = self.service.cancel(job_id)
+            except OSError as e:  # the request to stop (cancel/) or the record not written
+                reason = self.service.storage_error() or e.strerror or e
+                raise ApiError(503, f"the spool could not be written: {reason}") from e
         if status == "cancelling":  # asked to stop: its record says so once it has
             return Answer(202, dump({"success": True, "jobId": job_id, "status": status}))
         return ok({"success": True, "jobId": job_id, "status": "failed", "error": "cancelled"})
