@@ -10,13 +10,17 @@ job may report as often as it likes.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from spoold.errors import JobCancelled
 from spoold.times import iso
+
+logger = logging.getLogger(__name__)
 
 TEXT_LIMIT = 200  # characters of a progress text that are kept
 
@@ -30,6 +34,7 @@ class JobContext:
         self._seen = False
         self._lock = threading.Lock()
         self._progress: dict[str, Any] | None = None
+        self._hooks: list[Callable[[], None]] = []
 
     def cancelled(self) -> bool:
         """Whether an operator asked this job to stop; a job that sees True should stop
@@ -56,10 +61,26 @@ class JobContext:
         with self._lock:
             self._progress = report
 
+    def on_cancel(self, hook: Callable[[], None]) -> None:
+        """Call hook (from the thread that cancels) when a cancel is asked, or now if one
+        was: how a job blocked in a call (a socket read) is woken to stop."""
+        with self._lock:
+            if not self._asked.is_set():
+                self._hooks.append(hook)
+                return
+        hook()
+
     # ----- the worker's side -------------------------------------------------------------
 
     def request_cancel(self) -> None:
-        self._asked.set()
+        with self._lock:
+            self._asked.set()
+            hooks, self._hooks = self._hooks, []
+        for hook in hooks:
+            try:
+                hook()
+            except Exception:  # a job's hook must not break the canceller (HTTP, monitor)
+                logger.exception("job %s: a cancel hook failed", self.job_id)
 
     @property
     def cancel_requested(self) -> bool:

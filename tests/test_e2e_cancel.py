@@ -15,7 +15,7 @@ from typing import Any
 
 from conftest import free_port, job_files, records, spoold_cli, wait_until
 from helpers_api import Client
-from helpers_servers import smtp_server
+from helpers_servers import HANG, http_server, smtp_server
 
 # Plug-ins that take the context, written beside the daemon's config (its working folder
 # is on sys.path). Each leaves a file saying what it saw, so a test asserts on files.
@@ -289,4 +289,21 @@ def test_send_email_asked_to_stop_while_connecting_sends_nothing(start_daemon, t
         record = wait_until(lambda: record_in(daemon.spool, "failed", "mail"))
         assert record["error"] == "cancelled" and record["attempts"] == 1
         assert smtp.messages == []
+        assert daemon.stop() == 0
+
+
+def test_a_webhook_waiting_for_a_slow_answer_stops_at_once_when_cancelled(start_daemon, tmp_path):
+    port = free_port()
+    with http_server(HANG) as web:  # takes the POST, answers nothing until it stops
+        daemon = start_daemon(http=http(port), webhook={"timeout": 60})
+        with Client(port) as client:
+            job = {"type": "webhook", "id": "hook", "url": f"{web.url}/slow", "payload": {}}
+            assert client.post("/jobs", job).status == 200
+            web.wait_for(1)
+            asked = time.monotonic()
+            assert client.delete("/jobs/hook").status == 202
+            record = wait_until(lambda: record_in(daemon.spool, "failed", "hook"))
+        assert time.monotonic() - asked < 10  # not at its 60 s timeout
+        assert record["error"] == "cancelled" and record["attempts"] == 1
+        assert record["maxAttempts"] == 5 and record["durationMs"] < 10_000
         assert daemon.stop() == 0
