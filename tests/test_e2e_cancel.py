@@ -132,14 +132,12 @@ def test_a_plugin_that_ignores_the_cancel_stops_at_its_timeout_and_is_not_retrie
     with Client(port) as client:
         client.post("/jobs", {"type": "deaf", "id": "deaf", "timeout": 2, "maxAttempts": 3})
         wait_until(lambda: (tmp_path / "deaf.started").exists())
-        asked = time.monotonic()
         assert client.delete("/jobs/deaf").status == 202
         [running] = client.get("/status").json["jobs"]["running"]
         assert running["id"] == "deaf" and running["cancelling"] is True
         record = wait_until(lambda: record_in(daemon.spool, "failed", "deaf"), 10)
-        assert time.monotonic() - asked > 0.5  # it ran on after the request, to its timeout
         assert record["error"] == "cancelled" and record["attempts"] == 1
-        assert record["durationMs"] >= 1900
+        assert record["durationMs"] >= 1900  # it ran on after the request, to its timeout
         assert client.delete("/jobs/deaf").status == 409
     assert daemon.stop() == 0
 
