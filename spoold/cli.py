@@ -41,6 +41,7 @@ examples:
   spoold status                            what the daemon is doing
   spoold retry --all                       every failed job back to pending/
   spoold show invoice-42                   a job's record (or file) wherever it is
+  spoold cancel JOB_ID                     fail a pending job, or stop a running one
 """
 
 
@@ -92,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_submit(commands)
     _add_status(commands)
     _add_retry(commands)
+    _add_cancel(commands)
     _add_check_config(commands)
     _add_next(commands)
     _add_run_task(commands)
@@ -377,6 +379,39 @@ def cmd_retry(args: argparse.Namespace) -> int:
     except NotRetryable as e:
         print(f"spoold retry: {e}", file=sys.stderr)
         return 1
+    return 0
+
+
+# ----- cancel -------------------------------------------------------------------------------
+
+
+def _add_cancel(commands: Any) -> None:
+    sub = _command(
+        commands,
+        "cancel",
+        "a pending job to failed/ with error 'cancelled'; a running one is asked to stop (the"
+        " daemon running it records it as cancelled); works with or without HTTP",
+        cmd_cancel,
+    )
+    sub.add_argument("id", help="job id")
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from spoold import manage
+    from spoold.spool import Spool
+
+    config = _config(args)
+    spool = Spool(config.spool, config.node, durable=config.fsync)
+    spool.ensure()
+    try:
+        found = manage.cancel(spool, args.id)
+    except (LookupError, NotRetryable) as e:
+        print(f"spoold cancel: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 1
+    if found.folder == "running":
+        print(f"running/{found.name}: asked to stop; it stops at its next step (or its timeout)")
+    else:
+        print(f"{found.folder}/{found.name}")
     return 0
 
 

@@ -28,7 +28,7 @@ from spoold.job import Job
 from spoold.jobs import JobType
 from spoold.jobs.registry import build_registry
 from spoold.lease import NodeGuard
-from spoold.names import ERROR_SUFFIX, parse_stem, stem_of
+from spoold.names import ERROR_SUFFIX, parse_stem, running_stem, stem_of
 from spoold.notify import SystemdLink
 from spoold.recent import Recent
 from spoold.reload import ConfigWatcher
@@ -237,6 +237,7 @@ class Daemon:
             self._index_pending()
             self._recover(own_node_too=False)
             self._clean_dead_tmp()
+            self._drop_stale_cancels()
             if time.time() - self._last_prune >= RETENTION_EVERY:
                 self._last_prune = time.time()
                 self._prune()
@@ -250,6 +251,24 @@ class Daemon:
         if removed:
             logger.info("removed %d file(s) from tmp/ whose writer stopped: %s", len(removed),
                         ", ".join(sorted(removed)[:5]))  # fmt: skip
+
+    def _drop_stale_cancels(self) -> None:
+        """Requests in cancel/ for jobs no longer running anywhere (finished before any
+        daemon saw the request), kept a lease long first: the job may be between folders."""
+        requests = self.spool.cancel_requests()
+        if not requests:
+            return
+        running = set()
+        for name in self.spool.names("running"):
+            parsed = running_stem(name)
+            stem = parse_stem(parsed[0]) if parsed else None
+            if stem:
+                running.add(stem.id)
+        old = time.time() - self.config.lease_seconds
+        for job_id in requests:
+            changed = self.spool.mtime("cancel", job_id)
+            if job_id not in running and changed is not None and changed < old:
+                self.spool.drop_cancel_request(job_id)
 
     def _prune(self) -> None:
         retention = self.config.retention
@@ -409,19 +428,30 @@ class Daemon:
         self.recent_jobs.forget(job_id)
         return folder
 
-    def cancel(self, job_id: str) -> None:
-        """manage.cancel, then the index, counts and recent list told what moved."""
+    def cancel(self, job_id: str) -> str:
+        """A job running here is asked to stop at once; else manage.cancel (a job running
+        on another daemon is asked through cancel/), then the index, counts and recent
+        list told what moved. 'cancelling' or 'failed' (cancelled while pending)."""
+        if self.pool.cancel(job_id):
+            return "cancelling"
         try:
             found = manage.cancel(self.spool, job_id)
         except LookupError as e:
             raise NotFound(str(e.args[0] if e.args else e)) from e
         except NotRetryable as e:
             raise Conflict(str(e)) from e
+        if found.folder == "running":
+            self.pool.cancel(job_id)  # it may have been claimed here meanwhile
+            return "cancelling"
         self.dispatcher.discard(found.stem)
         self.stats.changed(failed=1)
         record = manage.read_record(self.spool, found)
         if record:
             self.recent_jobs.add("failed", record, found.name)
+        return "failed"
+
+    def progress(self, job_id: str) -> dict[str, Any] | None:
+        return self.pool.progress(job_id)
 
     def run_task(self, name: str) -> str:
         try:

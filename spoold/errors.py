@@ -47,3 +47,10 @@ class NotRetryable(SpoolError):
 
 class HelperGone(SpoolError):
     """A helper process stopped answering (it died, or its pipe broke)."""
+
+
+class JobCancelled(PermanentJobError):
+    """A job stopped because an operator cancelled it (its record's error: 'cancelled')."""
+
+    def __init__(self) -> None:
+        super().__init__("cancelled")

@@ -1,4 +1,5 @@
-"""Operator verbs on the spool itself: find a job, retry it, cancel it.
+"""Operator verbs on the spool itself: find a job, retry it, cancel it (a running one by
+asking its daemon, through cancel/).
 
 They work on the folders directly, with or without a running daemon, so the CLI
 and the HTTP API share them. A running daemon finds what they put in pending/
@@ -123,19 +124,28 @@ def retry_all(spool: Spool) -> list[str]:
 
 
 def cancel(spool: Spool, job_id: str) -> Found:
-    """A pending job to failed/ with error 'cancelled'. NotRetryable-style errors say why not."""
+    """A pending job to failed/ with error 'cancelled' (Found in failed/); a running one
+    asked to stop through cancel/ (Found in running/: the daemon holding it records the
+    outcome). LookupError if there is no such job, NotRetryable if it has finished."""
     found = locate(spool, job_id)
     if found is None:
         raise LookupError(f"no job with id {job_id!r}")
-    if found.folder != "pending":
-        raise NotRetryable(f"job {job_id} is {found.folder}: only a pending job can be cancelled")
+    if found.folder == "pending" and _cancel_pending(spool, job_id, found):
+        return Found("failed", found.stem + ".json", found.stem)
+    found = locate(spool, job_id) if found.folder == "pending" else found  # a worker took it
+    if found is not None and found.folder == "running":
+        spool.request_cancel(job_id)
+        return found
+    where = found.folder if found else "gone"
+    raise NotRetryable(f"job {job_id} is {where}: only a pending or running job can be cancelled")
+
+
+def _cancel_pending(spool: Spool, job_id: str, found: Found) -> bool:
+    """Fail a pending job as cancelled; False if a worker claimed it first."""
     record = read_record(spool, found) or {}
     stem = parse_stem(found.stem)
     record.update(id=job_id, status="failed", error="cancelled", completedAt=iso(time.time()))
     if stem:
         record.update(priority=stem.priority, createdAt=iso(stem.accepted))
     record.setdefault("attempts", 0)
-    data = dump_record(record)
-    if not spool.cancel(found.stem, data):
-        raise NotRetryable(f"job {job_id} was claimed by a worker before it could be cancelled")
-    return Found("failed", found.stem + ".json", found.stem)
+    return spool.cancel(found.stem, dump_record(record))

@@ -163,11 +163,15 @@ def paths() -> Schema:
                               **COMMON_ERRORS},
             },
             "delete": {
-                "summary": "Cancel a pending job: it moves to failed/ with error 'cancelled'.",
+                "summary": "Cancel a job. A pending one moves to failed/ with error"
+                           " 'cancelled' (200); a running one is asked to stop (202): it"
+                           " stops at its next step, or at its timeout if it does not"
+                           " listen, and its record then says error 'cancelled'.",
                 "parameters": [PATH_ID_PARAM],
                 "responses": {"200": json_answer("Cancelled.", ref("Cancelled")),
+                              "202": json_answer("Asked to stop.", ref("Cancelling")),
                               "400": error("Not a job id."), "404": error("No such job."),
-                              "409": error("The job is not pending (running, or finished)."),
+                              "409": error("The job has finished (completed or failed)."),
                               **COMMON_ERRORS},
             },
         },
@@ -253,7 +257,8 @@ def schemas(types: list[str]) -> Schema:
         "jobs": {"type": "object", "description": "For the dashboard.", "properties": {
             "running": {"type": "array", "items": {"type": "object", "properties": {
                 "id": string, "type": string, "priority": string, "attempts": integer,
-                "startedAt": nullable(time)}}},
+                "startedAt": nullable(time), "progress": nullable(ref("Progress")),
+                "cancelling": {"type": "boolean"}}}},
             "nextPending": {"type": "array", "items": {"type": "object", "properties": {
                 "id": string, "priority": string, "acceptedAt": time,
                 "dueAt": nullable(time)}}},
@@ -306,7 +311,15 @@ def schemas(types: list[str]) -> Schema:
         "JobInfo": {"type": "object", "required": ["id", "folder", "record"], "properties": {
             "id": string,
             "folder": {"type": "string", "enum": ["pending", "running", "completed", "failed"]},
-            "record": nullable(ref("Record"))}},
+            "record": nullable(ref("Record")),
+            "progress": {**nullable(ref("Progress")),
+                         "description": "A running job's last report (in memory only)."}}},
+        "Progress": {"type": "object", "required": ["fraction", "text", "at"], "properties": {
+            "fraction": {"type": "number", "minimum": 0, "maximum": 1},
+            "text": {"type": "string", "maxLength": 200}, "at": time}},
+        "Cancelling": {"type": "object", "required": ["success", "jobId", "status"],
+                       "properties": {"success": {"type": "boolean"}, "jobId": string,
+                                      "status": {"type": "string", "enum": ["cancelling"]}}},
         "Cancelled": {"type": "object", "required": ["success", "jobId", "status", "error"],
                       "properties": {"success": {"type": "boolean"}, "jobId": string,
                                      "status": {"type": "string", "enum": ["failed"]},

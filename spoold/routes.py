@@ -183,7 +183,10 @@ class Endpoints:
         if found is None:
             raise ApiError(404, f"no job with id {job_id!r}")
         folder, record = found
-        return ok({"id": job_id, "folder": folder, "record": record})
+        shown = {"id": job_id, "folder": folder, "record": record}
+        if folder == "running":
+            shown["progress"] = self.service.progress(job_id)
+        return ok(shown)
 
     # ----- jobs in ---------------------------------------------------------------------------
 
@@ -232,7 +235,13 @@ class Endpoints:
     def cancel(self, request: Request) -> Answer:
         job_id = _job_id(request)
         with _refusals():
-            self.service.cancel(job_id)
+            try:
+                status = self.service.cancel(job_id)
+            except OSError as e:  # the request to stop (cancel/) or the record not written
+                reason = self.service.storage_error() or e.strerror or e
+                raise ApiError(503, f"the spool could not be written: {reason}") from e
+        if status == "cancelling":  # asked to stop: its record says so once it has
+            return Answer(202, dump({"success": True, "jobId": job_id, "status": status}))
         return ok({"success": True, "jobId": job_id, "status": "failed", "error": "cancelled"})
 
     def run_task(self, request: Request) -> Answer:

@@ -57,8 +57,14 @@ class Service(Protocol):
         to. NotFound, or Conflict when the job is not failed."""
         ...
 
-    def cancel(self, job_id: str) -> None:
-        """A pending job to failed/ as cancelled. NotFound, or Conflict when not pending."""
+    def cancel(self, job_id: str) -> str:
+        """A pending job to failed/ as cancelled ('failed'); a running one asked to stop
+        ('cancelling': its record says 'cancelled' once it has). NotFound, or Conflict
+        when the job has finished."""
+        ...
+
+    def progress(self, job_id: str) -> dict[str, Any] | None:
+        """The last progress report (fraction, text, at) of a job running here, if any."""
         ...
 
     def run_task(self, name: str) -> str:

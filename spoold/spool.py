@@ -60,8 +60,9 @@ from spoold.storage import StorageHealth, advice, errno_name
 logger = logging.getLogger(__name__)
 
 FOLDERS = ("incoming", "pending", "running", "completed", "failed", "tmp")
-# Made by the scheduler when it starts (spool.ensure_extra), not by ensure().
-EXTRA_FOLDERS = ("schedule",)
+# Made when first needed (spool.ensure_extra), not by ensure(): schedule/ by the scheduler,
+# cancel/ by the first request to cancel a running job.
+EXTRA_FOLDERS = ("schedule", "cancel")
 PROBE = b"spoold write test\n" * 64  # about as large as a job's record
 RESERVE_BYTES = 16384  # space held in tmp/ for the status file on a full disk (see rewrite)
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
@@ -613,6 +614,23 @@ class Spool:
     def drop_running(self, running: str) -> None:
         (self.dirs["running"] / running).unlink(missing_ok=True)
         self.let_go(running)
+
+    # ----- requests to cancel a running job ---------------------------------------------------
+
+    def request_cancel(self, job_id: str) -> None:
+        """Ask whichever daemon runs job_id to stop it: an empty file cancel/<id> (so the
+        request reaches the daemon holding the job, whether or not it serves HTTP)."""
+        self.ensure_extra("cancel")
+        (self.dirs["cancel"] / job_id).touch()
+
+    def cancel_requests(self) -> list[str]:
+        """The ids of the running jobs someone asked to stop (read twice a second while
+        jobs run: the folder is empty but for a moment after each request)."""
+        return self.names("cancel")
+
+    def drop_cancel_request(self, job_id: str) -> None:
+        """The request is answered (the job's outcome is recorded) or has nothing to stop."""
+        unlink_quiet(self._p["cancel"] + job_id)
 
     # ----- records ----------------------------------------------------------------------------
 

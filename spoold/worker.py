@@ -22,6 +22,7 @@ from spoold.context import Context
 from spoold.dispatch import Dispatcher, Taken, backoff_seconds, default_rand
 from spoold.errors import PermanentJobError
 from spoold.job import Job, from_record
+from spoold.jobcontext import JobContext
 from spoold.jobs import JobType
 from spoold.names import Stem, parse_stem, running_stem
 from spoold.results import result_fields
@@ -30,6 +31,9 @@ from spoold.threads import Loop
 from spoold.times import iso_or_none
 
 logger = logging.getLogger(__name__)
+
+CANCEL_POLL = 0.5  # seconds between two looks at cancel/ while jobs run
+CANCELLED = "cancelled"  # the error of a job an operator stopped
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,7 @@ class Attempt:
     running: str
     deadline: float
     thread: int
+    context: JobContext
     done: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -83,7 +88,7 @@ class WorkerPool:
         self.committer = context.committer or Committer(context.spool)
         # Times attempts out and renews the lease, also while a stop lets jobs finish.
         self._monitor = Loop("monitor", self._monitor_turn, lambda: 0.05)
-        self._last_renew = 0.0
+        self._last_renew = self._last_poll = 0.0
         self.rand = default_rand
 
     # ----- life cycle -------------------------------------------------------------------
@@ -118,9 +123,13 @@ class WorkerPool:
             leftovers = list(self.active.values())
         self.committer.stop()
         for attempt in leftovers:
-            if _settle(attempt):
-                logger.warning("job %s still running after %.0fs: put back", attempt.job.id, grace)
-                recover_running(self.spool, attempt.running, self.dispatcher, self._recovery_args())
+            if not _settle(attempt):
+                continue
+            if attempt.context.cancel_requested:  # asked to stop: not to be run again
+                self._record_now(attempt, CANCELLED)
+                continue
+            logger.warning("job %s still running after %.0fs: put back", attempt.job.id, grace)
+            recover_running(self.spool, attempt.running, self.dispatcher, self._recovery_args())
 
     @property
     def is_running(self) -> bool:
@@ -175,7 +184,7 @@ class WorkerPool:
             if claimed is None:
                 return None
             attempt, policy = self._begin(*claimed, taken.stem, now), self.policy()
-        error, permanent = self._execute(attempt.job, policy)
+        error, permanent = self._execute(attempt.job, policy, attempt.context)
         with self._lock:
             self.active.pop(attempt.thread, None)
         if _settle(attempt):
@@ -244,17 +253,27 @@ class WorkerPool:
         job.attempts += 1
         job.status, job.started_at, job.error = "running", now, None
         timeout = job.timeout or self.policy().timeout
-        attempt = Attempt(job, stem, running, time.monotonic() + timeout, threading.get_ident())
+        deadline, thread = time.monotonic() + timeout, threading.get_ident()
+        attempt = Attempt(job, stem, running, deadline, thread, JobContext(job.id))
         with self._lock:
             self.active[attempt.thread] = attempt
         return attempt
 
-    def _execute(self, job: Job, policy: Policy) -> tuple[str | None, bool]:
+    def _execute(self, job: Job, policy: Policy, context: JobContext) -> tuple[str | None, bool]:
+        """(error or None, whether it is for good). Once a cancel was asked for, a failure
+        and a return after the job saw the request are both 'cancelled', never retried; a
+        job that never looked and completed did its work, and completed it is."""
+        error, permanent = self._call(job, policy, context)
+        if context.cancel_requested and (error is not None or context.cancel_seen):
+            return CANCELLED, True
+        return error, permanent
+
+    def _call(self, job: Job, policy: Policy, context: JobContext) -> tuple[str | None, bool]:
         job_type = self.registry().get(job.type)
         if job_type is None:
             return f"unknown job type {job.type!r} (was it removed from jobTypes?)", True
         try:
-            job.result = result_fields(job_type.run(job.run_args(policy.timeout)))
+            job.result = result_fields(job_type.call(job.run_args(policy.timeout), context))
         except PermanentJobError as e:
             return str(e) or type(e).__name__, True
         except Exception as e:
@@ -267,6 +286,21 @@ class WorkerPool:
         with self.spool.turn:
             outcome = self._outcome(attempt, error, permanent)
         self.committer.submit(outcome)
+        if attempt.context.cancel_requested:
+            self._answered(attempt.job.id)
+
+    def _record_now(self, attempt: Attempt, error: str) -> None:
+        """Record a final failure directly (at stop, the committer has stopped)."""
+        with self.spool.turn:
+            outcome = self._outcome(attempt, error, True)
+        try:
+            self.spool.finish(attempt.running, attempt.stem, outcome.folder, outcome.data)
+        except OSError as e:
+            logger.error("job %s: cannot record its outcome (%s); it is recovered later",
+                         attempt.job.id, e)  # fmt: skip
+            return
+        outcome.done()
+        self._answered(attempt.job.id)
 
     def _outcome(self, attempt: Attempt, error: str | None, permanent: bool) -> Outcome:
         job, policy = attempt.job, self.policy()
@@ -293,7 +327,10 @@ class WorkerPool:
 
     def _follow_ups(self, job: Job, stem: str, folder: str) -> list[Record]:
         """The follow-ups this outcome enqueues (none for a retry), less those enqueued
-        already by an earlier run of this job that stopped before its record was written."""
+        already by an earlier run of this job that stopped before its record was written.
+        A job an operator stopped enqueues none: onFailure is for failing, not cancelling."""
+        if job.error == CANCELLED:
+            return []
         key = followups.KEYS.get(folder)
         parsed = parse_stem(stem) if key and key in job.data else None  # most jobs have none
         if parsed is None:
@@ -315,6 +352,9 @@ class WorkerPool:
 
     def _monitor_turn(self) -> None:
         self._expire(time.monotonic())
+        if self.active and time.monotonic() - self._last_poll >= CANCEL_POLL:
+            self._last_poll = time.monotonic()
+            self._poll_cancels()
         if time.monotonic() - self._last_renew >= self.policy().lease_seconds / 3:
             self._last_renew = time.monotonic()
             self._renew_lease()
@@ -340,8 +380,49 @@ class WorkerPool:
             timeout = attempt.job.timeout or self.policy().timeout
             logger.warning("job %s timed out after %ss; its thread is abandoned",
                            attempt.job.id, timeout)  # fmt: skip
-            self._record(attempt, f"timed out after {timeout}s", False)
+            if attempt.context.cancel_requested:  # it did not stop when asked: still cancelled
+                self._record(attempt, CANCELLED, True)
+            else:
+                self._record(attempt, f"timed out after {timeout}s", False)
             self._spawn()
+
+    # ----- cancelling and progress -------------------------------------------------------
+
+    def cancel(self, job_id: str) -> bool:
+        """Ask the attempt running job_id here to stop; False if no worker here runs it."""
+        attempt = self._attempt(job_id)
+        if attempt is None:
+            return False
+        if not attempt.context.cancel_requested:
+            logger.info("job %s: cancel requested; it stops at its next step", job_id)
+            attempt.context.request_cancel()
+        return True
+
+    def progress(self, job_id: str) -> dict[str, Any] | None:
+        """The last progress job_id reported, if it runs here and has reported."""
+        attempt = self._attempt(job_id)
+        return attempt.context.last_progress() if attempt else None
+
+    def _attempt(self, job_id: str) -> Attempt | None:
+        with self._lock:
+            return next((a for a in self.active.values() if a.job.id == job_id), None)
+
+    def _poll_cancels(self) -> None:
+        """Pass on the requests in cancel/ for the jobs running here (spoold cancel, or
+        another daemon's HTTP API, wrote them); the others are another daemon's."""
+        try:
+            requested = self.spool.cancel_requests()
+        except OSError as e:
+            logger.error("cannot read the cancel requests in %s: %s", self.spool.root, e)
+            return
+        for job_id in requested:
+            self.cancel(job_id)
+
+    def _answered(self, job_id: str) -> None:
+        try:
+            self.spool.drop_cancel_request(job_id)
+        except OSError as e:
+            logger.error("cannot remove the answered cancel request of job %s: %s", job_id, e)
 
     def _recovery_args(self) -> tuple[ZoneInfo, dict[str, JobType]]:
         return self.tz(), self.registry()
@@ -351,13 +432,25 @@ class WorkerPool:
         return len(self.active)
 
     def running_jobs(self) -> list[dict[str, Any]]:
-        """What runs now, oldest attempt first: id, type, priority, attempt, start time."""
+        """What runs now, oldest attempt first: id, type, priority, attempt, start time,
+        the last progress report (or None) and whether a cancel was asked for."""
         with self._lock:
-            jobs = [attempt.job for attempt in self.active.values()]
-        jobs.sort(key=lambda job: job.started_at or 0.0)
-        return [{"id": job.id, "type": job.type, "priority": job.priority,
-                 "attempts": job.attempts, "startedAt": iso_or_none(job.started_at)}
-                for job in jobs]  # fmt: skip
+            attempts = list(self.active.values())
+        attempts.sort(key=lambda attempt: attempt.job.started_at or 0.0)
+        return [_shown(attempt) for attempt in attempts]
+
+
+def _shown(attempt: Attempt) -> dict[str, Any]:
+    job, context = attempt.job, attempt.context
+    return {
+        "id": job.id,
+        "type": job.type,
+        "priority": job.priority,
+        "attempts": job.attempts,
+        "startedAt": iso_or_none(job.started_at),
+        "progress": context.last_progress(),
+        "cancelling": context.cancel_requested,
+    }
 
 
 def _record_or_reject(spool: Spool, running: str, raw: bytes, why: str) -> dict[str, Any] | None:
@@ -391,7 +484,8 @@ def recover_running(
 ) -> str | None:
     """Put a job whose holder stopped back to pending/: unchanged if its attempt never
     started (claimed, then the daemon died), else with the attempt counted, or into
-    failed/ when it has none left. Returns the folder it went to, or None."""
+    failed/ when it has none left, or as cancelled when someone asked it to stop (a
+    request in cancel/). Returns the folder it went to, or None."""
     parsed = running_stem(running)
     stem = parse_stem(parsed[0]) if parsed else None
     if stem is None:
@@ -403,7 +497,8 @@ def recover_running(
     started = spool.was_started(running)
     if started is None:
         return None
-    if not started:
+    cancelled = spool.mtime("cancel", stem.id) is not None
+    if not started and not cancelled:
         return _put_back_unstarted(spool, running, stem, dispatcher)
     raw = spool.read("running", running)
     if raw is None:
@@ -413,14 +508,17 @@ def recover_running(
         return "failed"
     tz, registry = context
     job = from_record(record, stem.id, stem.priority, stem.accepted, tz, registry)
-    job.attempts += 1
-    job.error = reason
-    job.status = "failed" if job.attempts >= job.max_attempts else "pending"
+    job.attempts += 1 if started else 0
+    job.error = CANCELLED if cancelled else reason
+    job.status = "failed" if cancelled or job.attempts >= job.max_attempts else "pending"
     if job.status == "failed":
         job.completed_at = time.time()
-    follow = followups.missing(job.data, job.status, stem, registry, _exists_in(spool))
+    follow = [] if cancelled else followups.missing(job.data, job.status, stem, registry,
+                                                    _exists_in(spool))  # fmt: skip
     spool.finish(running, stem.text, job.status, job.to_json(), follow)
     announce(dispatcher, follow)
+    if cancelled:
+        spool.drop_cancel_request(stem.id)
     if job.status == "pending":
         dispatcher.defer(stem.text, stem.priority, 0.0, due_known=False)  # read it again
     logger.warning("recovered job %s from running/: %s (attempt %d of %d)",

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from conftest import DaemonProcess, Plugins, base_config, free_port, records, wait_until
 from helpers_api import folder_of
+from test_e2e_cancel import write_plugins
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -315,7 +316,7 @@ def test_running_and_waiting_jobs_show_how_long(page, served):
 
 
 def running(driver: Any) -> dict[str, list[str]]:
-    """The running table: job id → type, priority, attempt, running for."""
+    """The running table: job id → type, priority, attempt, running for, progress."""
     return {row[0]: row[1:] for row in rows(driver, "running-table")}
 
 
@@ -365,4 +366,31 @@ def test_with_a_token_the_page_asks_for_it_once_and_works(browser, tmp_path):
         assert not button.is_enabled() and "does not answer" in button.get_attribute("title")
     finally:
         browser.execute_script("sessionStorage.clear()")
+        daemon.kill()
+
+
+def test_a_running_job_shows_its_progress_as_text_and_is_cancelled_from_the_page(browser, tmp_path):
+    port = free_port()
+    config = base_config(http={"host": "127.0.0.1", "port": port}, workers=1,
+                         jobTypes=write_plugins(tmp_path))  # fmt: skip
+    daemon = DaemonProcess(tmp_path, config, []).wait_ready()
+    try:
+        browser.get("about:blank")
+        browser.get(url(daemon))
+        image = '<img src=x onerror="window.__pwned = 3">'
+        daemon.drop("p.json", {"type": "patient", "id": "busy", "fraction": 0.4, "text": image})
+        shown = wait_until(lambda: running(browser).get("busy"))
+        wait_until(lambda: running(browser)["busy"][4] == f"40% · {image}")
+        assert shown[:2] == ["patient", "normal"]
+
+        click(browser, "Cancel job busy (it is asked to stop)", within="#running-table")
+        wait_until(lambda: folder_of(daemon.spool, "busy") == "failed")
+        record = next(r for r in records(daemon.spool, "failed") if r["id"] == "busy")
+        assert record["error"] == "cancelled" and record["attempts"] == 1
+        wait_until(lambda: "Job busy asked to stop" in text(browser, "message"))
+        wait_until(lambda: not running(browser))
+        assert browser.execute_script("return window.__pwned") is None
+        assert browser.execute_script("return document.querySelectorAll('main img').length") == 0
+        assert daemon.stop() == 0
+    finally:
         daemon.kill()

@@ -358,7 +358,7 @@ def test_a_missing_config_file_stops_the_daemon(tmp_path):
 
 # ----- help and global options ----------------------------------------------------------------
 
-COMMANDS = ["run", "submit", "status", "retry", "check-config", "next", "run-task"]
+COMMANDS = ["run", "submit", "status", "retry", "cancel", "check-config", "next", "run-task"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

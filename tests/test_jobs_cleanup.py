@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from spoold.config import CleanupConfig, Config
-from spoold.errors import PermanentJobError
+from spoold.errors import JobCancelled, PermanentJobError
+from spoold.jobcontext import JobContext
 from spoold.jobs.cleanup import clean_directory, validate
 from spoold.jobs.registry import build_registry
 
@@ -230,3 +231,22 @@ def test_run_refuses_a_job_that_would_not_validate(root: Path, allowed: CleanupC
     with pytest.raises(PermanentJobError, match="maxAgeDays"):
         clean_directory(allowed, cleanup_job(root / "logs", -3))
     assert (root / "logs" / "old.log").exists()
+
+
+def test_a_cancel_stops_it_before_the_next_file_and_progress_is_reported(
+    root: Path, allowed: CleanupConfig
+) -> None:
+    logs = root / "logs"
+    for n in range(5):
+        aged(logs / f"{n}.log", 10)
+    asked = JobContext("clean-1")
+    asked.request_cancel()
+    with pytest.raises(JobCancelled):
+        clean_directory(allowed, cleanup_job(logs, 7), asked)
+    assert len(os.listdir(logs)) == 5  # not one file removed once asked to stop
+
+    context = JobContext("clean-1")
+    clean_directory(allowed, cleanup_job(logs, 7), context)
+    assert os.listdir(logs) == []
+    report = context.last_progress()
+    assert report and (report["fraction"], report["text"]) == (1.0, "5 of 5 old files done")

@@ -13,6 +13,7 @@ import pytest
 
 from spoold.config import Config, parse_config
 from spoold.errors import ConfigError
+from spoold.jobcontext import JobContext
 from spoold.jobs import JobType
 from spoold.jobs.registry import build_registry
 from spoold.names import PRIORITIES
@@ -86,6 +87,16 @@ def plugin_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
                 @staticmethod
                 def nested(job):
                     calls.append(("nested", job["id"]))
+
+            def listens(job, context):
+                context.progress(0.5, "half")
+                calls.append(("listens", context.cancelled()))
+
+            def anything(*args):
+                calls.append(("anything", len(args)))
+
+            def greedy(job, context, extra):
+                pass
             """
         )
     )
@@ -139,6 +150,33 @@ def test_a_bad_plugin_target_is_a_config_error_naming_the_key(
     [message] = caught.value.problems
     assert message.startswith("conf/spoold.yaml: jobTypes.report: ")
     assert problem in message
+
+
+def test_a_plugin_that_takes_a_second_parameter_is_handed_the_context(plugin_dir: Path) -> None:
+    types = registry(job_types={"l": f"{PLUGIN}:listens", "a": f"{PLUGIN}:anything",
+                                "h": f"{PLUGIN}:handle"})  # fmt: skip
+    assert (types["l"].context, types["a"].context, types["h"].context) == (True, True, False)
+    context = JobContext("j1")
+    types["l"].call({"id": "j1"}, context)
+    context.request_cancel()
+    types["l"].call({"id": "j1"}, context)
+    types["a"].call({"id": "j1"}, context)
+    types["h"].call({"id": "j1"}, context)
+    calls = sys.modules[PLUGIN].calls
+    assert calls == [("listens", False), ("listens", True), ("anything", 2), {"id": "j1"}]
+    report = context.last_progress()
+    assert report and report.pop("at").startswith("20")
+    assert report == {"fraction": 0.5, "text": "half"}
+
+
+def test_a_plugin_that_needs_more_than_the_job_and_the_context_is_refused(
+    plugin_dir: Path,
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        registry(job_types={"g": f"{PLUGIN}:greedy"}, path=Path("conf/spoold.yaml"))
+    [message] = caught.value.problems
+    assert message.startswith("conf/spoold.yaml: jobTypes.g: ")
+    assert "needs 3 arguments" in message and "JobContext" in message
 
 
 def test_a_plugin_may_not_shadow_a_built_in(plugin_dir: Path) -> None:

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from spoold.jobcontext import JobContext
+
 Job = dict[str, Any]
 
 
@@ -22,10 +24,18 @@ def no_problems(job: Job) -> list[str]:
 
 @dataclass(frozen=True)
 class JobType:
-    """A runnable kind of job, with the defaults a job file may override."""
+    """A runnable kind of job, with the defaults a job file may override. `context`:
+    whether run takes a JobContext after the job (to hear of a cancel, report progress)."""
 
     name: str
-    run: Callable[[Job], Any]  # its return value is the job's result (results.py)
+    run: Callable[..., Any]  # its return value is the job's result (results.py)
     priority: str = "normal"
     max_attempts: int = 3
     validate: Callable[[Job], list[str]] = no_problems
+    context: bool = False
+
+    def call(self, job: Job, context: JobContext) -> Any:
+        """Run one attempt, handing the context to a type that takes one; its result."""
+        if self.context:
+            return self.run(job, context)
+        return self.run(job)

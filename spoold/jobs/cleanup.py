@@ -18,12 +18,14 @@ from typing import Any
 
 from spoold.config import CleanupConfig
 from spoold.errors import PermanentJobError
+from spoold.jobcontext import JobContext
 from spoold.jobs.basic import wrong_field
 
 logger = logging.getLogger(__name__)
 
 DAY = 86400.0
 NO_SUCH_FOLDER = (errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG)  # no retry changes these
+REPORT_EVERY = 100  # files between two progress reports (a cancel is checked at each file)
 
 
 def validate(config: CleanupConfig, job: dict[str, Any]) -> list[str]:
@@ -51,8 +53,13 @@ def _is_days(value: Any) -> bool:
         return False
 
 
-def clean_directory(config: CleanupConfig, job: dict[str, Any]) -> None:
-    """Delete the regular files in job['directory'] last modified over maxAgeDays ago."""
+def clean_directory(
+    config: CleanupConfig, job: dict[str, Any], context: JobContext | None = None
+) -> None:
+    """Delete the regular files in job['directory'] last modified over maxAgeDays ago;
+    a cancel stops it before the next file (JobCancelled). Without a context (called
+    outside a daemon) nothing can cancel it."""
+    context = context or JobContext(str(job.get("id")))
     problems = validate(config, job)  # the config may have changed since the job was accepted
     if problems:
         raise PermanentJobError("; ".join(problems))
@@ -61,7 +68,7 @@ def clean_directory(config: CleanupConfig, job: dict[str, Any]) -> None:
     real = os.path.realpath(directory)
     fd = _open_folder(directory, real)
     try:
-        removed, errors = _remove_old_files(fd, cutoff)
+        removed, errors = _remove_old_files(fd, cutoff, context)
     finally:
         os.close(fd)
     logger.info("cleanup job %s removed %d file(s) from %s", job.get("id"), removed, real)
@@ -118,12 +125,15 @@ def _stat_or_none(path: str) -> os.stat_result | None:
         return None
 
 
-def _remove_old_files(fd: int, cutoff: float) -> tuple[int, list[str]]:
+def _remove_old_files(fd: int, cutoff: float, context: JobContext) -> tuple[int, list[str]]:
     """Unlink the old regular files in the open folder; (how many, the ones that failed)."""
     with os.scandir(fd) as entries:
         old = [entry.name for entry in entries if _is_old_file(entry, cutoff)]
     removed, errors = 0, []
-    for name in old:
+    for done, name in enumerate(old):
+        context.check()
+        if done % REPORT_EVERY == 0:
+            context.progress(done / len(old), f"{done} of {len(old)} old files done")
         try:
             os.unlink(name, dir_fd=fd)
             removed += 1
@@ -131,6 +141,7 @@ def _remove_old_files(fd: int, cutoff: float) -> tuple[int, list[str]]:
             pass  # someone else removed it first: the goal is met
         except OSError as e:
             errors.append(f"{name}: {e.strerror or e}")
+    context.progress(1, f"{len(old)} of {len(old)} old files done")
     return removed, errors
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from spoold.config import SmtpConfig
 from spoold.errors import PermanentJobError
+from spoold.jobcontext import JobContext
 from spoold.jobs.basic import wrong_field
 
 logger = logging.getLogger(__name__)
@@ -112,10 +113,14 @@ def envelope_recipients(job: dict[str, Any]) -> list[str]:
     return list(dict.fromkeys(address for _, address in pairs))
 
 
-def send_email(smtp: SmtpConfig, job: dict[str, Any]) -> dict[str, Any]:
+def send_email(
+    smtp: SmtpConfig, job: dict[str, Any], context: JobContext | None = None
+) -> dict[str, Any]:
     """Send the job's message; raise PermanentJobError on a 5xx, another error to retry.
+    A cancel stops it before it connects, or once connected before the message is sent.
 
     The result: the recipients the server accepted, and those it refused with its reply."""
+    context = context or JobContext(str(job.get("id")))
     problems = validate(job)
     if problems:
         raise PermanentJobError("; ".join(problems))
@@ -126,7 +131,8 @@ def send_email(smtp: SmtpConfig, job: dict[str, Any]) -> dict[str, Any]:
         raise PermanentJobError(f"the message cannot be built: {type(e).__name__}: {e}") from e
     where = f"SMTP server {smtp.host}:{smtp.port}"
     try:
-        refused = _deliver(smtp, message, recipients, _timeout(job, smtp.timeout))
+        context.check()
+        refused = _deliver(smtp, message, recipients, _timeout(job, smtp.timeout), context)
     except smtplib.SMTPNotSupportedError as e:
         raise PermanentJobError(f"{where}: {e} (check the smtp section of the config)") from e
     except smtplib.SMTPRecipientsRefused as e:
@@ -151,7 +157,11 @@ def _timeout(job: dict[str, Any], configured: float) -> float:
 
 
 def _deliver(
-    smtp: SmtpConfig, message: EmailMessage, recipients: list[str], timeout: float
+    smtp: SmtpConfig,
+    message: EmailMessage,
+    recipients: list[str],
+    timeout: float,
+    context: JobContext,
 ) -> dict[str, tuple[int, bytes]]:
     """One SMTP session: STARTTLS and login as configured, then the message."""
     with smtplib.SMTP(smtp.host, smtp.port, timeout=timeout) as client:
@@ -159,6 +169,7 @@ def _deliver(
             client.starttls(context=ssl.create_default_context())
         if smtp.username:
             client.login(smtp.username, smtp.password or "")
+        context.check()
         return client.send_message(message, smtp.sender, recipients)
 
 

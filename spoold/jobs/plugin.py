@@ -7,11 +7,34 @@ of the names loaded here.
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable
 from typing import Any
 
 from spoold.config import Config
 from spoold.errors import ConfigError
+from spoold.jobs import JobType
+
+POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
+def load_types(config: Config, builtins: set[str]) -> dict[str, JobType]:
+    """Every configured plug-in as a JobType (given a JobContext if it takes a second
+    parameter); ConfigError lists each one that cannot be used."""
+    functions = load_functions(config, builtins)
+    return {name: JobType(name, run, context=takes_context(run)) for name, run in functions.items()}
+
+
+def takes_context(function: Callable[..., None]) -> bool:
+    """Whether function takes a second positional argument (or *args): the JobContext.
+    Looked at once, when the config is loaded, not per job."""
+    try:
+        parameters = list(inspect.signature(function).parameters.values())
+    except (TypeError, ValueError):  # some built-in callables have no signature to read
+        return False
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters):
+        return True
+    return len([p for p in parameters if p.kind in POSITIONAL]) >= 2
 
 
 def load_functions(
@@ -42,8 +65,21 @@ def _checked(name: str, target: str, builtins: set[str]) -> Callable[[dict[str, 
     function = load_target(target)
     if not callable(function):
         raise ValueError(f"{target!r} is not a function (its type is {type(function).__name__})")
-    checked: Callable[[dict[str, Any]], Any] = function
+    required = _required_positional(function)
+    if required > 2:
+        raise ValueError(f"{target!r} needs {required} arguments; a job type is called with the"
+                         " job (a dict) and, if it takes a second one, a JobContext")  # fmt: skip
+    checked: Callable[..., Any] = function
     return checked
+
+
+def _required_positional(function: Any) -> int:
+    """How many positional arguments function cannot do without (0 if unknown)."""
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return 0
+    return len([p for p in parameters if p.kind in POSITIONAL and p.default is p.empty])
 
 
 def load_target(target: str) -> Any:

@@ -17,8 +17,7 @@ def build_registry(config: Config, queue_stats: Callable[[], dict[str, Any]]) ->
     imported, is not callable, or would shadow a built-in.
     """
     registry = builtin_types(config, queue_stats)
-    functions = plugin.load_functions(config, set(registry))
-    registry.update({name: JobType(name, run) for name, run in functions.items()})
+    registry.update(plugin.load_types(config, set(registry)))
     return registry
 
 
@@ -31,6 +30,7 @@ def builtin_types(config: Config, queue_stats: Callable[[], dict[str, Any]]) -> 
             "normal",
             3,
             email.validate,
+            context=True,
         ),
         JobType(
             "webhook",
@@ -38,6 +38,7 @@ def builtin_types(config: Config, queue_stats: Callable[[], dict[str, Any]]) -> 
             "high",
             5,
             partial(webhook.validate, config.webhook),
+            context=True,
         ),
         JobType(
             "cleanup",
@@ -45,6 +46,7 @@ def builtin_types(config: Config, queue_stats: Callable[[], dict[str, Any]]) -> 
             "low",
             1,
             partial(cleanup.validate, config.cleanup),
+            context=True,
         ),
         JobType("log", basic.log_message, "low", 1, basic.validate_log),
         JobType("queue_stats", partial(basic.log_queue_stats, queue_stats), "low", 1),

@@ -231,12 +231,17 @@ function retryButton(id, key) {
   });
 }
 
-function cancelButton(id, key) {
-  return actionButton("Cancel", `Cancel job ${id} (it moves to failed/)`, `${key} ${id}`,
-    async () => {
-      await api("DELETE", `/jobs/${encodeURIComponent(id)}`);
-      return `Job ${id} cancelled: moved to failed/.`;
-    });
+/** Cancel a pending job (it moves to failed/ at once) or ask a running one to stop (its
+ * record says cancelled once it has); `asked`: a running job already asked to stop. */
+function cancelButton(id, key, running = false, asked = false) {
+  const title = running ? `Cancel job ${id} (it is asked to stop)`
+    : `Cancel job ${id} (it moves to failed/)`;
+  return actionButton("Cancel", title, `${key} ${id}`, async () => {
+    const r = await api("DELETE", `/jobs/${encodeURIComponent(id)}`);
+    return r.status === "cancelling"
+      ? `Job ${id} asked to stop: it stops at its next step, then moves to failed/.`
+      : `Job ${id} cancelled: moved to failed/.`;
+  }, asked ? "it was asked to stop and has not yet." : null);
 }
 
 const runNow = (name) => async () => {
@@ -289,10 +294,18 @@ function showQueue(q, jobs) {
 function showRunning(jobs) {
   const rows = (jobs || []).map((j) => [
     { text: j.id, cls: "id" }, j.type, j.priority, { text: j.attempts, cls: "num" },
-    { text: since(j.startedAt), cls: "num" },
+    { text: since(j.startedAt), cls: "num" }, progressText(j),
+    cancelButton(j.id, "stop", true, j.cancelling),
   ]);
   fillTable($("running-table"), ["id", "type", "priority", { text: "attempt", cls: "num" },
-    { text: "running for", cls: "num" }], rows, "No job is running.");
+    { text: "running for", cls: "num" }, "progress", ""], rows, "No job is running.");
+}
+
+/** What a running job last said of its progress (its own words: shown as text only). */
+function progressText(j) {
+  const p = j.progress;
+  const told = p ? `${Math.round(p.fraction * 100)}%${p.text ? ` · ${p.text}` : ""}` : "";
+  return j.cancelling ? `cancelling…${told ? ` (${told})` : ""}` : told;
 }
 
 function showPending(jobs) {
@@ -400,9 +413,11 @@ async function lookUp(id) {
     const buttons = [];
     if (r.folder === "failed") buttons.push(retryButton(r.id, "found retry"));
     if (r.folder === "pending") buttons.push(cancelButton(r.id, "found cancel"));
+    if (r.folder === "running") buttons.push(cancelButton(r.id, "found stop", true));
     const failed = r.folder === "failed" ? el("span", { class: "failed" }, "✗ ") : null;
     shown = [
-      el("p", {}, failed, "Job ", el("strong", {}, r.id), ` is in ${r.folder}/. `, ...buttons),
+      el("p", {}, failed, "Job ", el("strong", {}, r.id), ` is in ${r.folder}/. `,
+        r.progress ? `Progress: ${progressText(r)}. ` : "", ...buttons),
       el("pre", {}, JSON.stringify(r.record, null, 2)),
     ];
   } catch (e) {
