@@ -43,9 +43,10 @@ def parse_rate(text: object) -> Rate:
     if not match:
         raise ValueError(f"expected {RATE_RULE}; got {text!r}")
     count = int(match.group(1))
-    if not 1 <= count <= MAX_RATE_COUNT:
-        raise ValueError(f"N must be 1 to {MAX_RATE_COUNT} (for more, use a shorter period)"
-                         f"; got {text!r}")  # fmt: skip
+    if count < 1:
+        raise ValueError(f"N must be at least 1; got {text!r}")
+    if count > MAX_RATE_COUNT:
+        raise ValueError(f"N may be at most {MAX_RATE_COUNT}: use a shorter period; got {text!r}")
     return Rate(count, PERIODS[match.group(2)])
 
 
