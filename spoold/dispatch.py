@@ -79,7 +79,7 @@ class Dispatcher:
         self._types: dict[str, str] = {}  # stem -> job type, where known
         self._gates: dict[str, Gate] = {}  # the limited types
         self._held: dict[str, list[tuple[int, str]]] = {}  # due (rank, stem) per limited type
-        self._running: Counter[str] = Counter()  # taken and not yet released, per type
+        self._running: dict[str, int] = {}  # taken and not yet released, per type
         self._closed = False
 
     def add(
@@ -195,6 +195,19 @@ class Dispatcher:
         while self._delayed and self._delayed[0][0] <= now:
             _, stem, priority = heapq.heappop(self._delayed)
             self._push_due(stem, priority)
+        if self._gates:
+            return self._pop_limited(now)
+        for priority in PRIORITIES:  # no limits: the first ready job, as fast as can be
+            heap = self._ready[priority]
+            while heap:
+                stem = heapq.heappop(heap)
+                if self._present.pop(stem, None) is not None:
+                    return self._taken(stem, priority, now)
+        return None
+
+    def _pop_limited(self, now: float) -> Taken | None:
+        """The first job, of the ready heaps' and of the limited types' whose limit lets
+        one start now: the head of each heap is all it looks at."""
         best, heap = self._ready_head(), None
         for limited, held in self._held.items():
             head = self._open_head(limited, held, now)
@@ -207,7 +220,10 @@ class Dispatcher:
             heapq.heappop(self._ready[PRIORITIES[best[0]]])
         else:
             heapq.heappop(heap)
-        priority = self._present.pop(stem)
+        return self._taken(stem, self._present.pop(stem), now)
+
+    def _taken(self, stem: str, priority: str, now: float) -> Taken:
+        """A stem leaves the index: a start of its type is counted, if it has one."""
         job_type = self._types.pop(stem, None)
         if job_type is not None:
             self._start(job_type, now)
@@ -236,11 +252,11 @@ class Dispatcher:
             heapq.heappop(held)
         if not held:
             return None
-        opens = self._gates[job_type].opens_at(now, self._running[job_type])
+        opens = self._gates[job_type].opens_at(now, self._running.get(job_type, 0))
         return held[0] if opens is not None and opens <= now else None
 
     def _start(self, job_type: str, now: float) -> None:
-        self._running[job_type] += 1
+        self._running[job_type] = self._running.get(job_type, 0) + 1
         gate = self._gates.get(job_type)
         if gate is not None:
             gate.started(now)
@@ -252,7 +268,7 @@ class Dispatcher:
         with self._cond:
             now = self._clock()
             gate = self._gates.get(job_type)
-            opens = gate.opens_at(now, self._running[job_type]) if gate else now
+            opens = gate.opens_at(now, self._running.get(job_type, 0)) if gate else now
             if opens is not None and opens <= now:
                 self._start(job_type, now)
                 return now
@@ -267,9 +283,11 @@ class Dispatcher:
         if job_type is None:
             return
         with self._cond:
-            self._running[job_type] -= 1
-            if self._running[job_type] <= 0:
-                del self._running[job_type]
+            left = self._running.get(job_type, 0) - 1
+            if left > 0:
+                self._running[job_type] = left
+            else:
+                self._running.pop(job_type, None)
             gate = self._gates.get(job_type)
             if gate is None:
                 return
@@ -310,7 +328,8 @@ class Dispatcher:
         if self._delayed:
             waits.append(max(self._delayed[0][0] - now, 0.001))
         for job_type, held in self._held.items():
-            opens = self._gates[job_type].opens_at(now, self._running[job_type]) if held else None
+            gate, running = self._gates[job_type], self._running.get(job_type, 0)
+            opens = gate.opens_at(now, running) if held else None
             if opens is not None:
                 waits.append(max(opens - now, 0.001))
         if deadline is not None:

@@ -266,3 +266,11 @@ def test_rates_that_do_not_parse():
     for text in ("10", "10/d", "10 per second", "-1/s", "1.5/s", "100001/h", 10, None):
         with pytest.raises(ValueError):
             parse_rate(text)
+
+
+def test_the_config_knows_every_built_in_type_by_name():
+    from spoold.config import Config
+    from spoold.jobs import BUILTIN_TYPES
+    from spoold.jobs.registry import builtin_types
+
+    assert sorted(BUILTIN_TYPES) == sorted(builtin_types(Config(), dict))
