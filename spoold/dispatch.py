@@ -206,8 +206,8 @@ class Dispatcher:
         return None
 
     def _pop_limited(self, now: float) -> Taken | None:
-        """The first job, of the ready heaps' and of the limited types' whose limit lets
-        one start now: the head of each heap is all it looks at."""
+        """The first job in dispatch order among the heads of the ready heaps and those of
+        the limited types whose limit lets one start now; no job behind a head is seen."""
         best, heap = self._ready_head(), None
         for limited, held in self._held.items():
             head = self._open_head(limited, held, now)
@@ -248,9 +248,7 @@ class Dispatcher:
         self, job_type: str, held: list[tuple[int, str]], now: float
     ) -> tuple[int, str] | None:
         """The first job of a limited type, if its limit lets it start now."""
-        while held and held[0][1] not in self._present:
-            heapq.heappop(held)
-        if not held:
+        if self._head(held) is None:
             return None
         opens = self._gates[job_type].opens_at(now, self._running.get(job_type, 0))
         return held[0] if opens is not None and opens <= now else None
@@ -264,12 +262,15 @@ class Dispatcher:
     def admit(self, stem: str, priority: str, job_type: str) -> float | None:
         """A taken job whose type the index did not know (Taken.slot was None) may start:
         the time its start was counted, as release() takes it; None if its type's limit
-        holds it back, and it waits again in pending/ (due now: the worker just read it)."""
+        holds it back, and it waits again in pending/ (due now: the worker just read it).
+        It also waits behind an earlier job of its type that its limit holds back."""
         with self._cond:
             now = self._clock()
-            gate = self._gates.get(job_type)
+            gate, held = self._gates.get(job_type), self._held.get(job_type)
             opens = gate.opens_at(now, self._running.get(job_type, 0)) if gate else now
-            if opens is not None and opens <= now:
+            head = self._head(held) if held else None
+            earlier = head is not None and head < (RANKS[priority], stem)
+            if opens is not None and opens <= now and not earlier:
                 self._start(job_type, now)
                 return now
             self._present[stem] = priority
@@ -371,11 +372,16 @@ class Dispatcher:
             if heap:
                 heads.append(heap[0])
         for held in self._held.values():
-            while held and held[0][1] not in self._present:
-                heapq.heappop(held)
-            if held:
-                heads.append(held[0][1])
+            head = self._head(held)
+            if head is not None:
+                heads.append(head[1])
         return heads
+
+    def _head(self, held: list[tuple[int, str]]) -> tuple[int, str] | None:
+        """The first present job of a limited type's heap; stale heads are dropped."""
+        while held and held[0][1] not in self._present:
+            heapq.heappop(held)
+        return held[0] if held else None
 
     def upcoming(self, limit: int) -> list[tuple[str, float | None]]:
         """The first `limit` pending stems in dispatch order, each with its due time (None

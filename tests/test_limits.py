@@ -128,6 +128,21 @@ def test_a_job_whose_type_the_index_does_not_know_is_admitted_by_the_worker():
     assert again is not None and (again.stem, again.slot) == ("2-b", "slow")
 
 
+def test_an_admitted_job_does_not_pass_an_earlier_one_of_its_type():
+    clock = Clock()
+    d = limited(clock, hook=Limit(rate=Rate(1, 1.0)))
+    add(d, "hook:2-a", "hook:2-b")
+    assert take_all(d) == ["2-a"]  # 2-b waits for the rate
+    d.add_many([("2-c", "normal")])
+    unknown = d.take(timeout=0)
+    assert unknown is not None and (unknown.stem, unknown.slot) == ("2-c", None)
+    clock.now += 1.0  # the rate lets one start: 2-b's turn, not 2-c's
+    assert d.admit("2-c", "normal", "hook") is None
+    assert take_all(d) == ["2-b"]
+    clock.now += 1.0
+    assert take_all(d) == ["2-c"]
+
+
 def test_a_reload_raises_lowers_and_removes_limits():
     d = limited(Clock(), slow=ONE_AT_A_TIME)
     add(d, "slow:2-a", "slow:2-b", "slow:2-c", "slow:2-d")
