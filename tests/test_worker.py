@@ -11,6 +11,7 @@ from spoold.dispatch import Dispatcher, Taken
 from spoold.errors import PermanentJobError
 from spoold.intake import Intake
 from spoold.jobs import JobType
+from spoold.limits import Limit
 from spoold.names import make_stem, parse_stem
 from spoold.spool import Spool
 from spoold.times import parse_time
@@ -366,3 +367,15 @@ def test_a_job_indexed_without_its_due_time_is_read_before_it_is_claimed(world):
     intake.dispatcher.add(stem, "normal", 0.0)
     assert pool.run_once() is None and flaky.calls == []
     assert os.stat(spool.dirs["pending"] / f"{stem}.json").st_ctime_ns == changed  # not claimed
+
+
+def test_a_job_lost_before_its_claim_gives_its_types_slot_back(world):
+    spool, intake, pool, _, finished = world
+    pool.dispatcher.set_limits({"flaky": Limit(concurrency=1)})
+    intake.submit({"type": "flaky", "id": "lost"}, now=100.0)
+    intake.submit({"type": "flaky", "id": "kept"}, now=100.0)
+    [lost] = [name for name in os.listdir(spool.dirs["pending"]) if "lost" in name]
+    os.remove(spool.dirs["pending"] / lost)  # claimed by someone else, say
+    assert pool.run_once() is None
+    job = pool.run_once()  # the one slot is free again
+    assert job is not None and job.id == "kept" and finished == [("kept", "completed")]
