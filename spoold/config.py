@@ -17,6 +17,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 from spoold.errors import ConfigError
+from spoold.jobs import BUILTIN_TYPES
+from spoold.limits import Limit, Rate, parse_rate
 from spoold.names import ID_RE, ID_RULE
 
 DEFAULT_PATH = Path("config/spoold.yaml")
@@ -102,6 +104,7 @@ class Config:
     timezone: str = "UTC"
     schedule: tuple[TaskConfig, ...] = ()
     job_types: dict[str, str] = field(default_factory=dict)
+    limits: dict[str, Limit] = field(default_factory=dict)
 
     @property
     def fsync(self) -> bool:
@@ -271,7 +274,7 @@ def parse_config(text: str, path: Path | None = None) -> Config:
 TOP_KEYS = {
     "spool", "node", "workers", "jobs", "maxJobBytes", "settleSeconds", "rescanSeconds",
     "leaseSeconds", "shutdownGrace", "durability", "http", "smtp", "cleanup", "webhook",
-    "retention", "timezone", "schedule", "jobTypes",
+    "retention", "timezone", "schedule", "jobTypes", "limits",
 }  # fmt: skip
 
 
@@ -306,6 +309,7 @@ def _build(r: _Reader, data: Any, path: Path | None) -> Config:
         timezone=_timezone(r, top, ("timezone",), "UTC"),
         schedule=_schedule(r, top),
         job_types=_job_types(r, top),
+        limits=_limits(r, top),
     )
 
 
@@ -490,3 +494,51 @@ def _job_types(r: _Reader, top: dict[str, Any]) -> dict[str, str]:
         else:
             good[str(name)] = target
     return good
+
+
+def _limits(r: _Reader, top: dict[str, Any]) -> dict[str, Limit]:
+    """`limits: {type: {concurrency: N, rate: "N/s"}}`. A type must be a built-in or one of
+    jobTypes (in this same file): any other name is a typo, and a limit that silently
+    limits nothing is worse than an error."""
+    entries = r.get(top, ("limits",), dict, {})
+    plugins = top.get("jobTypes")
+    types = set(BUILTIN_TYPES) | (set(map(str, plugins)) if isinstance(plugins, dict) else set())
+    good = {}
+    for name, entry in entries.items():
+        p = ("limits", str(name))
+        if str(name) not in types:
+            r.problem(p, f"no job type named {name!r}{_closest_type(str(name), types)}")
+            continue
+        before = len(r.problems)
+        s = r.section(entry, p, {"concurrency", "rate"})
+        if not s and len(r.problems) == before:
+            r.problem(p, 'give concurrency (jobs at once), rate ("10/s") or both')
+        limit = Limit(_concurrency(r, s, (*p, "concurrency")), _rate(r, s, (*p, "rate")))
+        if len(r.problems) == before:
+            good[str(name)] = limit
+    return good
+
+
+def _closest_type(name: str, types: set[str]) -> str:
+    match = difflib.get_close_matches(name, sorted(types), n=1)
+    if match:
+        return f" (did you mean {match[0]!r}?)"
+    return f"; the types are {', '.join(sorted(types))} (a plug-in needs its jobTypes entry)"
+
+
+def _concurrency(r: _Reader, s: dict[str, Any], path: tuple[str, ...]) -> int | None:
+    value: int | None = r.get(s, path, int, None)
+    if value is not None and value < 1:
+        r.problem(path, f"must be a whole number of jobs, at least 1, got {value}")
+        return None
+    return value
+
+
+def _rate(r: _Reader, s: dict[str, Any], path: tuple[str, ...]) -> Rate | None:
+    if s.get(path[-1]) is None:
+        return None
+    try:
+        return parse_rate(s[path[-1]])
+    except ValueError as e:
+        r.problem(path, str(e))
+        return None

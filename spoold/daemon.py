@@ -64,6 +64,7 @@ class Daemon:
         self.node_guard = NodeGuard(self.spool, lambda: self.config.lease_seconds)
         self.exit_code = 0
         self.dispatcher = Dispatcher()
+        self.dispatcher.set_limits(config.limits)
         self.registry: dict[str, JobType] = build_registry(config, self.queue_stats)
         check_tasks(config, self.registry)
         self.stats = Stats()
@@ -301,7 +302,8 @@ class Daemon:
 
     def apply_config(self, new: Config) -> None:
         """Swap in what can change live: schedule, job types, job policy, time zone,
-        retention, smtp/webhook/cleanup and the intake limits. ConfigError (nothing
+        retention, smtp/webhook/cleanup, the intake limits and the limits per job type
+        (jobs running keep their slots; a lower limit waits for them). ConfigError (nothing
         changed) if the job types or a task's job do not load."""
         registry = build_registry(new, self.queue_stats)
         check_tasks(new, registry)
@@ -317,6 +319,7 @@ class Daemon:
         self.intake.max_bytes, self.intake.settle_seconds = new.max_job_bytes, new.settle_seconds
         self.watcher.rescan_seconds = new.rescan_seconds
         self.scheduler.configure(new.schedule, new.timezone)
+        self.dispatcher.set_limits(new.limits)
         self.config_error, self.config_loaded_at = None, time.time()
         logger.info("config %s applied: %d task(s)", new.path, len(new.schedule))
 

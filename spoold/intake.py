@@ -171,7 +171,8 @@ class Intake:
         need not read the file again, except on a shared spool, where another daemon
         may have run and put back this file since."""
         shared = self.spool.shared
-        self.dispatcher.add(stem, job.priority, job.due, None if shared else job, size, not shared)
+        kept = None if shared else job
+        self.dispatcher.add(stem, job.priority, job.due, kept, size, not shared, job.type)
 
     def _reject(self, name: str, reason: str) -> None:
         """Move incoming/<name> to failed/ with its explanation; if the explanation cannot

@@ -56,6 +56,7 @@ class Attempt:
     deadline: float
     thread: int
     context: JobContext
+    slot: str | None = None  # the type whose limit counts this run (Taken.slot)
     done: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -180,10 +181,13 @@ class WorkerPool:
         Only the run itself is outside the spool's turn (see Spool.turn)."""
         now = self.clock()
         with self.spool.turn:
-            claimed = self._claim(taken, now)
-            if claimed is None:
+            checked = self._look(taken, now)
+            claimed = self._claim(checked, now) if checked else None
+            if checked is None or claimed is None:
+                if checked is not None:
+                    self.dispatcher.release(checked.slot, checked.at)
                 return None
-            attempt, policy = self._begin(*claimed, taken.stem, now), self.policy()
+            attempt, policy = self._begin(*claimed, checked, now), self.policy()
         error, permanent = self._execute(attempt.job, policy, attempt.context)
         with self._lock:
             self.active.pop(attempt.thread, None)
@@ -196,13 +200,11 @@ class WorkerPool:
         under the returned name; None if it is not ours to run now (lost to another
         worker, unreadable, or not yet due)."""
         stem, priority = taken.stem, taken.priority
-        if not taken.due_known and self._deferred(stem, priority, now):
-            return None
         try:
             running = self.spool.claim(stem)
         except OSError as e:  # a read-only spool, say: the job stays in pending/
             self.spool.health.failed(f"claiming pending/{stem}.json", e, str(self.spool.root))
-            self.dispatcher.defer(stem, priority, now, due_known=False)
+            self.dispatcher.defer(stem, priority, now, due_known=False, job_type=taken.slot)
             return None
         if running is None:
             return None
@@ -211,31 +213,36 @@ class WorkerPool:
             return None
         if job.due > now:
             self.spool.unclaim(running, stem)
-            self.dispatcher.defer(stem, priority, job.due)
+            self.dispatcher.defer(stem, priority, job.due, job_type=job.type)
             return None
         if not self.spool.mark_started(running):
             return None
         return job, running
 
-    def _deferred(self, stem: str, priority: str, now: float) -> bool:
-        """Look at a pending file whose due time the index does not know (see Taken)
-        before claiming it, so a job waiting for its runAt or its backoff never shows up
-        in running/. True if it is not ours to run now."""
-        parsed = parse_stem(stem)
-        raw = self.spool.read("pending", stem + ".json")
-        if raw is None or parsed is None:
-            return True
-        try:
-            record = json.loads(raw)
-        except ValueError:
-            return False  # the claim and load that follow put it in failed/
-        if not isinstance(record, dict):
-            return False
+    def _look(self, taken: Taken, now: float) -> Taken | None:
+        """Look at a pending file whose due time or type the index does not know (see
+        Taken) before claiming it, so a job waiting for its runAt, its backoff or its
+        type's limit never shows up in running/. None if it is not ours to run now; else
+        the taken job, holding a slot of its type where it has one."""
+        if taken.due_known and taken.slot is not None:
+            return taken
+        stem, priority, parsed = taken.stem, taken.priority, parse_stem(taken.stem)
+        raw = self.spool.read("pending", stem + ".json") if parsed else None
+        if raw is None or parsed is None:  # gone: not ours
+            self.dispatcher.release(taken.slot, taken.at)
+            return None
+        record = _object_or_none(raw)
+        if record is None:
+            return taken  # the claim and load that follow put it in failed/
         job = from_record(record, parsed.id, priority, parsed.accepted, self.tz(), {})
-        if job.due <= now:
-            return False
-        self.dispatcher.defer(stem, priority, job.due)
-        return True
+        if job.due > now:
+            self.dispatcher.release(taken.slot, taken.at)
+            self.dispatcher.defer(stem, priority, job.due, job_type=job.type)
+            return None
+        if taken.slot is not None:
+            return taken
+        admitted = self.dispatcher.admit(stem, priority, job.type)
+        return None if admitted is None else taken._replace(slot=job.type, at=admitted)
 
     def _load(self, running: str, stem: str, priority: str) -> Job | None:
         raw = self.spool.read("running", running)
@@ -248,13 +255,15 @@ class WorkerPool:
             return None
         return from_record(record, parsed.id, priority, parsed.accepted, self.tz(), self.registry())
 
-    def _begin(self, job: Job, running: str, stem: str, now: float) -> Attempt:
+    def _begin(self, job: Job, running: str, taken: Taken, now: float) -> Attempt:
         """Count the attempt and show it in `active`, where the monitor times it."""
         job.attempts += 1
         job.status, job.started_at, job.error = "running", now, None
         timeout = job.timeout or self.policy().timeout
         deadline, thread = time.monotonic() + timeout, threading.get_ident()
-        attempt = Attempt(job, stem, running, deadline, thread, JobContext(job.id))
+        attempt = Attempt(
+            job, taken.stem, running, deadline, thread, JobContext(job.id), taken.slot
+        )
         with self._lock:
             self.active[attempt.thread] = attempt
         return attempt
@@ -282,9 +291,12 @@ class WorkerPool:
 
     def _record(self, attempt: Attempt, error: str | None, permanent: bool) -> None:
         """Hand the outcome (completed/, a retry in pending/, or failed/) to the committer,
-        which writes it (outside the turn: its queue may make us wait for it)."""
+        which writes it (outside the turn: its queue may make us wait for it). The run
+        ends here for its type's limit, also one that timed out (its thread may go on,
+        but it no longer counts: one hung job must not hold its type up for good)."""
         with self.spool.turn:
             outcome = self._outcome(attempt, error, permanent)
+        self.dispatcher.release(attempt.slot)
         self.committer.submit(outcome)
         if attempt.context.cancel_requested:
             self._answered(attempt.job.id)
@@ -340,7 +352,7 @@ class WorkerPool:
     def _reported(self, job: Job, stem: str, folder: str, end: float) -> None:
         """The outcome is in the spool (durably, with fsync): index a retry, log, report."""
         if folder == "pending":
-            self.dispatcher.defer(stem, job.priority, job.due)
+            self.dispatcher.defer(stem, job.priority, job.due, job_type=job.type)
             logger.info("job %s attempt %d failed, retry in %.0fs: %s", job.id, job.attempts,
                         job.due - end, job.error)  # fmt: skip
         elif job.error:
@@ -451,6 +463,14 @@ def _shown(attempt: Attempt) -> dict[str, Any]:
         "progress": context.last_progress(),
         "cancelling": context.cancel_requested,
     }
+
+
+def _object_or_none(raw: bytes) -> dict[str, Any] | None:
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def _record_or_reject(spool: Spool, running: str, raw: bytes, why: str) -> dict[str, Any] | None:

@@ -13,6 +13,7 @@ from spoold.dispatch import Dispatcher, Taken
 from spoold.errors import PermanentJobError
 from spoold.intake import Intake
 from spoold.jobs import JobType
+from spoold.limits import Limit
 from spoold.names import make_stem, parse_stem
 from spoold.spool import Spool
 from spoold.times import parse_time
@@ -398,3 +399,15 @@ def test_the_lease_is_renewed_while_a_stop_lets_a_running_job_finish(tmp_path):
     stopping.join(10)
     [record] = folder_json(spool, "completed")
     assert record["id"] == "through-the-stop"
+
+
+def test_a_job_lost_before_its_claim_gives_its_types_slot_back(world):
+    spool, intake, pool, _, finished = world
+    pool.dispatcher.set_limits({"flaky": Limit(concurrency=1)})
+    intake.submit({"type": "flaky", "id": "lost"}, now=100.0)
+    intake.submit({"type": "flaky", "id": "kept"}, now=100.0)
+    [lost] = [name for name in os.listdir(spool.dirs["pending"]) if "lost" in name]
+    os.remove(spool.dirs["pending"] / lost)  # claimed by someone else, say
+    assert pool.run_once() is None
+    job = pool.run_once()  # the one slot is free again
+    assert job is not None and job.id == "kept" and finished == [("kept", "completed")]

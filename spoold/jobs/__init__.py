@@ -16,6 +16,9 @@ from spoold.jobcontext import JobContext
 
 Job = dict[str, Any]
 
+# The built-in types' names, for what checks a config before building the registry.
+BUILTIN_TYPES = ("send_email", "webhook", "cleanup", "log", "queue_stats", "noop")
+
 
 def no_problems(job: Job) -> list[str]:
     """The validator of types that take no fields of their own (and of plug-ins)."""
