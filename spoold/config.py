@@ -204,11 +204,11 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
     return names.get(kind, kind.__name__)
 
 
-def _closest(key: str, known: set[str]) -> str:
+def _closest(key: str, known: set[str], listing: str = "known keys") -> str:
     match = difflib.get_close_matches(key, sorted(known), n=1)
     if match:
         return f" (did you mean {match[0]!r}?)"
-    return f"; known keys: {', '.join(sorted(known))}"
+    return f"; {listing}: {', '.join(sorted(known))}"
 
 
 def _node_lines(node: yaml.Node | None, path: tuple[str, ...] = ()) -> dict[tuple[str, ...], int]:
@@ -507,7 +507,8 @@ def _limits(r: _Reader, top: dict[str, Any]) -> dict[str, Limit]:
     for name, entry in entries.items():
         p = ("limits", str(name))
         if str(name) not in types:
-            r.problem(p, f"no job type named {name!r}{_closest_type(str(name), types)}")
+            listing = "the job types (a plug-in needs its jobTypes entry)"
+            r.problem(p, f"no job type named {name!r}{_closest(str(name), types, listing)}")
             continue
         before = len(r.problems)
         s = r.section(entry, p, {"concurrency", "rate"})
@@ -517,13 +518,6 @@ def _limits(r: _Reader, top: dict[str, Any]) -> dict[str, Limit]:
         if len(r.problems) == before:
             good[str(name)] = limit
     return good
-
-
-def _closest_type(name: str, types: set[str]) -> str:
-    match = difflib.get_close_matches(name, sorted(types), n=1)
-    if match:
-        return f" (did you mean {match[0]!r}?)"
-    return f"; the types are {', '.join(sorted(types))} (a plug-in needs its jobTypes entry)"
 
 
 def _concurrency(r: _Reader, s: dict[str, Any], path: tuple[str, ...]) -> int | None:
