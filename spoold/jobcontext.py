@@ -30,7 +30,7 @@ class JobContext:
 
     def __init__(self, job_id: str) -> None:
         self.job_id = job_id
-        self._asked = threading.Event()
+        self._asked = False  # set once, under _lock; read without it (a bool is atomic)
         self._seen = False
         self._lock = threading.Lock()
         self._progress: dict[str, Any] | None = None
@@ -39,7 +39,7 @@ class JobContext:
     def cancelled(self) -> bool:
         """Whether an operator asked this job to stop; a job that sees True should stop
         (return, or raise JobCancelled) and its record then says 'cancelled'."""
-        if not self._asked.is_set():
+        if not self._asked:
             return False
         self._seen = True
         return True
@@ -65,7 +65,7 @@ class JobContext:
         """Call hook (from the thread that cancels) when a cancel is asked, or now if one
         was: how a job blocked in a call (a socket read) is woken to stop."""
         with self._lock:
-            if not self._asked.is_set():
+            if not self._asked:
                 self._hooks.append(hook)
                 return
         hook()
@@ -74,7 +74,7 @@ class JobContext:
 
     def request_cancel(self) -> None:
         with self._lock:
-            self._asked.set()
+            self._asked = True
             hooks, self._hooks = self._hooks, []
         for hook in hooks:
             try:
@@ -84,7 +84,7 @@ class JobContext:
 
     @property
     def cancel_requested(self) -> bool:
-        return self._asked.is_set()
+        return self._asked
 
     @property
     def cancel_seen(self) -> bool:

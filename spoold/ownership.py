@@ -15,7 +15,7 @@ import os
 from typing import TYPE_CHECKING
 
 from spoold import strictjson
-from spoold.errors import InvalidJob, SpoolUnusable
+from spoold.errors import SpoolUnusable
 from spoold.fileio import unlink_quiet
 from spoold.names import running_stem
 from spoold.storage import errno_name
@@ -107,11 +107,7 @@ class Ownership:
         """What an owner's lease file says about it (see describe_lease); {} if it says
         nothing readable (gone, or created and not yet written)."""
         raw = self.spool.read("running", f".lease-{owner}")
-        try:
-            info = strictjson.loads(raw) if raw else {}
-        except InvalidJob:
-            return {}
-        return info if isinstance(info, dict) else {}
+        return strictjson.object_or_none(raw) or {}
 
     def end_lease(self) -> None:
         """A clean stop: our running files are all settled; the lease, the space held for

@@ -16,8 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from spoold import strictjson
 from spoold.job import Job
-from spoold.names import parse_stem
+from spoold.names import stem_of
 from spoold.spool import Spool
 
 KEEP = 1000  # entries kept per folder: also the largest `limit` answered
@@ -96,17 +97,13 @@ class Recent:
             return entry.record
         name = entry.name or names.get(entry.id)
         raw = self.spool.read(folder, name) if name else None
-        try:
-            record = json.loads(raw) if raw is not None else None
-        except ValueError:
-            return None
-        return record if isinstance(record, dict) else None
+        return strictjson.object_or_none(raw)
 
     def _names_by_id(self, folder: str) -> dict[str, str]:
         """One listing of folder: job id → file name (for records too large to keep)."""
         found = {}
         for name in self.spool.names(folder):
-            stem = parse_stem(name[:-5]) if name.endswith(".json") else None
+            stem = stem_of(name)
             if stem:
                 found[stem.id] = name
         return found
@@ -115,7 +112,7 @@ class Recent:
         """Add the newest records already on disk behind what this daemon finished itself."""
         found = []
         for name in self.spool.names(folder):
-            stem = parse_stem(name[:-5]) if name.endswith(".json") else None
+            stem = stem_of(name)
             mtime = self.spool.mtime(folder, name) if stem else None
             if stem and mtime is not None:
                 found.append((mtime, stem.id, name))

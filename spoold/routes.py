@@ -7,7 +7,6 @@ as a file dropped into incoming/; retry and cancel are the CLI's verbs.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -115,7 +114,7 @@ class ApiError(Exception):
 
 
 def dump(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, allow_nan=False).encode()
+    return strictjson.dumps(value)
 
 
 def ok(value: Any) -> Answer:

@@ -20,7 +20,6 @@ file. `catchUp: skip` fires only a run at most LATE_GRACE seconds late;
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -30,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from spoold import strictjson
 from spoold.config import Config, TaskConfig
 from spoold.cron import fire_times_between, next_times, zone
 from spoold.errors import ConfigError, InvalidJob, TaskBusy, UnknownTask
@@ -229,11 +229,13 @@ class Scheduler:
     def _mark(self, job_id: str, marker: dict[str, Any], now: datetime) -> bool:
         """The exclusive create that decides a run; False if another got there first."""
         marker = {**marker, "by": self.spool.owner, "decidedAt": now.isoformat()}
-        return self.spool.write("schedule", job_id + MARKER, _dump(marker), exclusive=True)
+        return self.spool.write(
+            "schedule", job_id + MARKER, strictjson.dumps(marker), exclusive=True
+        )
 
     def _adopt(self, name: str, job_id: str) -> Decision:
         """Another daemon (or our earlier life) decided this run: follow what it decided."""
-        marker = _load(self.spool.read("schedule", job_id + MARKER)) or {}
+        marker = strictjson.object_or_none(self.spool.read("schedule", job_id + MARKER)) or {}
         by = str(marker.get("by", "another daemon"))
         if marker.get("decision") == "skip":
             self._state(name).skipped_count += 1
@@ -297,7 +299,7 @@ class Scheduler:
         self.intake.submit(data, now.timestamp(), exclusive_stem=run.stem)
         self._state(name).track(run)
         self._dirty = True
-        self.spool.write("schedule", name + POINTER, _dump(run.to_json()))
+        self.spool.write("schedule", name + POINTER, strictjson.dumps(run.to_json()))
 
     def _observe(self, name: str, now: datetime) -> None:
         """Follow the task's latest run (whoever enqueued it) and count the finished ones.
@@ -306,7 +308,9 @@ class Scheduler:
         it is dropped only GONE_AFTER seconds after it was decided.
         """
         state = self._state(name)
-        pointed = Run.from_json(_load(self.spool.read("schedule", name + POINTER)))
+        pointed = Run.from_json(
+            strictjson.object_or_none(self.spool.read("schedule", name + POINTER))
+        )
         if pointed is not None:
             self._dirty |= state.track(pointed)
         for run in list(state.open):
@@ -325,7 +329,7 @@ class Scheduler:
     def _error_of(self, run: Run) -> str | None:
         if run.folder != "failed":
             return None
-        record = _load(self.spool.read("failed", run.stem + ".json")) or {}
+        record = strictjson.object_or_none(self.spool.read("failed", run.stem + ".json")) or {}
         return str(record.get("error") or "failed")
 
     def _busy(self, name: str) -> Run | None:
@@ -449,15 +453,3 @@ def standalone(config: Config) -> Scheduler:
 
 def _at(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
-
-
-def _dump(value: dict[str, Any]) -> bytes:
-    return json.dumps(value, ensure_ascii=False, indent=1).encode() + b"\n"
-
-
-def _load(raw: bytes | None) -> dict[str, Any] | None:
-    try:
-        value = json.loads(raw) if raw is not None else None
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None

@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from spoold import strictjson
 from spoold.job import Job
 from spoold.threads import Loop
 
@@ -103,7 +104,7 @@ class StatusWriter:
         if key == self._last:
             return
         try:
-            self.write(json.dumps(snap, indent=1).encode() + b"\n")
+            self.write(strictjson.dumps(snap, indent=1))
         except OSError as e:
             if not self._failing:  # once per episode: it is tried again every second
                 logger.error("cannot write the status file: %s", e)

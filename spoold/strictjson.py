@@ -47,6 +47,18 @@ def dumps(value: Any, indent: int | None = None) -> bytes:
     return json.dumps(value, ensure_ascii=False, allow_nan=False, indent=indent).encode() + b"\n"
 
 
+def object_or_none(raw: bytes | None) -> dict[str, Any] | None:
+    """The JSON object in raw (a file spoold wrote, read back); None when there is no
+    raw, or it is not strict JSON, or not an object: the caller treats it as unreadable."""
+    if raw is None:
+        return None
+    try:
+        value = loads(raw)
+    except InvalidJob:
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def _parse(text: str) -> Any:
     try:
         return _DECODER.decode(text)

@@ -7,11 +7,13 @@ form (the state file survives restarts) and pure naming rules.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from spoold import strictjson
+from spoold.errors import InvalidJob
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +114,7 @@ class TaskState:
 
 def dump_states(states: dict[str, TaskState]) -> bytes:
     tasks = {name: state.to_json() for name, state in states.items()}
-    return json.dumps({"version": 1, "tasks": tasks}, indent=1).encode() + b"\n"
+    return strictjson.dumps({"version": 1, "tasks": tasks}, indent=1)
 
 
 def load_states(raw: bytes | None, source: str) -> dict[str, TaskState]:
@@ -120,9 +122,9 @@ def load_states(raw: bytes | None, source: str) -> dict[str, TaskState]:
     if raw is None:
         return {}
     try:
-        tasks = json.loads(raw)["tasks"]
+        tasks = strictjson.loads(raw)["tasks"]
         return {str(name): TaskState.from_json(value) for name, value in tasks.items()}
-    except (ValueError, TypeError, KeyError, AttributeError) as e:
+    except (InvalidJob, TypeError, KeyError, AttributeError) as e:
         logger.warning("ignoring unreadable scheduler state %s (%s): counts start at 0", source, e)
         return {}
 

@@ -7,7 +7,6 @@ abandoned and replaced) and renews this daemon's lease on its running files.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -16,11 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from spoold import followups
+from spoold import followups, strictjson
 from spoold.commit import Committer, Outcome
 from spoold.context import Context
 from spoold.dispatch import Dispatcher, Taken, backoff_seconds, default_rand
-from spoold.errors import PermanentJobError
+from spoold.errors import InvalidJob, PermanentJobError
 from spoold.job import Job, from_record
 from spoold.jobcontext import JobContext
 from spoold.jobs import JobType
@@ -231,7 +230,7 @@ class WorkerPool:
         if raw is None or parsed is None:  # gone: not ours
             self.dispatcher.release(taken.slot, taken.at)
             return None
-        record = _object_or_none(raw)
+        record = strictjson.object_or_none(raw)
         if record is None:
             return taken  # the claim and load that follow put it in failed/
         job = from_record(record, parsed.id, priority, parsed.accepted, self.tz(), {})
@@ -465,22 +464,14 @@ def _shown(attempt: Attempt) -> dict[str, Any]:
     }
 
 
-def _object_or_none(raw: bytes) -> dict[str, Any] | None:
-    try:
-        record = json.loads(raw)
-    except ValueError:
-        return None
-    return record if isinstance(record, dict) else None
-
-
 def _record_or_reject(spool: Spool, running: str, raw: bytes, why: str) -> dict[str, Any] | None:
     """The JSON object in a running file, or None after moving the file to failed/: only
     spoold writes there, so anything else means someone edited the spool by hand."""
     try:
-        record = json.loads(raw)
+        record = strictjson.loads(raw)
         if not isinstance(record, dict):
-            raise ValueError("not a JSON object")
-    except ValueError as e:
+            raise InvalidJob("not a JSON object")
+    except InvalidJob as e:
         spool.reject(running, f"{why}: {e}", "running")
         return None
     return record
@@ -566,7 +557,7 @@ def _enqueue_follow_ups(
     that record calls for and that are not in the spool yet (see followups.py)."""
     for folder in followups.KEYS:
         raw = spool.read(folder, stem.text + ".json")
-        record = _json_object(raw) if raw is not None else None
+        record = strictjson.object_or_none(raw) if raw is not None else None
         if record is None:
             continue
         follow = followups.missing(record, folder, stem, registry, _exists_in(spool))
@@ -575,14 +566,6 @@ def _enqueue_follow_ups(
             announce(dispatcher, follow)
             logger.warning("job %s: enqueued %d follow-up(s) its holder left unwritten",
                            stem.id, len(follow))  # fmt: skip
-
-
-def _json_object(raw: bytes) -> dict[str, Any] | None:
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def _exists_in(spool: Spool) -> Callable[[str], bool]:
