@@ -21,7 +21,7 @@ from spoold.commit import Committer
 from spoold.config import Config, load_config
 from spoold.context import Context
 from spoold.dispatch import Dispatcher
-from spoold.errors import ConfigError, NotRetryable, TaskBusy, UnknownTask
+from spoold.errors import ConfigError, Conflict, NotFound, NotRetryable, TaskBusy, UnknownTask
 from spoold.history import History
 from spoold.intake import Intake
 from spoold.job import Job
@@ -34,7 +34,7 @@ from spoold.recent import Recent
 from spoold.reload import ConfigWatcher
 from spoold.retention import prune
 from spoold.scheduler import Scheduler, check_tasks
-from spoold.service import Conflict, Counters, FinishListener, NotFound
+from spoold.service import Counters, FinishListener
 from spoold.spool import Spool
 from spoold.status import Stats, StatusWriter
 from spoold.threads import Loop

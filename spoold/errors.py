@@ -54,3 +54,11 @@ class JobCancelled(PermanentJobError):
 
     def __init__(self) -> None:
         super().__init__("cancelled")
+
+
+class NotFound(SpoolError, LookupError):
+    """No job (or task) has that name; the message says which (HTTP 404)."""
+
+
+class Conflict(SpoolError):
+    """The job or task is not in a state the verb needs; the message says why (HTTP 409)."""

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from spoold import __version__, metrics, openapi, strictjson
-from spoold.errors import InvalidJob
+from spoold.errors import Conflict, InvalidJob, NotFound
 from spoold.job import Job, decode_object
 from spoold.names import ID_RE, ID_RULE
 from spoold.page import ASSETS, HEADERS, HTML, PAGE, static_file
-from spoold.service import Conflict, NotFound, Service
+from spoold.service import Service
 
 logger = logging.getLogger(__name__)
 

@@ -11,18 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from spoold.errors import SpoolError
 from spoold.job import Job
 
 FinishListener = Callable[[Job, str], None]  # (job, folder its outcome was recorded in)
-
-
-class NotFound(SpoolError, LookupError):
-    """No job (or task) has that name; the message says which (HTTP 404)."""
-
-
-class Conflict(SpoolError):
-    """The job or task is not in a state the verb needs; the message says why (HTTP 409)."""
 
 
 @dataclass(frozen=True)
