@@ -110,15 +110,13 @@ class ApiError(Exception):
         self.headers: dict[str, str] = {}
 
     def answer(self) -> Answer:
-        return Answer(self.status, dump({"error": str(self), **self.extra}), JSON, self.headers)
-
-
-def dump(value: Any) -> bytes:
-    return strictjson.dumps(value)
+        return Answer(
+            self.status, strictjson.dumps({"error": str(self), **self.extra}), JSON, self.headers
+        )
 
 
 def ok(value: Any) -> Answer:
-    return Answer(200, dump(value))
+    return Answer(200, strictjson.dumps(value))
 
 
 class Endpoints:
@@ -144,7 +142,7 @@ class Endpoints:
         """200 while the daemon serves; 503 while the spool takes no writes (storage.py)."""
         error = self.service.storage_error()
         if error is not None:
-            return Answer(503, dump({"status": "storage-error", "error": error}))
+            return Answer(503, strictjson.dumps({"status": "storage-error", "error": error}))
         return ok({"status": "ok"})
 
     def metrics_text(self, request: Request) -> Answer:
@@ -240,7 +238,9 @@ class Endpoints:
                 reason = self.service.storage_error() or e.strerror or e
                 raise ApiError(503, f"the spool could not be written: {reason}") from e
         if status == "cancelling":  # asked to stop: its record says so once it has
-            return Answer(202, dump({"success": True, "jobId": job_id, "status": status}))
+            return Answer(
+                202, strictjson.dumps({"success": True, "jobId": job_id, "status": status})
+            )
         return ok({"success": True, "jobId": job_id, "status": "failed", "error": "cancelled"})
 
     def run_task(self, request: Request) -> Answer:
