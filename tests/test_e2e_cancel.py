@@ -55,6 +55,13 @@ def plain(job):
 TYPES = {name: f"cancel_plugins:{name}" for name in ("patient", "deaf", "overshoot", "plain")}
 
 
+def started(workdir: Path, job_id: str) -> bool:
+    """True once `deaf` has written its line: the file exists a moment before that, and a
+    kill -9 in that moment would leave it empty."""
+    path = workdir / (job_id + ".started")
+    return path.exists() and path.read_text().endswith("\n")
+
+
 def write_plugins(workdir: Path) -> dict[str, str]:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "cancel_plugins.py").write_text(CANCEL_PLUGINS)
@@ -131,7 +138,7 @@ def test_a_plugin_that_ignores_the_cancel_stops_at_its_timeout_and_is_not_retrie
     daemon = start_daemon(jobTypes=write_plugins(tmp_path), http=http(port))
     with Client(port) as client:
         client.post("/jobs", {"type": "deaf", "id": "deaf", "timeout": 2, "maxAttempts": 3})
-        wait_until(lambda: (tmp_path / "deaf.started").exists())
+        wait_until(lambda: started(tmp_path, "deaf"))
         assert client.delete("/jobs/deaf").status == 202
         [running] = client.get("/status").json["jobs"]["running"]
         assert running["id"] == "deaf" and running["cancelling"] is True
@@ -149,7 +156,7 @@ def test_a_job_asked_to_stop_that_outlives_the_shutdown_grace_is_recorded_cancel
     daemon = start_daemon(jobTypes=write_plugins(tmp_path), http=http(port), shutdownGrace=0.5)
     with Client(port) as client:
         client.post("/jobs", {"type": "deaf", "id": "stubborn", "timeout": 60})
-        wait_until(lambda: (tmp_path / "stubborn.started").exists())
+        wait_until(lambda: started(tmp_path, "stubborn"))
         assert client.delete("/jobs/stubborn").status == 202
     assert daemon.stop() == 0
     record = record_in(daemon.spool, "failed", "stubborn")
@@ -162,7 +169,7 @@ def test_a_cancel_asked_while_no_daemon_runs_the_job_is_honoured_at_recovery(
 ):
     daemon = start_daemon(jobTypes=write_plugins(tmp_path))
     daemon.drop("d.json", {"type": "deaf", "id": "orphan", "maxAttempts": 3})
-    wait_until(lambda: (tmp_path / "orphan.started").exists())
+    wait_until(lambda: started(tmp_path, "orphan"))
     daemon.kill()  # kill -9: the job stays in running/, held by no one
     result = cancel_cli(tmp_path, "orphan")
     assert result.returncode == 0 and "asked to stop" in result.stdout, result.stderr
