@@ -119,7 +119,6 @@ class Daemon:
         self.stats.completed = self._count_records("completed")
         self.stats.failed = self._count_records("failed")
         self._recover(own_node_too=True)
-        self.intake.moves.start()  # the helper process (see helper.py)
         self.pool.start()
         self.scheduler.start()
         self.watcher.start()
@@ -142,7 +141,6 @@ class Daemon:
         if self.api:
             self.api.stop()
         self.watcher.stop()
-        self.intake.moves.stop()
         self.pool.stop(self.config.shutdown_grace if graceful else 0.0)
         self._housekeeper.stop()  # before the lease goes: housekeeping renews it too
         self.spool.ownership.end_lease()

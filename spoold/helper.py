@@ -1,20 +1,15 @@
-"""The file work the daemon hands to helper processes, and those processes.
+"""The file work the daemon hands to a helper process, and that process.
 
 Per job, most of the daemon's kernel time is renames and writes in big folders.
 Under the GIL its threads take turns at that work (see Spool.turn); a helper
-process, `python -m spoold.helper`, does it on the other core instead. Each
-daemon on Linux starts two, each with its own pipe so neither waits for the
-other:
+process, `python -m spoold.helper commit`, does the group commit on the other
+core instead (Spool.commit): write a batch of outcomes in tmp/, flush the file
+system once, rename them into place, flush once more, and only then drop the
+running files they replace. Without `durability: fsync` the same, without the
+flushes.
 
-  intake   moves admitted files from incoming/ to pending/ (accept_files), a
-           batch per wake-up of the intake;
-  commit   the group commit (Spool.commit): write a batch of outcomes in tmp/,
-           flush the file system once, rename them into place, flush once more,
-           and only then drop the running files they replace. Without
-           `durability: fsync` the same, without the flushes.
-
-What each helper bought is measured in bench/README.md ("What the design choices
-bought").
+What the helper bought (and why the intake has none any more) is measured in
+bench/README.md ("What the design choices bought").
 A helper shares nothing with the daemon but the spool folder and a pipe: a batch
 goes in, each file's result comes back. The daemon keeps every decision (what
 is admitted, under which name, what a job's outcome is); a helper only does the
@@ -52,23 +47,8 @@ from spoold.spool import Record, Spool
 
 logger = logging.getLogger("spoold.helper")
 
-# (name in incoming/, stem in pending/): an admitted file to move in
-Move = tuple[str, str]
 PR_SET_PDEATHSIG = 1
 HEADER = struct.Struct("!Q")
-
-
-def accept_files(spool: Spool, moves: list[Move]) -> list[bool | OSError]:
-    """incoming/<name> → pending/<stem>.json for each move: True if moved, False if
-    the file was gone, or the error that kept it where it was."""
-    results: list[bool | OSError] = []
-    with spool.turn:
-        for name, stem in moves:
-            try:
-                results.append(spool.accept(name, stem))
-            except OSError as e:
-                results.append(e)
-    return results
 
 
 def commit_files(spool: Spool, records: list[Record], flush: bool) -> list[OSError | None]:
@@ -76,7 +56,7 @@ def commit_files(spool: Spool, records: list[Record], flush: bool) -> list[OSErr
     return spool.commit(records, flush)
 
 
-VERBS: dict[str, Callable[..., list[Any]]] = {"accept": accept_files, "commit": commit_files}
+VERBS: dict[str, Callable[..., list[Any]]] = {"commit": commit_files}
 
 
 class FileWork:
@@ -105,10 +85,6 @@ class FileWork:
     def in_helper(self) -> bool:
         return self._helper is not None
 
-    def accept(self, moves: list[Move]) -> list[bool | OSError]:
-        """accept_files, in the helper if it runs."""
-        return self._do("accept", moves)
-
     def commit(self, records: list[Record], flush: bool) -> list[OSError | None]:
         """Spool.commit, in the helper if it runs."""
         return self._do("commit", records, flush)
@@ -133,7 +109,7 @@ class Helper:
 
     @classmethod
     def spawn(cls, spool: Spool, role: str) -> Helper | None:
-        """Start a helper for this spool (`role`, "intake" or "commit", names it in ps
+        """Start a helper for this spool (`role`, "commit", names it in ps
         and the log); None where it cannot be tied to the daemon's life (not Linux) or
         cannot start (logged): the daemon then does the work itself."""
         if not sys.platform.startswith("linux"):

@@ -58,7 +58,7 @@ def cmdline(pid: int) -> str:
 
 
 def helper_of(pid: int, role: str) -> int:
-    """The one helper process of `role` ("intake", "commit") that pid started."""
+    """The one helper process of `role` ("commit") that pid started."""
     found: list[int] = []
 
     def look() -> bool:

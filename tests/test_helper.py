@@ -1,4 +1,5 @@
-"""The file work the daemon hands to helper processes (moves in, group commits), and them."""
+"""The file work the daemon hands to its helper process (group commits), and it; and the
+intake's moves into pending/, which the daemon makes itself."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import site
 import subprocess
 import sys
 import threading
-from functools import partial
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -31,7 +31,7 @@ from spoold.commit import Committer, Outcome
 from spoold.context import Context
 from spoold.dispatch import Dispatcher
 from spoold.errors import HelperGone
-from spoold.helper import Helper, accept_files
+from spoold.helper import Helper
 from spoold.intake import Intake
 from spoold.jobs import JobType
 from spoold.names import make_stem
@@ -180,11 +180,11 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.parametrize("durability", ["fsync", "relaxed"])
-def test_a_daemon_works_through_two_helpers_and_takes_them_down_on_kill_9(start_daemon, durability):
+def test_a_daemon_works_through_one_helper_and_takes_it_down_on_kill_9(start_daemon, durability):
     daemon = start_daemon(durability=durability)
     helpers = children(daemon.proc.pid)
     roles = sorted(cmdline(pid).split("-m spoold.helper ")[1].split()[0] for pid in helpers)
-    assert roles == ["commit", "intake"]
+    assert roles == ["commit"]  # the intake moves files in itself
     for n in range(20):
         daemon.drop(f"j{n}.json", {"type": "noop", "id": f"j{n}"})
     wait_until(lambda: len(job_files(daemon.spool, "completed")) == 20)
@@ -223,7 +223,7 @@ def test_posts_from_threads_share_the_helper(spool):
     assert sorted(not_dot(spool, "pending")) == sorted(f"{s}.json" for s in stems)
 
 
-# ----- moving admitted files in ----------------------------------------------------------
+# ----- moving admitted files in (in the daemon: no helper) ------------------------------
 
 
 def incoming(spool: Spool, *names: str) -> list[tuple[str, str]]:
@@ -235,33 +235,24 @@ def incoming(spool: Spool, *names: str) -> list[tuple[str, str]]:
     return moves
 
 
-@pytest.mark.parametrize("where", ["here", "helper"])
-def test_files_are_moved_in_unchanged_and_each_move_says_how_it_went(spool, where):
+def test_files_are_moved_in_unchanged_and_each_move_says_how_it_went(spool):
     (a, stem_a), (b, stem_b), (c, stem_c) = incoming(spool, "a.json", "b.json", "c.json")
     os.unlink(spool.dirs["incoming"] / b)  # its producer took it back
     (spool.dirs["pending"] / f"{stem_c}.json").mkdir()  # a folder where c must go
     (spool.dirs["pending"] / f"{stem_c}.json" / "x").write_bytes(b"")
-    helper = Helper.spawn(spool, "intake") if where == "helper" else None
-    accept = partial(helper.ask, "accept") if helper else partial(accept_files, spool)
-    try:
-        results = accept([(a, stem_a), (b, stem_b), (c, stem_c)])
-        assert results[:2] == [True, False] and isinstance(results[2], OSError)
-        assert accept([(a, stem_a)]) == [True]  # a move already made is found done
-    finally:
-        if helper:
-            helper.close()
+    assert spool.accept(a, stem_a) is True and spool.accept(b, stem_b) is False
+    with pytest.raises(OSError):
+        spool.accept(c, stem_c)
+    assert spool.accept(a, stem_a) is True  # a move already made is found done
     assert (spool.dirs["pending"] / f"{stem_a}.json").read_bytes() == b"a.json"
     assert sorted(os.listdir(spool.dirs["incoming"])) == [c]  # left for the rescan
 
 
 @pytest.fixture
-def intake(spool: Spool):
+def intake(spool: Spool) -> Intake:
     registry = {"noop": JobType("noop", lambda args: None)}
     context = Context(spool, Dispatcher(), lambda: registry, lambda: ZoneInfo("UTC"))
-    intake = Intake(context, 10_000, 0.0)
-    intake.moves.start()
-    yield intake
-    intake.moves.stop()
+    return Intake(context, 10_000, 0.0)
 
 
 def drop_jobs(spool: Spool, *ids: str) -> list[str]:
@@ -271,23 +262,15 @@ def drop_jobs(spool: Spool, *ids: str) -> list[str]:
     return [f"{job_id}.json" for job_id in ids]
 
 
-def test_the_intake_moves_files_through_its_helper_and_indexes_them(spool, intake):
-    helper = helper_of(os.getpid(), "intake")
+def test_the_intake_moves_files_in_itself_and_indexes_them(spool, intake):
     assert intake.accept_files(drop_jobs(spool, "a", "b"), 0.0) == []
     assert sorted(n.rsplit("-", 1)[1] for n in records(spool, "pending")) == ["a.json", "b.json"]
+    assert (
+        records(spool, "pending")[min(records(spool, "pending"))]
+        == json.dumps({"type": "noop", "id": "a"}).encode()
+    )  # the producer's bytes, unchanged
     assert intake.dispatcher.counts()["total"] == 2
     assert os.listdir(spool.dirs["incoming"]) == []
-    assert _alive(helper)
-
-
-def test_the_intake_goes_on_without_a_helper_that_died(spool, intake, caplog):
-    helper = helper_of(os.getpid(), "intake")
-    os.kill(helper, signal.SIGKILL)
-    with caplog.at_level(logging.ERROR, logger="spoold.helper"):
-        assert intake.accept_files(drop_jobs(spool, "a", "b", "c"), 0.0) == []
-        assert intake.accept_files(drop_jobs(spool, "d"), 0.0) == []
-    assert len(records(spool, "pending")) == 4 and intake.dispatcher.counts()["total"] == 4
-    assert caplog.text.count("the intake helper stopped") == 1
 
 
 def test_a_file_that_cannot_be_moved_in_stays_and_its_id_stays_free(spool, intake):
