@@ -35,6 +35,7 @@ MAX_BATCH = 256
 MAX_WAITING = 1024  # workers wait when this many outcomes are not yet durable
 RETRY_FIRST = 0.1  # seconds before a failed write is tried again; doubled up to RETRY_MAX
 RETRY_MAX = 2.0
+IDLE_LOOK = 1.0  # seconds between two looks at the spool's health while nothing comes
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ class Committer:
         self._kept: list[Outcome] = []  # outcomes whose write failed: written again later
         self._retry_in = RETRY_FIRST
         self._retry_at = 0.0
+        self._writing = threading.Lock()  # held by whoever writes a batch now
 
     @property
     def waiting(self) -> int:
@@ -100,13 +102,25 @@ class Committer:
 
     def submit(self, outcome: Outcome) -> None:
         """Hand an outcome over; its done() (or failed()) runs once it is durable. The one
-        decision of how it is written: by the committer's thread while that runs, else at
-        once in this thread (before start, after stop)."""
+        decision of how it is written: while the committer's thread runs, by it, except
+        without fsync when it is idle: then at once in this thread, in this process (a
+        job in an idle daemon crosses no thread and no pipe: the latency an idle drop
+        sees). With fsync every outcome goes to the thread, where they share a flush.
+        Before start and after stop, at once in this thread too."""
         with self._state:
-            if self._running:
+            if not self._running:
+                self._commit([outcome])
+                return
+            if self.spool.durable or not self._writing.acquire(blocking=False):
                 self._queue.put(outcome)
                 return
-        self._commit([outcome])
+        try:
+            if self._queue.empty() and not self._kept and self.spool.health.ok:
+                self._commit([outcome], here=True)
+            else:
+                self._queue.put(outcome)
+        finally:
+            self._writing.release()
 
     def stop(self) -> None:
         """Commit everything handed over so far, then end the thread."""
@@ -121,20 +135,23 @@ class Committer:
     def _loop(self) -> None:
         while True:
             batch, last = self._next_batch(self._patience())
-            if self._kept and (last or time.monotonic() >= self._retry_at):
-                batch, self._kept = self._kept + batch, []
-            if batch:
-                self._commit_guarded(batch)
-            elif not self.spool.health.ok and time.monotonic() >= self._retry_at:
-                self._probe()
+            with self._writing:
+                if self._kept and (last or time.monotonic() >= self._retry_at):
+                    batch, self._kept = self._kept + batch, []
+                if batch:
+                    self._commit_guarded(batch)
+                elif not self.spool.health.ok and time.monotonic() >= self._retry_at:
+                    self._probe()
             if last:
                 self._give_up()
                 return
 
-    def _patience(self) -> float | None:
-        """How long to wait for new outcomes: until the next retry while writes fail."""
+    def _patience(self) -> float:
+        """How long to wait for new outcomes: until the next retry while writes fail, else
+        up to IDLE_LOOK (a write made at once in a worker's thread may have failed since:
+        then the thread's probe is what learns when the spool takes writes again)."""
         if not self._kept and self.spool.health.ok:
-            return None
+            return IDLE_LOOK
         return max(self._retry_at - time.monotonic(), 0.0)
 
     def _commit_guarded(self, batch: list[Outcome]) -> None:
@@ -145,7 +162,7 @@ class Committer:
         except Exception:
             logger.exception("could not commit %d job outcome(s)", len(batch))
 
-    def _next_batch(self, timeout: float | None) -> tuple[list[Outcome], bool]:
+    def _next_batch(self, timeout: float) -> tuple[list[Outcome], bool]:
         try:
             first = self._queue.get(timeout=timeout)
         except queue.Empty:
@@ -163,10 +180,11 @@ class Committer:
             batch.append(item)
         return batch, False
 
-    def _commit(self, batch: list[Outcome]) -> None:
-        """Write the batch; report each outcome written, keep (or hand back) the others."""
+    def _commit(self, batch: list[Outcome], here: bool = False) -> None:
+        """Write the batch (`here`: in this process, not the helper); report each outcome
+        written, keep (or hand back) the others."""
         groups = [o.records for o in batch]
-        results = iter(self._write([record for group in groups for record in group]))
+        results = iter(self._write([record for group in groups for record in group], here))
         outcomes = [
             _left(o, [next(results) for _ in group]) for o, group in zip(batch, groups, strict=True)
         ]
@@ -191,10 +209,12 @@ class Committer:
             where = str(self.spool.dirs[o.folder])
             self._writes_fail(f"writing {o.folder}/{o.stem}.json", error, where)
 
-    def _write(self, records: list[Record]) -> list[OSError | None]:
+    def _write(self, records: list[Record], here: bool) -> list[OSError | None]:
         """Spool.commit in the helper or here, flushing as the config says now (a reload
         may change it); an unexpected error counts as each record's error."""
         try:
+            if here:
+                return self.spool.commit(records, self.spool.durable)
             return self._files.commit(records, self.spool.durable)
         except Exception as e:
             logger.exception("could not commit %d job file(s)", len(records))
@@ -203,9 +223,10 @@ class Committer:
 
     def _keep(self, outcome: Outcome, error: OSError) -> None:
         """An outcome the spool did not take: written again later while the thread runs
-        (a bug, an error without an errno, is not written again: it would fail again)."""
-        if threading.current_thread() is self._thread and _storage_error(error):
-            self._kept.append(outcome)
+        (a bug, an error without an errno, is not written again: it would fail again).
+        One written at once in a worker's thread is kept for the committer's thread too."""
+        if _storage_error(error) and (threading.current_thread() is self._thread or self._running):
+            self._kept.append(outcome)  # under self._writing, whichever thread wrote
         else:
             _strand(outcome, error)
 
