@@ -1,0 +1,162 @@
+"""What notices files in incoming/ (watcher.py), on a real folder with real inotify events:
+the thread that reads an event judges its name, a lone drop at once and a burst in
+batches; the rescan and the settle timers still feed the intake thread."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import wait_until
+
+from spoold import watcher as watcher_module
+from spoold.watcher import Watcher
+
+RAW = pytest.mark.skipif(not watcher_module.RAW_EVENTS, reason="Linux inotify")
+
+
+class Judge:
+    """accept() as the watcher sees it: records each call's names and thread; names in
+    `settle` are handed back once with a time to look again, a name in `explode` raises."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[str], str]] = []
+        self.settle: dict[str, float] = {}
+        self.explode: set[str] = set()
+        self.lock = threading.Lock()
+
+    def __call__(self, names: list[str], now: float) -> list[tuple[float, str]]:
+        with self.lock:
+            self.calls.append((list(names), threading.current_thread().name))
+        if self.explode & set(names):
+            raise RuntimeError("a bug in judging")
+        return [(now + self.settle.pop(n), n) for n in names if n in self.settle]
+
+    def names(self) -> list[str]:
+        with self.lock:
+            return [name for names, _ in self.calls for name in names]
+
+    def threads_of(self, name: str) -> list[str]:
+        with self.lock:
+            return [thread for names, thread in self.calls if name in names]
+
+
+@pytest.fixture
+def incoming(tmp_path: Path) -> Path:
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def judge() -> Judge:
+    return Judge()
+
+
+@pytest.fixture
+def watcher(incoming: Path, judge: Judge) -> Iterator[Watcher]:
+    """A watcher whose rescan runs only at start: only events find later files."""
+    watching = Watcher(str(incoming), judge, lambda: sorted(os.listdir(incoming)), 3600)
+    watching.start()
+    yield watching
+    watching.stop()
+
+
+def drop(folder: Path, name: str, body: str = '{"type": "noop"}') -> None:
+    """As SPEC 1 says: write a dot-name, then rename it into place."""
+    (folder / f".{name}").write_text(body)
+    os.rename(folder / f".{name}", folder / name)
+
+
+@RAW
+def test_a_dropped_file_is_judged_by_the_thread_that_read_its_event(watcher, incoming, judge):
+    drop(incoming, "a.json")
+    wait_until(lambda: "a.json" in judge.names(), timeout=5)
+    assert judge.threads_of("a.json") == ["spoold-events"]
+    assert all(not name.startswith(".") for name in judge.names())  # the dot-name: not a job
+
+
+@RAW
+def test_a_hard_link_and_a_file_written_in_place_are_noticed(watcher, incoming, judge, tmp_path):
+    outside = tmp_path / "archive.json"
+    outside.write_text('{"type": "noop"}')
+    os.link(outside, incoming / "linked.json")  # IN_CREATE only: no close, no move
+    (incoming / "inplace.json").write_text('{"type": "noop"}')  # create, then close-write
+    wait_until(lambda: {"linked.json", "inplace.json"} <= set(judge.names()), timeout=5)
+
+
+@RAW
+def test_a_burst_is_judged_in_batches_each_name_once_per_read(watcher, incoming, judge):
+    names = [f"b{n:04d}.json" for n in range(2000)]
+    for name in names:
+        (incoming / f".{name}").write_text('{"type": "noop"}')
+    for name in names:  # renames only: the burst is as fast as this machine allows
+        os.rename(incoming / f".{name}", incoming / name)
+    wait_until(lambda: set(names) <= set(judge.names()), timeout=20)
+    batches = [batch for batch, _ in judge.calls]
+    assert max(len(batch) for batch in batches) <= watcher_module.BATCH
+    assert len(batches) < len(names) / 10  # batches, not a judging per read of a file or two
+    assert all(len(set(batch)) == len(batch) for batch in batches)  # a name once per batch
+
+
+@RAW
+def test_a_bug_in_judging_is_logged_and_the_next_drop_is_judged(watcher, incoming, judge, caplog):
+    judge.explode.add("bad.json")
+    drop(incoming, "bad.json")
+    wait_until(lambda: "bad.json" in judge.names(), timeout=5)
+    time.sleep(0.05)  # the events thread must not stop at the bad one: prove by a drop after
+    drop(incoming, "good.json")
+    wait_until(lambda: "good.json" in judge.names(), timeout=5)
+    assert "could not judge ['bad.json'] in incoming/" in caplog.text
+    assert watcher.alive
+
+
+def test_a_settling_file_is_judged_again_when_its_time_comes(watcher, incoming, judge):
+    judge.settle["slow.json"] = 0.3
+    drop(incoming, "slow.json")
+    wait_until(lambda: judge.names().count("slow.json") == 2, timeout=5)
+    assert judge.threads_of("slow.json")[-1] == "spoold-intake"  # the timer's thread
+
+
+def test_files_there_at_start_are_found_by_the_rescan(incoming, judge):
+    drop(incoming, "early.json")
+    watching = Watcher(str(incoming), judge, lambda: sorted(os.listdir(incoming)), 3600)
+    watching.start()
+    try:
+        wait_until(lambda: "early.json" in judge.names(), timeout=5)
+        assert judge.threads_of("early.json") == ["spoold-intake"]
+    finally:
+        watching.stop()
+
+
+def test_stop_ends_every_thread_and_a_stopped_watcher_judges_nothing(incoming, judge):
+    before = {t.name for t in threading.enumerate()}
+    watching = Watcher(str(incoming), judge, lambda: sorted(os.listdir(incoming)), 3600)
+    watching.start()
+    expected = {"spoold-intake", "spoold-rescan"}
+    if watcher_module.RAW_EVENTS:
+        expected.add("spoold-events")
+    assert expected <= {t.name for t in threading.enumerate()} - before
+    watching.stop()
+    wait_until(lambda: not (expected & {t.name for t in threading.enumerate()}), timeout=5)
+    assert not watching.alive
+    drop(incoming, "late.json")
+    time.sleep(0.2)  # proving an absence: nothing judges it any more
+    assert "late.json" not in judge.names()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux inotify")
+def test_a_folder_that_cannot_be_watched_leaves_the_rescan(tmp_path, judge, caplog):
+    missing = tmp_path / "not-there"
+    watching = Watcher(str(missing), judge, lambda: [], 3600)
+    watching.start()
+    try:
+        assert "no file events for" in caplog.text and "finding files by rescan" in caplog.text
+        assert watching.alive  # the intake and the rescan run without events
+    finally:
+        watching.stop()
