@@ -100,18 +100,21 @@ class Committer:
             self._running = True
             self._thread.start()
 
-    def submit(self, outcome: Outcome) -> None:
+    def submit(self, outcome: Outcome, lone: bool = False) -> None:
         """Hand an outcome over; its done() (or failed()) runs once it is durable. The one
         decision of how it is written: while the committer's thread runs, by it, except
-        without fsync when it is idle: then at once in this thread, in this process (a
-        job in an idle daemon crosses no thread and no pipe: the latency an idle drop
-        sees). With fsync every outcome goes to the thread, where they share a flush.
-        Before start and after stop, at once in this thread too."""
+        for a `lone` outcome (no other job waits to run: no batch would form) without
+        fsync while the thread is idle: that one is written at once in this thread, in
+        this process, so that a job in an idle daemon crosses no thread and no pipe after
+        it runs. With fsync every outcome goes to the thread, where they share a flush;
+        with jobs waiting, the helper process does the writing on the other core. Before
+        start and after stop, at once in this thread too."""
         with self._state:
             if not self._running:
                 self._commit([outcome])
                 return
-            if self.spool.durable or not self._writing.acquire(blocking=False):
+            at_once = lone and not self.spool.durable
+            if not at_once or not self._writing.acquire(blocking=False):
                 self._queue.put(outcome)
                 return
         try:

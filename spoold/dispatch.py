@@ -346,6 +346,11 @@ class Dispatcher:
     def __contains__(self, stem: str) -> bool:
         return stem in self._present
 
+    @property
+    def empty(self) -> bool:
+        """No job in pending/ (as far as the index knows): read without the lock, a hint."""
+        return not self._present
+
     def counts(self) -> dict[str, int]:
         """Pending jobs per priority, and 'total'."""
         with self._cond:

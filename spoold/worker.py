@@ -296,7 +296,7 @@ class WorkerPool:
         with self.spool.turn:
             outcome = self._outcome(attempt, error, permanent)
         self.dispatcher.release(attempt.slot)
-        self.committer.submit(outcome)
+        self.committer.submit(outcome, lone=self.dispatcher.empty)
         if attempt.context.cancel_requested:
             self._answered(attempt.job.id)
 

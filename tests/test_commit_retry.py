@@ -10,6 +10,7 @@ import shutil
 import threading
 from pathlib import Path
 
+import pytest
 from conftest import wait_until
 
 from spoold.commit import Committer, Outcome
@@ -17,7 +18,10 @@ from spoold.names import make_stem
 from spoold.spool import Spool
 
 
-def test_a_refused_record_is_kept_reported_and_written_once_the_spool_takes_it(tmp_path: Path):
+@pytest.mark.parametrize("lone", [False, True])  # True: first written in the caller's thread
+def test_a_refused_record_is_kept_reported_and_written_once_the_spool_takes_it(
+    tmp_path: Path, lone: bool
+):
     spool = Spool(tmp_path / "spool", durable=False)
     spool.ensure()
     stem = make_stem("normal", spool.accept_ns(), "kept")
@@ -29,7 +33,8 @@ def test_a_refused_record_is_kept_reported_and_written_once_the_spool_takes_it(t
     committer.start()
     done = threading.Event()
     try:
-        committer.submit(Outcome(running, stem, "completed", b'{"status": "completed"}', done.set))
+        outcome = Outcome(running, stem, "completed", b'{"status": "completed"}', done.set)
+        committer.submit(outcome, lone=lone)
         wait_until(lambda: not spool.health.ok)
         snapshot = spool.health.snapshot()
         assert snapshot["ok"] is False and snapshot["since"]
@@ -63,3 +68,44 @@ def test_a_write_refused_for_a_waiting_caller_is_its_error_and_a_probe_ends_it(t
     finally:
         committer.stop()
     assert os.listdir(spool.dirs["tmp"]) == []
+
+
+@pytest.mark.parametrize(
+    ("durable", "lone", "writer"),
+    [
+        (False, True, "caller"),  # an idle daemon's job: no thread, no pipe after it runs
+        (False, False, "spoold-commit"),  # jobs wait: the committer (and its helper) writes
+        (True, True, "spoold-commit"),  # fsync: always the committer, where flushes are shared
+    ],
+)
+def test_who_writes_an_outcome(tmp_path: Path, durable: bool, lone: bool, writer: str):
+    spool = Spool(tmp_path / "spool", durable=durable)
+    spool.ensure()
+    stem = make_stem("normal", spool.accept_ns(), "who")
+    spool.enqueue(stem, b"{}")
+    running = spool.claim(stem)
+    assert running is not None
+    committer = Committer(spool)
+    committer.start()
+    threads: list[str] = []
+    done = threading.Event()
+
+    def reported() -> None:
+        threads.append(threading.current_thread().name)
+        done.set()
+
+    try:
+        caller = threading.Thread(
+            target=committer.submit,
+            args=(Outcome(running, stem, "completed", b'{"ok": 1}', reported),),
+            kwargs={"lone": lone},
+            name="caller",
+        )
+        caller.start()
+        caller.join()
+        assert done.wait(5)
+    finally:
+        committer.stop()
+    assert threads == [writer]
+    assert (spool.dirs["completed"] / f"{stem}.json").read_bytes() == b'{"ok": 1}'
+    assert os.listdir(spool.dirs["running"]) == []
