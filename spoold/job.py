@@ -28,9 +28,10 @@ STATE_FIELDS = (
 )  # fmt: skip
 
 
-@dataclass
+@dataclass(slots=True)
 class Job:
-    """A job and its state. `data` holds the producer's fields, untouched."""
+    """A job and its state. `data` holds the producer's fields, untouched. Slots: the
+    dispatcher keeps one per waiting job (a __dict__ each was ~40% of their memory)."""
 
     data: dict[str, Any]
     id: str

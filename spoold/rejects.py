@@ -12,7 +12,6 @@ where `spoold retry` restores it.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import os
 import re
@@ -65,6 +64,9 @@ def safe_name(name: str) -> str:
     """A name for failed/ that is also a job id (so `POST /jobs/<name>/retry` reaches it):
     the name's id characters, each other character as '_', cut short, and a hash of the
     whole name so that two names made alike stay apart."""
+    import hashlib  # here: it loads OpenSSL (~3.5 MB resident), and the helper process
+    # imports this module but never needs a safe name
+
     digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:12]
     stem = name[:-5] if name.endswith(".json") else name
     return f"{NOT_ID_CHARACTER.sub('_', stem)[:SAFE_STEM]}-{digest}.json"
