@@ -18,16 +18,22 @@ from spoold.names import make_stem
 from spoold.spool import Spool
 
 
+def claimed(tmp_path: Path, durable: bool, job_id: str) -> tuple[Spool, str, str]:
+    """A spool with one job claimed: (spool, its stem, its running name)."""
+    spool = Spool(tmp_path / "spool", durable=durable)
+    spool.ensure()
+    stem = make_stem("normal", spool.accept_ns(), job_id)
+    spool.enqueue(stem, b"{}")
+    running = spool.claim(stem)
+    assert running is not None
+    return spool, stem, running
+
+
 @pytest.mark.parametrize("lone", [False, True])  # True: first written in the caller's thread
 def test_a_refused_record_is_kept_reported_and_written_once_the_spool_takes_it(
     tmp_path: Path, lone: bool
 ):
-    spool = Spool(tmp_path / "spool", durable=False)
-    spool.ensure()
-    stem = make_stem("normal", spool.accept_ns(), "kept")
-    spool.enqueue(stem, b"{}")
-    running = spool.claim(stem)
-    assert running is not None
+    spool, stem, running = claimed(tmp_path, False, "kept")
     shutil.rmtree(spool.dirs["completed"])
     committer = Committer(spool)
     committer.start()
@@ -79,12 +85,7 @@ def test_a_write_refused_for_a_waiting_caller_is_its_error_and_a_probe_ends_it(t
     ],
 )
 def test_who_writes_an_outcome(tmp_path: Path, durable: bool, lone: bool, writer: str):
-    spool = Spool(tmp_path / "spool", durable=durable)
-    spool.ensure()
-    stem = make_stem("normal", spool.accept_ns(), "who")
-    spool.enqueue(stem, b"{}")
-    running = spool.claim(stem)
-    assert running is not None
+    spool, stem, running = claimed(tmp_path, durable, "who")
     committer = Committer(spool)
     committer.start()
     threads: list[str] = []
