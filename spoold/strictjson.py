@@ -40,11 +40,16 @@ def loads(raw: bytes) -> Any:
     return value
 
 
+_STRICT: dict[str, Any] = {"ensure_ascii": False, "allow_nan": False}
+_ENCODER = json.JSONEncoder(**_STRICT)  # one for every record: json.dumps makes one a call
+
+
 def dumps(value: Any, indent: int | None = None) -> bytes:
     """value → strict JSON bytes and a newline; ValueError for NaN or infinity, and
     UnicodeEncodeError for a string that is not valid Unicode: never a record that
     another JSON reader would refuse."""
-    return json.dumps(value, ensure_ascii=False, allow_nan=False, indent=indent).encode() + b"\n"
+    encoder = _ENCODER if indent is None else json.JSONEncoder(**_STRICT, indent=indent)
+    return encoder.encode(value).encode() + b"\n"
 
 
 def object_or_none(raw: bytes | None) -> dict[str, Any] | None:
