@@ -54,6 +54,8 @@ def test_killed_helpers_lose_nothing_and_their_tmp_files_go(
     assert job_files(daemon.spool, "failed") == [] and job_files(daemon.spool, "incoming") == []
 
     wait_until(lambda: files_of(commit) == [], timeout=10)
+    if left:  # the daemon logs the removal just after it: wait for the line, not only the files
+        wait_until(lambda: "whose writer stopped" in daemon.log())
     log = daemon.log()
     assert "the commit helper stopped" in log and "the intake helper stopped" in log
     assert ("whose writer stopped" in log) == bool(left)  # it had some: see the wait above
