@@ -39,7 +39,8 @@ def test_a_job_renamed_into_incoming_completes(start_daemon):
     assert record["type"] == "noop"
     assert job_files(daemon.spool, "incoming") == []
     assert job_files(daemon.spool, "pending") == []
-    assert job_files(daemon.spool, "running") == []
+    # the running file goes just after the record is placed
+    wait_until(lambda: job_files(daemon.spool, "running") == [])
 
 
 def test_the_record_is_the_job_plus_every_state_field(start_daemon):

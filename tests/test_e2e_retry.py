@@ -88,7 +88,9 @@ def test_a_job_that_keeps_failing_ends_in_failed_with_its_error(start_daemon, pl
     assert by_id["d2"]["attempts"] == by_id["d2"]["maxAttempts"] == 3, "plug-in default: 3"
     assert by_id["d2"]["error"] == "ValueError: disk on fire"
     assert len(plugins.calls("d1")) == 2 and len(plugins.calls("d2")) == 3
-    assert job_files(daemon.spool, "pending") == [] and job_files(daemon.spool, "running") == []
+    assert job_files(daemon.spool, "pending") == []
+    # the running file goes just after the record is placed
+    wait_until(lambda: job_files(daemon.spool, "running") == [])
     assert not any(p.name.endswith(".error.json") for p in (daemon.spool / "failed").iterdir())
     wait_until(lambda: daemon.status()["queue"]["failed"] == 2)
     assert daemon.stop() == 0

@@ -47,6 +47,7 @@ def test_a_job_killed_mid_run_runs_once_more_after_a_restart(start_daemon, plugi
     calls = plugins.calls("k1")
     assert [c["pid"] for c in calls] == [daemon.proc.pid, again.proc.pid]
     assert [c["attempts"] for c in calls] == [1, 2]
+    wait_until(lambda: running_names(again) == [])  # it goes just after the record is placed
     for folder in ("incoming", "pending", "running", "failed"):
         assert job_files(again.spool, folder) == [], folder
     assert again.stop() == 0
