@@ -104,6 +104,13 @@ def rejected(spool: Path, name: str) -> bool:
     return os.path.lexists(spool / "failed" / name)
 
 
+def none_running(spool: Path) -> bool:
+    """True once running/ holds no job. Wait for this, not only for a record, before
+    asserting on running/: a job's record is placed first and its running file goes just
+    after, so for a moment a finished job is in both folders."""
+    return job_files(spool, "running") == []
+
+
 def records(spool: Path, folder: str) -> list[dict[str, Any]]:
     """The JSON records of a folder (completed/ or failed/), rejected files left out."""
     found = []

@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import DaemonProcess, Plugins, free_port, job_files, records, wait_until
+from conftest import (
+    DaemonProcess,
+    Plugins,
+    free_port,
+    job_files,
+    none_running,
+    records,
+    wait_until,
+)
 from helpers_api import Client
 
 from spoold.names import accepted_ns, make_stem, parse_stem
@@ -20,12 +28,6 @@ def record_of(daemon: DaemonProcess, folder: str, job_id: str) -> dict[str, Any]
     found = wait_until(lambda: [r for r in records(daemon.spool, folder) if r["id"] == job_id],
                        timeout=15)  # fmt: skip
     return found[0]
-
-
-def finished(daemon: DaemonProcess) -> None:
-    """Until running/ is empty: a job's record is placed first and its running file goes
-    just after, so a record alone does not mean its running file is gone."""
-    wait_until(lambda: job_files(daemon.spool, "running") == [])
 
 
 def everywhere(spool: Path, job_id: str) -> list[str]:
@@ -46,7 +48,7 @@ def test_then_jobs_run_once_after_the_parent_completes(start_daemon, plugins):
     assert first["step"] == 1 and first["priority"] == "normal"
     assert second["priority"] == "high"
     assert record_of(daemon, "completed", "fu-1")["then"] == parent["then"], "kept in the record"
-    finished(daemon)
+    wait_until(lambda: none_running(daemon.spool))
     [parent_file] = everywhere(daemon.spool, "fu-1")
     [child_file] = everywhere(daemon.spool, "fu-1.then.0")
     assert parse_stem(child_file[10:-5]).accepted == parse_stem(parent_file[10:-5]).accepted
@@ -140,7 +142,7 @@ def test_follow_ups_a_crash_left_unwritten_are_enqueued_once(start_daemon, tmp_p
     (tmp_path / "spool" / "completed" / f"{done}.json").write_text(json.dumps(child))
     daemon = start_daemon(jobTypes=plugins.types)
     record_of(daemon, "completed", "fu-crash.then.1")
-    finished(daemon)
+    wait_until(lambda: none_running(daemon.spool))
     assert len(plugins.calls("fu-crash.then.1")) == 1
     assert plugins.calls("fu-crash.then.0") == [], "already done before the crash"
     assert [len(everywhere(daemon.spool, f"fu-crash{s}")) for s in ("", ".then.0", ".then.1")] == [
@@ -167,7 +169,7 @@ def test_follow_ups_after_a_kill_9_mid_run_are_enqueued_once(start_daemon, plugi
     daemon = start_daemon(jobTypes=plugins.types)
     fired, other = ("onFailure", "then") if max_attempts == 1 else ("then", "onFailure")
     record_of(daemon, "completed", f"fu-kill.{fired}.0")
-    finished(daemon)
+    wait_until(lambda: none_running(daemon.spool))
     assert len(plugins.calls(f"fu-kill.{fired}.0")) == 1
     assert everywhere(daemon.spool, f"fu-kill.{other}.0") == []
     assert len(everywhere(daemon.spool, "fu-kill")) == 1

@@ -10,7 +10,7 @@ import threading
 import time
 from datetime import datetime
 
-from conftest import DaemonProcess, job_files, records, rejected, wait_until
+from conftest import DaemonProcess, job_files, none_running, records, rejected, wait_until
 
 
 def completed_ids(daemon: DaemonProcess) -> set[str]:
@@ -39,8 +39,7 @@ def test_a_job_renamed_into_incoming_completes(start_daemon):
     assert record["type"] == "noop"
     assert job_files(daemon.spool, "incoming") == []
     assert job_files(daemon.spool, "pending") == []
-    # the running file goes just after the record is placed
-    wait_until(lambda: job_files(daemon.spool, "running") == [])
+    wait_until(lambda: none_running(daemon.spool))
 
 
 def test_the_record_is_the_job_plus_every_state_field(start_daemon):

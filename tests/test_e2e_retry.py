@@ -8,7 +8,7 @@ from datetime import datetime
 from itertools import pairwise
 
 import pytest
-from conftest import DaemonProcess, job_files, records, wait_until
+from conftest import DaemonProcess, job_files, none_running, records, wait_until
 
 
 def parse(text: str) -> float:
@@ -89,8 +89,7 @@ def test_a_job_that_keeps_failing_ends_in_failed_with_its_error(start_daemon, pl
     assert by_id["d2"]["error"] == "ValueError: disk on fire"
     assert len(plugins.calls("d1")) == 2 and len(plugins.calls("d2")) == 3
     assert job_files(daemon.spool, "pending") == []
-    # the running file goes just after the record is placed
-    wait_until(lambda: job_files(daemon.spool, "running") == [])
+    wait_until(lambda: none_running(daemon.spool))
     assert not any(p.name.endswith(".error.json") for p in (daemon.spool / "failed").iterdir())
     wait_until(lambda: daemon.status()["queue"]["failed"] == 2)
     assert daemon.stop() == 0
