@@ -136,9 +136,14 @@ class Connections:
             return self._open[sock]
 
     def waiting(self, connection: Connection, since: float | None = None) -> None:
-        """The connection may be closed for a newer one from now (since: for the order)."""
+        """The connection may be closed for a newer one from now (since: for the order).
+        A new connection has waited since its admission: on a busy host its thread may
+        start after newer ones were admitted, and must not look newer than they are."""
         with self._lock:
-            connection.waiting_since = time.monotonic() if since is None else since
+            if since is not None:
+                connection.waiting_since = since
+            elif connection.waiting_since is None:  # back from a request it was busy with
+                connection.waiting_since = time.monotonic()
             if self._closing:
                 self._evict(connection)
 

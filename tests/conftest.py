@@ -96,6 +96,21 @@ def job_files(spool: Path, folder: str) -> list[str]:
     return sorted(n for n in names if not n.endswith(".error.json") and not n.startswith("."))
 
 
+def rejected(spool: Path, name: str) -> bool:
+    """True once the rejected file `name` is in failed/. Wait for this, not for its
+    .error.json: the daemon writes the explanation first and moves the file after, so the
+    explanation alone is there a moment before the file. lexists: the file may be a
+    (dangling) symlink."""
+    return os.path.lexists(spool / "failed" / name)
+
+
+def none_running(spool: Path) -> bool:
+    """True once running/ holds no job. Wait for this, not only for a record, before
+    asserting on running/: a job's record is placed first and its running file goes just
+    after, so for a moment a finished job is in both folders."""
+    return job_files(spool, "running") == []
+
+
 def records(spool: Path, folder: str) -> list[dict[str, Any]]:
     """The JSON records of a folder (completed/ or failed/), rejected files left out."""
     found = []

@@ -231,13 +231,15 @@ AnswerLike = int | str | Answer
 
 @dataclass(frozen=True)
 class Request:
-    """One request as the HTTP server received it; `at` is time.monotonic() on arrival."""
+    """One request as the HTTP server received it; `at` is time.monotonic() on arrival,
+    `wall` time.time() (spoold's retry times are wall-clock ones: nextAttemptAt)."""
 
     method: str
     path: str
     headers: http.client.HTTPMessage  # case-insensitive .get()
     body: bytes
     at: float
+    wall: float
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -314,7 +316,8 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length)
         owner: HttpServer = self.server.owner  # type: ignore[attr-defined]
-        request = Request(self.command, self.path, self.headers, body, time.monotonic())
+        request = Request(self.command, self.path, self.headers, body, time.monotonic(),
+                          time.time())  # fmt: skip
         answer = owner._take(request)
         if answer == HANG:
             owner._released.wait()

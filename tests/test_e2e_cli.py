@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import DaemonProcess, base_config, job_files, records, spoold_cli, wait_until
+from conftest import (
+    DaemonProcess,
+    base_config,
+    job_files,
+    records,
+    rejected,
+    spoold_cli,
+    wait_until,
+)
 
 
 def write_config(workdir: Path, **overrides) -> Path:
@@ -214,7 +222,7 @@ def test_retry_sends_a_rejected_file_back_to_be_judged_again(start_daemon, plugi
     daemon = start_daemon()
     data = b'{"type": "later", "id": "judged-twice"}'
     daemon.drop("later.json", data)
-    wait_until(lambda: (daemon.spool / "failed" / "later.json.error.json").exists())
+    wait_until(lambda: rejected(daemon.spool, "later.json"))
     assert daemon.stop() == 0
     again = start_daemon(jobTypes={"later": plugins.types["trace"]})  # now the type exists
     result = cli(tmp_path, "retry", "later.json")

@@ -10,7 +10,7 @@ import threading
 import time
 from datetime import datetime
 
-from conftest import DaemonProcess, job_files, records, wait_until
+from conftest import DaemonProcess, job_files, none_running, records, rejected, wait_until
 
 
 def completed_ids(daemon: DaemonProcess) -> set[str]:
@@ -39,7 +39,7 @@ def test_a_job_renamed_into_incoming_completes(start_daemon):
     assert record["type"] == "noop"
     assert job_files(daemon.spool, "incoming") == []
     assert job_files(daemon.spool, "pending") == []
-    assert job_files(daemon.spool, "running") == []
+    wait_until(lambda: none_running(daemon.spool))
 
 
 def test_the_record_is_the_job_plus_every_state_field(start_daemon):
@@ -186,7 +186,7 @@ def test_a_second_job_with_an_id_already_in_the_spool_is_rejected(start_daemon):
     wait_until(lambda: "twin" in completed_ids(daemon))
     second = b'{"type": "noop", "id": "twin", "note": "the second"}'
     daemon.drop("second.json", second)
-    wait_until(lambda: (daemon.spool / "failed" / "second.json.error.json").exists())
+    wait_until(lambda: rejected(daemon.spool, "second.json"))
     assert (daemon.spool / "failed" / "second.json").read_bytes() == second
     message = error_of(daemon, "second.json")["error"]
     assert "twin" in message and "already" in message
@@ -210,7 +210,7 @@ def test_a_second_job_with_an_id_already_in_the_spool_is_rejected(start_daemon):
 def test_two_bad_files_with_the_same_name_are_both_kept(start_daemon):
     daemon = start_daemon()
     daemon.drop("bad.json", b"first {")
-    wait_until(lambda: (daemon.spool / "failed" / "bad.json.error.json").exists())
+    wait_until(lambda: rejected(daemon.spool, "bad.json"))
     daemon.drop("bad.json", b"second [")
     wait_until(lambda: not (daemon.incoming / "bad.json").exists())
     wait_until(lambda: len(job_files(daemon.spool, "failed")) == 2)
@@ -234,7 +234,7 @@ def test_a_folder_named_like_a_job_is_moved_whole_to_failed(start_daemon):
     folder.mkdir()
     (folder / "inside.txt").write_text("keep me")
     os.rename(folder, daemon.incoming / "folder.json")
-    wait_until(lambda: (daemon.spool / "failed" / "folder.json.error.json").exists())
+    wait_until(lambda: rejected(daemon.spool, "folder.json"))
     kept = daemon.spool / "failed" / "folder.json"
     assert kept.is_dir()
     assert (kept / "inside.txt").read_text() == "keep me"
@@ -251,7 +251,7 @@ def test_a_symlink_is_rejected_without_being_followed(start_daemon, tmp_path):
     os.utime(target, (old, old))
     (daemon.incoming / ".link").symlink_to(target)
     os.rename(daemon.incoming / ".link", daemon.incoming / "link.json")
-    wait_until(lambda: (daemon.spool / "failed" / "link.json.error.json").exists())
+    wait_until(lambda: rejected(daemon.spool, "link.json"))
     kept = daemon.spool / "failed" / "link.json"
     assert kept.is_symlink()
     assert os.readlink(kept) == str(target)
@@ -266,7 +266,7 @@ def test_a_symlink_is_rejected_without_being_followed(start_daemon, tmp_path):
 def test_a_dangling_symlink_is_rejected_too(start_daemon, tmp_path):
     daemon = start_daemon()
     (daemon.incoming / "dangling.json").symlink_to(tmp_path / "nowhere.json")
-    wait_until(lambda: (daemon.spool / "failed" / "dangling.json.error.json").exists())
+    wait_until(lambda: rejected(daemon.spool, "dangling.json"))
     assert os.readlink(daemon.spool / "failed" / "dangling.json") == str(tmp_path / "nowhere.json")
     still_serves(daemon, "after-dangling")
 
@@ -274,7 +274,7 @@ def test_a_dangling_symlink_is_rejected_too(start_daemon, tmp_path):
 def test_a_fifo_is_rejected_and_does_not_hang_the_daemon(start_daemon):
     daemon = start_daemon()
     os.mkfifo(daemon.incoming / "pipe.json")
-    wait_until(lambda: (daemon.spool / "failed" / "pipe.json.error.json").exists())
+    wait_until(lambda: rejected(daemon.spool, "pipe.json"))
     assert (daemon.spool / "failed" / "pipe.json").is_fifo()
     assert "FIFO" in error_of(daemon, "pipe.json")["error"]
     still_serves(daemon, "after-fifo")
@@ -287,7 +287,7 @@ def test_an_oversized_file_is_rejected_unread(start_daemon):
     just_fits = json.dumps({"type": "noop", "id": "fits", "pad": "p" * 900}).encode()
     assert len(just_fits) <= 1000
     daemon.drop("fits.json", just_fits)
-    wait_until(lambda: (daemon.spool / "failed" / "big.json.error.json").exists())
+    wait_until(lambda: rejected(daemon.spool, "big.json"))
     assert (daemon.spool / "failed" / "big.json").read_bytes() == data
     message = error_of(daemon, "big.json")["error"]
     assert "maxJobBytes" in message and str(len(data)) in message

@@ -9,7 +9,7 @@ import threading
 from collections import Counter
 from pathlib import Path
 
-from conftest import DaemonProcess, job_files, records, wait_until
+from conftest import DaemonProcess, job_files, none_running, records, wait_until
 
 
 def drop_many(daemon: DaemonProcess, staging: Path, jobs: dict[str, dict]) -> None:
@@ -33,6 +33,7 @@ def test_five_thousand_files_dropped_at_once_all_complete_once(start_daemon, tmp
     drop_many(daemon, tmp_path / "staging", jobs)
     wait_until(lambda: len(job_files(daemon.spool, "completed")) >= 5000, timeout=120)
     assert completed_ids(daemon) == Counter({name[:-5]: 1 for name in jobs})
+    wait_until(lambda: none_running(daemon.spool))
     for folder in ("incoming", "pending", "running", "failed"):
         assert job_files(daemon.spool, folder) == [], folder
     sample = records(daemon.spool, "completed")[:50]

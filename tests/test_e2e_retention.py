@@ -12,7 +12,7 @@ import os
 import time
 from pathlib import Path
 
-from conftest import DaemonProcess, job_files, records, wait_until
+from conftest import DaemonProcess, job_files, records, rejected, wait_until
 
 HOUR = 3600.0
 
@@ -72,7 +72,7 @@ def test_a_just_rejected_file_is_kept_however_old_its_own_mtime(start_daemon, tm
     staging.write_bytes(b'{"type": "retired_type"}')
     age(staging, 60 * 24 * HOUR)
     os.rename(staging, daemon.incoming / "archive.json")
-    wait_until(lambda: (daemon.spool / "failed" / "archive.json.error.json").exists())
+    wait_until(lambda: rejected(daemon.spool, "archive.json"))
     assert daemon.stop() == 0
     again = start_daemon(retention=retention)
     again.drop("probe.json", {"type": "noop", "id": "probe"})

@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from conftest import DaemonProcess, job_files, spoold_cli, wait_until
+from conftest import DaemonProcess, job_files, rejected, spoold_cli, wait_until
 
 
 def show(daemon: DaemonProcess, key: str, cwd: Path):
@@ -43,7 +43,7 @@ def test_show_prints_a_jobs_file_in_each_folder(start_daemon, plugins, tmp_path)
 def test_show_prints_a_rejected_file_as_it_is_with_its_reason(start_daemon, tmp_path):
     daemon = start_daemon()
     daemon.drop("broken.json", b'{"type": "noop",, }')
-    wait_until((daemon.spool / "failed" / "broken.json.error.json").exists)
+    wait_until(lambda: rejected(daemon.spool, "broken.json"))
     for key in ("broken.json", "broken"):
         result = show(daemon, key, tmp_path)
         assert result.returncode == 0, result.stderr
@@ -57,7 +57,7 @@ def test_show_prints_a_rejected_file_as_it_is_with_its_reason(start_daemon, tmp_
 def test_show_describes_a_rejected_file_it_cannot_read(start_daemon, tmp_path):
     daemon = start_daemon()
     (daemon.incoming / "folder.json").mkdir()
-    wait_until((daemon.spool / "failed" / "folder.json.error.json").exists)
+    wait_until(lambda: rejected(daemon.spool, "folder.json"))
     result = show(daemon, "folder.json", tmp_path)
     assert result.returncode == 0
     assert result.stdout == ""

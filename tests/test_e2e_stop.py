@@ -9,7 +9,7 @@ import signal
 import time
 
 import pytest
-from conftest import DaemonProcess, job_files, records, wait_until
+from conftest import DaemonProcess, job_files, none_running, records, wait_until
 
 
 def running_names(daemon: DaemonProcess) -> list[str]:
@@ -47,6 +47,7 @@ def test_a_job_killed_mid_run_runs_once_more_after_a_restart(start_daemon, plugi
     calls = plugins.calls("k1")
     assert [c["pid"] for c in calls] == [daemon.proc.pid, again.proc.pid]
     assert [c["attempts"] for c in calls] == [1, 2]
+    wait_until(lambda: none_running(again.spool))
     for folder in ("incoming", "pending", "running", "failed"):
         assert job_files(again.spool, folder) == [], folder
     assert again.stop() == 0

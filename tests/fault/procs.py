@@ -42,6 +42,23 @@ def gone(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X") and threads <= 1
 
 
+def stopped(pid: int) -> bool:
+    """Every thread of pid is stopped (SIGSTOP took effect: none is mid-syscall)."""
+    try:
+        states = [(task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                  for task in Path(f"/proc/{pid}/task").iterdir()]  # fmt: skip
+    except OSError:
+        return False
+    return all(state in ("T", "t") for state in states)
+
+
+def freeze(pid: int) -> None:
+    """SIGSTOP pid and wait until it has stopped: what it wrote is final then, and, alive,
+    it is nobody's to clean up after yet."""
+    os.kill(pid, signal.SIGSTOP)
+    wait_until(lambda: stopped(pid), timeout=10)
+
+
 def kill9(pids: list[int]) -> None:
     """SIGKILL each process, then wait until every one is dead."""
     for pid in pids:

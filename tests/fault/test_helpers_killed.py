@@ -13,6 +13,8 @@ from collections.abc import Callable
 import pytest
 from conftest import DaemonProcess, Plugins, helper_of, job_files, records, wait_until
 
+from fault.procs import freeze
+
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux helpers")
 
 BEFORE, AFTER = 200, 100
@@ -34,8 +36,11 @@ def test_a_killed_helper_loses_nothing_and_its_tmp_files_go(
         return [n for n in os.listdir(tmp) if n.startswith(f"{owner}.{pid}.")]
 
     wait_until(lambda: files_of(commit))  # its spares: finished jobs' files it keeps
-    os.kill(commit, signal.SIGKILL)
+    # Stopped first: after a bare SIGKILL it may finish the write or rename it is in
+    # after we look, and once it is dead the daemon may clean up before we look.
+    freeze(commit)
     left = files_of(commit)
+    os.kill(commit, signal.SIGKILL)
     print(f"injected: kill -9 of the commit helper ({len(left)} file(s) of its own in tmp/),"
           f" mid-flow ({durability})")  # fmt: skip
     for n in range(AFTER):
@@ -48,6 +53,8 @@ def test_a_killed_helper_loses_nothing_and_its_tmp_files_go(
     assert job_files(daemon.spool, "failed") == [] and job_files(daemon.spool, "incoming") == []
 
     wait_until(lambda: files_of(commit) == [], timeout=10)
+    if left:  # the daemon logs the removal just after it: wait for the line, not only the files
+        wait_until(lambda: "whose writer stopped" in daemon.log())
     log = daemon.log()
     assert "the commit helper stopped" in log
     assert ("whose writer stopped" in log) == bool(left)  # it had some: see the wait above

@@ -342,6 +342,30 @@ def test_the_table_evicts_the_longest_waiting_and_refuses_only_when_all_are_busy
             b.close()
 
 
+def test_a_new_connection_waits_since_its_admission_not_since_its_thread_started():
+    """Under load a connection's thread may start after a newer one was admitted (seen:
+    connection 91 of 256 closed for a new client): it has still waited longest."""
+    pairs = [socket.socketpair() for _ in range(3)]
+    try:
+        table = Connections(limit=2)
+        older = table.admit(pairs[0][0], wait=0.1)
+        newer = table.admit(pairs[1][0], wait=0.1)
+        assert older is not None and newer is not None
+        table.waiting(older)  # its thread starts only now, after newer was admitted
+        ended = threading.Timer(0.1, table.release, args=(pairs[0][0],))  # its thread ends
+        ended.start()
+        third = table.admit(pairs[2][0], wait=5)
+        ended.join()
+        assert third is not None and table.evictions == 1
+        pairs[0][1].settimeout(1)
+        assert pairs[0][1].recv(10) == b""  # the older one was closed
+        assert table.busy(newer)  # the newer one stays
+    finally:
+        for a, b in pairs:
+            a.close()
+            b.close()
+
+
 def test_the_busy_answer_carries_cors_only_when_configured():
     for origins, expected in (((), False), (("*",), True), (("http://a.example",), False)):
         answer = busy_answer(Cors(origins).headers(None))

@@ -20,6 +20,7 @@ from conftest import (
     base_config,
     free_port,
     job_files,
+    none_running,
     records,
     spoold_cli,
     wait_until,
@@ -120,7 +121,7 @@ def test_a_full_disk_pauses_the_daemon_and_every_job_keeps_its_true_outcome(
             wait_until(lambda: job_files(daemon.spool, "failed") == ["bad.json"])
             assert (daemon.spool / "failed" / "bad.json").read_bytes() == late["bad.json"]
             assert (daemon.spool / "failed" / "bad.json.error.json").exists()
-            assert job_files(daemon.spool, "running") == []
+            wait_until(lambda: none_running(daemon.spool))
             assert "Traceback" not in daemon.log()
             assert daemon.stop() == 0
             status = json.loads((daemon.spool / "status.json").read_bytes())
