@@ -55,9 +55,10 @@ logger = logging.getLogger(__name__)
 # that may still be being written.
 Accept = Callable[[list[str], float], list[tuple[float, str]]]
 BATCH = 64  # names judged per wake-up: a backlog is taken in turns of this many
-# Events that were waiting when read mean files come in a burst: the reader then waits a
-# little before reading again, so that it judges a batch per read, not a file per read.
-# A lone drop (the reader waited for it) is judged at once.
+# Job names that were waiting when read mean files come in a burst: the reader then waits
+# a little before reading again, so that it judges a batch per read, not a file per read.
+# A lone drop is judged at once: the events of its dot-name (created, written) come just
+# before its move and must not make the reader wait before reading the move.
 BURST_GAP = 0.0005
 BURST_WAIT = 0.001
 
@@ -132,10 +133,11 @@ class _RawEvents:
                 logger.error("cannot read file events (%s): finding files by rescan only", e)
                 return
             burst = time.monotonic() - waited < BURST_GAP
-            names = [os.fsdecode(e.name) for e in events if self._wanted(e)]
+            names = [n for n in (os.fsdecode(e.name) for e in events if self._wanted(e))
+                     if is_job_name(n)]  # fmt: skip
             for start in range(0, len(names), BATCH):
                 self._judge(names[start : start + BATCH])
-            if burst:  # let the next read gather a batch: not a wake-up per file
+            if burst and names:  # let the next read gather a batch: not a wake-up per file
                 time.sleep(BURST_WAIT)
 
     def _wanted(self, event: InotifyEvent) -> bool:
@@ -287,11 +289,9 @@ class Watcher:
             self._judge(names)
 
     def _judge_now(self, names: list[str]) -> None:
-        """Judge names an event reported, in the thread that read the event (see the
+        """Judge job names an event reported, in the thread that read the event (see the
         module's docstring); each name once."""
-        wanted = [name for name in dict.fromkeys(names) if is_job_name(name)]
-        if wanted:
-            self._judge(wanted)
+        self._judge(list(dict.fromkeys(names)))
 
     def _judge(self, names: list[str]) -> None:
         """accept() the names; those that may still be being written wait on a timer."""
