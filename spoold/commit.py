@@ -82,11 +82,6 @@ class Committer:
         return self._queue.qsize() + len(self._kept)
 
     @property
-    def has_helper(self) -> bool:
-        """Whether a helper process does the file work (see the module's docstring)."""
-        return self._files.in_helper
-
-    @property
     def alive(self) -> bool:
         """False only if the thread ended while it should run (the daemon's health check)."""
         return not self._running or self._thread.is_alive()

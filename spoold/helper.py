@@ -81,10 +81,6 @@ class FileWork:
             self._helper.close()
             self._helper = None
 
-    @property
-    def in_helper(self) -> bool:
-        return self._helper is not None
-
     def commit(self, records: list[Record], flush: bool) -> list[OSError | None]:
         """Spool.commit, in the helper if it runs."""
         return self._do("commit", records, flush)
