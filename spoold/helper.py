@@ -60,11 +60,11 @@ VERBS: dict[str, Callable[..., list[Any]]] = {"commit": commit_files}
 
 
 class FileWork:
-    """One role's file work: done by its helper process while that runs, else here.
+    """The commit's file work: done by its helper process while that runs, else here.
 
     A helper that stopped may have done part of a request; doing it again here is
-    safe: a move already made is found done (Spool.accept), the same bytes are
-    written again, and a running file already dropped is logged."""
+    safe: the same bytes are written again, and a running file already dropped is
+    logged."""
 
     def __init__(self, spool: Spool, role: str) -> None:
         self.spool = spool
