@@ -51,9 +51,11 @@ PR_SET_PDEATHSIG = 1
 HEADER = struct.Struct("!Q")
 
 
-def commit_files(spool: Spool, records: list[Record], flush: bool) -> list[OSError | None]:
-    """Spool.commit, the one way a job's file is written: a helper only carries it out."""
-    return spool.commit(records, flush)
+def commit_files(spool: Spool, records: list[tuple[Any, ...]], flush: bool) -> list[OSError | None]:
+    """Spool.commit, the one way a job's file is written: a helper only carries it out.
+    The records come as plain tuples: a NamedTuple pickles through its class, 8x slower
+    (~0.6 µs of the daemon's CPU per job)."""
+    return spool.commit([Record._make(record) for record in records], flush)
 
 
 VERBS: dict[str, Callable[..., list[Any]]] = {"commit": commit_files}
@@ -83,7 +85,7 @@ class FileWork:
 
     def commit(self, records: list[Record], flush: bool) -> list[OSError | None]:
         """Spool.commit, in the helper if it runs."""
-        return self._do("commit", records, flush)
+        return self._do("commit", [tuple(record) for record in records], flush)
 
     def _do(self, verb: str, *args: Any) -> list[Any]:
         if self._helper is not None:

@@ -147,13 +147,13 @@ def _judge_follow_up(
 
 
 def _job_type(data: dict[str, Any], registry: dict[str, JobType]) -> JobType:
+    name = data.get("type")
+    if isinstance(name, str) and name in registry:
+        return registry[name]
     known = ", ".join(sorted(registry))
     if "type" not in data:
         raise InvalidJob(f"no 'type' field: add one naming the job type, one of: {known}")
-    name = data["type"]
-    if not isinstance(name, str) or name not in registry:
-        raise InvalidJob(f"unknown job type {_given(name)}: use one of: {known}")
-    return registry[name]
+    raise InvalidJob(f"unknown job type {_given(name)}: use one of: {known}")
 
 
 def _field_problems(data: dict[str, Any]) -> list[str]:
