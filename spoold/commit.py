@@ -66,7 +66,7 @@ class Committer:
     def __init__(self, spool: Spool, helper: bool = False) -> None:
         self.spool = spool
         self._wants_helper = helper  # commit in a helper process (see helper.py)
-        self._files = FileWork(spool, "commit")
+        self.files = FileWork(spool, "commit")  # the intake sends its batches of moves too
         self._queue = Inbox(MAX_WAITING)
         self._thread = threading.Thread(target=self._loop, name="spoold-commit", daemon=True)
         self._running = False
@@ -90,7 +90,7 @@ class Committer:
         """Start the committer thread (and the helper: from a thread that lives as long as
         the daemon, since the helper is killed when the thread that started it ends)."""
         if self._wants_helper:
-            self._files.start()
+            self.files.start()
         with self._state:
             self._running = True
             self._thread.start()
@@ -128,7 +128,7 @@ class Committer:
             self._running = False
             self._queue.put(None)
         self._thread.join()
-        self._files.stop()
+        self.files.stop()
 
     def _loop(self) -> None:
         while True:
@@ -202,7 +202,7 @@ class Committer:
         try:
             if here:
                 return self.spool.commit(records, self.spool.durable)
-            return self._files.commit(records, self.spool.durable)
+            return self.files.commit(records, self.spool.durable)
         except Exception as e:
             logger.exception("could not commit %d job file(s)", len(records))
             error = e if isinstance(e, OSError) else OSError(f"internal error: {e!r}")

@@ -58,7 +58,19 @@ def commit_files(spool: Spool, records: list[tuple[Any, ...]], flush: bool) -> l
     return spool.commit([Record._make(record) for record in records], flush)
 
 
-VERBS: dict[str, Callable[..., list[Any]]] = {"commit": commit_files}
+def accept_files(spool: Spool, moves: list[tuple[str, str]]) -> list[bool | OSError]:
+    """incoming/<name> → pending/<stem>.json for each (name, stem): True if moved, False
+    if the file was gone, or the error that kept it where it was (Spool.accept)."""
+    results: list[bool | OSError] = []
+    for name, stem in moves:
+        try:
+            results.append(spool.accept(name, stem))
+        except OSError as e:
+            results.append(e)
+    return results
+
+
+VERBS: dict[str, Callable[..., list[Any]]] = {"commit": commit_files, "accept": accept_files}
 
 
 class FileWork:
@@ -86,6 +98,10 @@ class FileWork:
     def commit(self, records: list[Record], flush: bool) -> list[OSError | None]:
         """Spool.commit, in the helper if it runs."""
         return self._do("commit", [tuple(record) for record in records], flush)
+
+    def accept(self, moves: list[tuple[str, str]]) -> list[bool | OSError]:
+        """accept_files, in the helper if it runs."""
+        return self._do("accept", moves)
 
     def _do(self, verb: str, *args: Any) -> list[Any]:
         if self._helper is not None:

@@ -1,5 +1,5 @@
-"""The file work the daemon hands to its helper process (group commits), and it; and the
-intake's moves into pending/, which the daemon makes itself."""
+"""The file work the daemon hands to its helper process (group commits, batches of moves
+into pending/), and it; a lone file is moved in by the daemon itself."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import site
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -31,7 +33,7 @@ from spoold.commit import Committer, Outcome
 from spoold.context import Context
 from spoold.dispatch import Dispatcher
 from spoold.errors import HelperGone
-from spoold.helper import Helper
+from spoold.helper import Helper, accept_files
 from spoold.intake import Intake
 from spoold.jobs import JobType
 from spoold.names import make_stem
@@ -148,7 +150,7 @@ def test_the_committer_goes_on_without_a_helper_that_died(spool, caplog):
 PARENT = """
 import os, sys
 from pathlib import Path
-from spoold.helper import Helper
+from spoold.helper import Helper, accept_files
 from spoold.spool import Spool
 helper = Helper.spawn(Spool(Path(sys.argv[1]), durable=True), "commit")
 print(helper.process.pid, flush=True)
@@ -223,7 +225,7 @@ def test_posts_from_threads_share_the_helper(spool):
     assert sorted(not_dot(spool, "pending")) == sorted(f"{s}.json" for s in stems)
 
 
-# ----- moving admitted files in (in the daemon: no helper) ------------------------------
+# ----- moving admitted files in: a batch in the helper, a lone file in the daemon -------
 
 
 def incoming(spool: Spool, *names: str) -> list[tuple[str, str]]:
@@ -235,24 +237,46 @@ def incoming(spool: Spool, *names: str) -> list[tuple[str, str]]:
     return moves
 
 
-def test_files_are_moved_in_unchanged_and_each_move_says_how_it_went(spool):
+@pytest.mark.parametrize("where", ["here", "helper"])
+def test_files_are_moved_in_unchanged_and_each_move_says_how_it_went(spool, where):
     (a, stem_a), (b, stem_b), (c, stem_c) = incoming(spool, "a.json", "b.json", "c.json")
     os.unlink(spool.dirs["incoming"] / b)  # its producer took it back
     (spool.dirs["pending"] / f"{stem_c}.json").mkdir()  # a folder where c must go
     (spool.dirs["pending"] / f"{stem_c}.json" / "x").write_bytes(b"")
-    assert spool.accept(a, stem_a) is True and spool.accept(b, stem_b) is False
-    with pytest.raises(OSError):
-        spool.accept(c, stem_c)
-    assert spool.accept(a, stem_a) is True  # a move already made is found done
+    helper = Helper.spawn(spool, "commit") if where == "helper" else None
+    accept = partial(helper.ask, "accept") if helper else partial(accept_files, spool)
+    try:
+        results = accept([(a, stem_a), (b, stem_b), (c, stem_c)])
+        assert results[:2] == [True, False] and isinstance(results[2], OSError)
+        assert accept([(a, stem_a)]) == [True]  # a move already made is found done
+    finally:
+        if helper:
+            helper.close()
     assert (spool.dirs["pending"] / f"{stem_a}.json").read_bytes() == b"a.json"
     assert sorted(os.listdir(spool.dirs["incoming"])) == [c]  # left for the rescan
 
 
+class MovesCounted(Spool):
+    """A real spool counting the moves into pending/ made in this process."""
+
+    moves = 0
+
+    def accept(self, name: str, stem: str) -> bool:
+        self.moves += 1
+        return super().accept(name, stem)
+
+
 @pytest.fixture
-def intake(spool: Spool) -> Intake:
+def intake(tmp_path: Path) -> Iterator[Intake]:
+    """An intake whose committer runs, with its helper process."""
+    spool = MovesCounted(tmp_path / "spool", durable=False)
+    spool.ensure()
     registry = {"noop": JobType("noop", lambda args: None)}
-    context = Context(spool, Dispatcher(), lambda: registry, lambda: ZoneInfo("UTC"))
-    return Intake(context, 10_000, 0.0)
+    committer = Committer(spool, helper=True)
+    context = Context(spool, Dispatcher(), lambda: registry, lambda: ZoneInfo("UTC"), committer)
+    committer.start()
+    yield Intake(context, 10_000, 0.0)
+    committer.stop()
 
 
 def drop_jobs(spool: Spool, *ids: str) -> list[str]:
@@ -262,29 +286,39 @@ def drop_jobs(spool: Spool, *ids: str) -> list[str]:
     return [f"{job_id}.json" for job_id in ids]
 
 
-def test_the_intake_moves_files_in_itself_and_indexes_them(spool, intake):
+def test_a_batch_is_moved_in_by_the_helper_and_a_lone_file_by_the_daemon(intake):
+    spool = intake.spool
+    assert isinstance(spool, MovesCounted)
     assert intake.accept_files(drop_jobs(spool, "a", "b"), 0.0) == []
     assert sorted(n.rsplit("-", 1)[1] for n in records(spool, "pending")) == ["a.json", "b.json"]
     assert (
         records(spool, "pending")[min(records(spool, "pending"))]
         == json.dumps({"type": "noop", "id": "a"}).encode()
     )  # the producer's bytes, unchanged
-    assert intake.dispatcher.counts()["total"] == 2
+    assert spool.moves == 0  # the helper made both moves
+    assert intake.accept_files(drop_jobs(spool, "c"), 0.0) == []
+    assert spool.moves == 1  # a lone file: no round trip to the helper
+    assert intake.dispatcher.counts()["total"] == 3
     assert os.listdir(spool.dirs["incoming"]) == []
 
 
-def test_a_file_that_cannot_be_moved_in_stays_and_its_id_stays_free(spool, intake):
-    [name] = drop_jobs(spool, "a")
+@pytest.mark.parametrize("ids", [("a",), ("a", "b")], ids=["lone", "batch"])
+def test_a_file_that_cannot_be_moved_in_stays_and_its_id_stays_free(intake, ids):
+    spool = intake.spool
+    names = drop_jobs(spool, *ids)
     spool.dirs["pending"].rmdir()
     spool.dirs["pending"].write_bytes(b"")  # not a folder: the rename fails (ENOTDIR)
-    assert intake.accept_files([name], 0.0) == []
+    assert intake.accept_files(names, 0.0) == []
     spool.dirs["pending"].unlink()
     spool.dirs["pending"].mkdir()
-    assert os.listdir(spool.dirs["incoming"]) == [name]
+    assert sorted(os.listdir(spool.dirs["incoming"])) == names
     assert not spool.health.ok
-    assert "moving incoming/a.json to pending/ failed: ENOTDIR" in str(spool.health.error)
-    assert "a" not in intake.ids  # the rescan can admit it
-    assert intake.accept_files([name], 0.0) == [] and intake.dispatcher.counts()["total"] == 1
+    assert f"moving incoming/{ids[-1]}.json to pending/ failed: ENOTDIR" in str(
+        spool.health.error
+    )  # the helper's error, with its errno, as the daemon's own would be
+    assert not any(job_id in intake.ids for job_id in ids)  # the rescan can admit them
+    assert intake.accept_files(names, 0.0) == []
+    assert intake.dispatcher.counts()["total"] == len(ids)
 
 
 def test_without_flush_a_batch_is_placed_and_nothing_is_flushed(tmp_path):
