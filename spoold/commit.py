@@ -18,13 +18,12 @@ waits for its write (HTTP, the scheduler) hears of the error instead.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from spoold.helper import FileWork
 from spoold.spool import Record, Spool, with_follow_ups
@@ -38,8 +37,7 @@ RETRY_MAX = 2.0
 IDLE_LOOK = 1.0  # seconds between two looks at the spool's health while nothing comes
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):
     """A file to make durable at folder/<stem>.json (a job's record, its retry, or a new
     job), what to do once it is on disk, and the running file it replaces, if any."""
 
@@ -253,7 +251,7 @@ def _left(outcome: Outcome, errors: list[OSError | None]) -> tuple[Outcome, OSEr
     if error is None or not outcome.follow:
         return outcome, error
     follow = tuple(r for r, e in zip(outcome.follow, errors[1:], strict=True) if e is not None)
-    return dataclasses.replace(outcome, follow=follow), error
+    return outcome._replace(follow=follow), error
 
 
 def _strand(outcome: Outcome, why: object) -> None:

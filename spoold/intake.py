@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from spoold.commit import Committer, Outcome
 from spoold.context import Context
@@ -25,8 +24,7 @@ logger = logging.getLogger(__name__)
 WAIT_FOR_STORAGE = 1.0  # seconds before files are looked at again while writes fail
 
 
-@dataclass(frozen=True)
-class Admitted:
+class Admitted(NamedTuple):
     """A judged file to move from incoming/<name> to pending/<stem>.json; its job, and
     the size of its bytes, go to the dispatcher."""
 

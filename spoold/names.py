@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import calendar
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from spoold.times import utc_second
 
@@ -40,8 +40,7 @@ JSON = ".json"
 ERROR_SUFFIX = ".error.json"
 
 
-@dataclass(frozen=True)
-class Stem:
+class Stem(NamedTuple):
     """What a pending name says: priority, acceptance time, id."""
 
     priority: str
