@@ -3,6 +3,7 @@ into pending/), and it; a lone file is moved in by the daemon itself."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -266,17 +267,25 @@ class MovesCounted(Spool):
         return super().accept(name, stem)
 
 
-@pytest.fixture
-def intake(tmp_path: Path) -> Iterator[Intake]:
+@contextlib.contextmanager
+def running_intake(tmp_path: Path, durable: bool) -> Iterator[Intake]:
     """An intake whose committer runs, with its helper process."""
-    spool = MovesCounted(tmp_path / "spool", durable=False)
+    spool = MovesCounted(tmp_path / "spool", durable=durable)
     spool.ensure()
     registry = {"noop": JobType("noop", lambda args: None)}
     committer = Committer(spool, helper=True)
     context = Context(spool, Dispatcher(), lambda: registry, lambda: ZoneInfo("UTC"), committer)
     committer.start()
-    yield Intake(context, 10_000, 0.0)
-    committer.stop()
+    try:
+        yield Intake(context, 10_000, 0.0)
+    finally:
+        committer.stop()
+
+
+@pytest.fixture
+def intake(tmp_path: Path) -> Iterator[Intake]:
+    with running_intake(tmp_path, durable=False) as intake:
+        yield intake
 
 
 def drop_jobs(spool: Spool, *ids: str) -> list[str]:
@@ -300,6 +309,15 @@ def test_a_batch_is_moved_in_by_the_helper_and_a_lone_file_by_the_daemon(intake)
     assert spool.moves == 1  # a lone file: no round trip to the helper
     assert intake.dispatcher.counts()["total"] == 3
     assert os.listdir(spool.dirs["incoming"]) == []
+
+
+def test_with_fsync_a_batch_is_moved_in_by_the_daemon(tmp_path):
+    with running_intake(tmp_path, durable=True) as intake:  # the helper flushes: no waiting
+        spool = intake.spool
+        assert isinstance(spool, MovesCounted)
+        assert intake.accept_files(drop_jobs(spool, "a", "b"), 0.0) == []
+        assert spool.moves == 2 and intake.dispatcher.counts()["total"] == 2
+        assert os.listdir(spool.dirs["incoming"]) == []
 
 
 @pytest.mark.parametrize("ids", [("a",), ("a", "b")], ids=["lone", "batch"])
