@@ -19,16 +19,15 @@ import stat
 import struct
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from spoold.errors import Rejected
 
 GONE = (errno.ENOENT, errno.ESTALE)  # a file another daemon or host took from under us
 
 
-@dataclass(frozen=True)
-class Incoming:
+class Incoming(NamedTuple):
     """A file read from incoming/: its bytes and when it last changed."""
 
     raw: bytes

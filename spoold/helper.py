@@ -34,16 +34,18 @@ import pickle
 import signal
 import site
 import struct
-import subprocess
 import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from spoold import logs
 from spoold.errors import HelperGone
 from spoold.spool import Record, Spool
+
+if TYPE_CHECKING:
+    import subprocess
 
 logger = logging.getLogger("spoold.helper")
 
@@ -110,6 +112,8 @@ class Helper:
         cannot start (logged): the daemon then does the work itself."""
         if not sys.platform.startswith("linux"):
             return None
+        import subprocess  # here: the helper process runs this module and starts none
+
         node = spool.node if spool.shared else ""
         command = [sys.executable, "-m", "spoold.helper", role, str(spool.root), node,
                    str(os.getpid()), spool.owner]  # fmt: skip
@@ -137,6 +141,8 @@ class Helper:
         with contextlib.suppress(OSError):
             if self.process.stdin is not None:
                 self.process.stdin.close()
+        import subprocess  # (see spawn)
+
         try:
             self.process.wait(10)
         except subprocess.TimeoutExpired:
