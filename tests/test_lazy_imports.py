@@ -5,18 +5,29 @@ job must not carry ssl, smtplib, urllib.request or http.server (~9 MB resident t
 The daemon runs as a real subprocess with PYTHONPROFILEIMPORTTIME=1: Python then writes a
 line to stderr (the daemon's log) for every module it imports, at start and later. Its
 commit helper inherits the variable and writes to the same log, so what is asserted absent
-is absent from both processes."""
+is absent from both processes. The commit helper alone (`python -m spoold.helper`) must
+import no more than Spool.commit needs."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
-from conftest import DaemonProcess, free_port, records, rejected, wait_until
+from conftest import DaemonProcess, daemon_env, free_port, records, rejected, wait_until
 from helpers_servers import http_server, smtp_server
+
+from spoold.helper import receive, send
+from spoold.spool import Record, Spool
 
 IMPORT_LINE = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)$", re.MULTILINE)
 NETWORK_AND_MAIL = ("ssl", "smtplib", "urllib.request", "http.server", "http.client")
 TRACE = {"PYTHONPROFILEIMPORTTIME": "1"}
+# What the daemon needs and its commit helper does not (~4 MB of the helper's 18 before).
+NOT_FOR_THE_HELPER = ("subprocess", "dataclasses", "calendar", "datetime", "zoneinfo", "shutil",
+                      "uuid", "hashlib", "yaml", "watchdog")  # fmt: skip
 
 
 def imported(daemon: DaemonProcess) -> set[str]:
@@ -76,3 +87,21 @@ def test_a_daemon_with_http_loads_the_api(start_daemon):
     daemon = start_daemon(env=TRACE, http={"host": "127.0.0.1", "port": free_port()})
     assert daemon.stop() == 0
     assert {"spoold.api", "http.server"} <= imported(daemon)
+
+
+def test_the_commit_helper_imports_only_what_a_commit_needs(tmp_path: Path):
+    spool = Spool(tmp_path / "spool", None)
+    spool.ensure()
+    command = [sys.executable, "-m", "spoold.helper", "commit", str(spool.root), "",
+               str(os.getpid()), "local+test"]  # fmt: skip
+    helper = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, env=daemon_env(TRACE))  # fmt: skip
+    assert helper.stdin and helper.stdout and helper.stderr
+    send(helper.stdin, ("commit", ([Record("completed", "job-1", b"{}")], True)))
+    assert receive(helper.stdout) == [None]
+    helper.stdin.close()
+    modules = set(IMPORT_LINE.findall(helper.stderr.read().decode()))
+    assert helper.wait(10) == 0
+    assert (spool.root / "completed" / "job-1.json").read_bytes() == b"{}"
+    assert "spoold.spool" in modules, "the trace is read (else this test proves nothing)"
+    assert [name for name in NOT_FOR_THE_HELPER if name in modules] == []
