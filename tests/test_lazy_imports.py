@@ -10,16 +10,13 @@ import no more than Spool.commit needs."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
-from conftest import DaemonProcess, daemon_env, free_port, records, rejected, wait_until
+from conftest import DaemonProcess, free_port, records, rejected, wait_until
 from helpers_servers import http_server, smtp_server
 
-from spoold.helper import receive, send
+from spoold.helper import Helper
 from spoold.spool import Record, Spool
 
 IMPORT_LINE = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)$", re.MULTILINE)
@@ -27,7 +24,7 @@ NETWORK_AND_MAIL = ("ssl", "smtplib", "urllib.request", "http.server", "http.cli
 TRACE = {"PYTHONPROFILEIMPORTTIME": "1"}
 # What the daemon needs and its commit helper does not (~4 MB of the helper's 18 before).
 NOT_FOR_THE_HELPER = ("subprocess", "dataclasses", "calendar", "datetime", "zoneinfo", "shutil",
-                      "uuid", "hashlib", "yaml", "watchdog")  # fmt: skip
+                      "uuid", "pickle", "hashlib", "yaml", "watchdog")  # fmt: skip
 
 
 def imported(daemon: DaemonProcess) -> set[str]:
@@ -89,19 +86,19 @@ def test_a_daemon_with_http_loads_the_api(start_daemon):
     assert {"spoold.api", "http.server"} <= imported(daemon)
 
 
-def test_the_commit_helper_imports_only_what_a_commit_needs(tmp_path: Path):
+def test_the_commit_helper_imports_only_what_a_commit_needs(tmp_path: Path, monkeypatch, capfd):
+    """Started as the daemon starts it; its stderr is the test's, captured."""
     spool = Spool(tmp_path / "spool", None)
     spool.ensure()
-    command = [sys.executable, "-m", "spoold.helper", "commit", str(spool.root), "",
-               str(os.getpid()), "local+test"]  # fmt: skip
-    helper = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, env=daemon_env(TRACE))  # fmt: skip
-    assert helper.stdin and helper.stdout and helper.stderr
-    send(helper.stdin, ("commit", ([Record("completed", "job-1", b"{}")], True)))
-    assert receive(helper.stdout) == [None]
-    helper.stdin.close()
-    modules = set(IMPORT_LINE.findall(helper.stderr.read().decode()))
-    assert helper.wait(10) == 0
+    monkeypatch.setenv("PYTHONPROFILEIMPORTTIME", "1")  # inherited by the helper only
+    helper = Helper.spawn(spool, "commit")
+    assert helper is not None
+    try:
+        assert helper.ask("commit", [Record("completed", "job-1", b"{}")], True) == [None]
+    finally:
+        helper.close()
+    assert helper.process.returncode == 0
+    modules = set(IMPORT_LINE.findall(capfd.readouterr().err))
     assert (spool.root / "completed" / "job-1.json").read_bytes() == b"{}"
     assert "spoold.spool" in modules, "the trace is read (else this test proves nothing)"
     assert [name for name in NOT_FOR_THE_HELPER if name in modules] == []
