@@ -13,13 +13,12 @@ import socket
 import threading
 import time
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from spoold import manage
-from spoold.api import ApiServer
 from spoold.commit import Committer
-from spoold.config import Config, load_config
+from spoold.config import Config, HttpConfig, load_config
 from spoold.context import Context
 from spoold.dispatch import Dispatcher
 from spoold.errors import ConfigError, Conflict, NotFound, NotRetryable, TaskBusy, UnknownTask
@@ -43,6 +42,9 @@ from spoold.times import iso, iso_or_none
 from spoold.watcher import Watcher
 from spoold.worker import Policy, WorkerPool, recover_running
 
+if TYPE_CHECKING:
+    from spoold.api import ApiServer
+
 logger = logging.getLogger(__name__)
 
 # Allocations between two collections of the youngest generation (Python's default: 700).
@@ -55,6 +57,14 @@ RETENTION_EVERY = 600.0
 NEXT_PENDING = 10  # pending jobs listed in the status snapshot
 # Config keys a running daemon cannot change; an edit of one is logged and waits for a restart.
 RESTART_KEYS = ("spool", "node", "workers", "http")
+
+
+def _api_server(daemon: Daemon, http: HttpConfig) -> ApiServer:
+    """The HTTP API, imported only where the config has `http:`: http.server, ssl (through
+    http.client) and prometheus_client are ~9 MB of a daemon's memory (bench/README.md)."""
+    from spoold.api import ApiServer
+
+    return ApiServer(daemon, http)
 
 
 class Daemon:
@@ -100,7 +110,7 @@ class Daemon:
         self._stop = threading.Event()
         self._housekeeper = Loop("house", self._housekeeping, lambda: self.config.rescan_seconds)
         self._last_prune = 0.0
-        self.api = ApiServer(self, config.http) if config.http else None
+        self.api = _api_server(self, config.http) if config.http else None
 
     # ----- what the parts read from the config -------------------------------------------
 

@@ -29,26 +29,33 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import marshal
 import os
-import pickle
 import signal
 import site
 import struct
-import subprocess
 import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from spoold import logs
 from spoold.errors import HelperGone
 from spoold.spool import Record, Spool
 
+if TYPE_CHECKING:
+    import subprocess
+
 logger = logging.getLogger("spoold.helper")
 
 PR_SET_PDEATHSIG = 1
 HEADER = struct.Struct("!Q")
+# The pipe carries marshal's plain values (the interpreter has marshal loaded anyway;
+# pickle would add ~0.4 MB to the helper, and is twice as slow here): a request is
+# (verb, records as plain tuples, flush), an answer a list of None or an error's fields
+# (see _error_to_wire).
+Wire = tuple[Any, ...] | None
 
 
 def commit_files(spool: Spool, records: list[tuple[Any, ...]], flush: bool) -> list[OSError | None]:
@@ -128,6 +135,8 @@ class Helper:
         cannot start (logged): the daemon then does the work itself."""
         if not sys.platform.startswith("linux"):
             return None
+        import subprocess  # here: the helper process runs this module and starts none
+
         node = spool.node if spool.shared else ""
         command = [sys.executable, "-m", "spoold.helper", role, str(spool.root), node,
                    str(os.getpid()), spool.owner]  # fmt: skip
@@ -139,15 +148,15 @@ class Helper:
             return None
         return cls(process)
 
-    def ask(self, verb: str, *args: object) -> list[Any]:
-        """VERBS[verb](spool, *args) in the helper; HelperGone if it does not answer."""
+    def ask(self, verb: str, records: list[Record], flush: bool) -> list[OSError | None]:
+        """VERBS[verb](spool, records, flush) in the helper; HelperGone if it does not answer."""
         assert self.process.stdin is not None and self.process.stdout is not None
         try:
             with self._lock:
-                send(self.process.stdin, (verb, args))
-                answer: list[Any] = receive(self.process.stdout)
-                return answer
-        except (OSError, EOFError, pickle.UnpicklingError) as e:
+                send(self.process.stdin, (verb, [tuple(record) for record in records], flush))
+                answer: list[Wire] = receive(self.process.stdout)
+            return [_error_from_wire(fields) for fields in answer]
+        except (OSError, EOFError, ValueError) as e:  # ValueError: marshal's bad data
             raise HelperGone(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__) from e
 
     def close(self) -> None:
@@ -155,6 +164,8 @@ class Helper:
         with contextlib.suppress(OSError):
             if self.process.stdin is not None:
                 self.process.stdin.close()
+        import subprocess  # (see spawn)
+
         try:
             self.process.wait(10)
         except subprocess.TimeoutExpired:
@@ -177,8 +188,9 @@ def _same_spoold() -> dict[str, str]:
     return env
 
 
-def send(stream: IO[bytes], value: object) -> None:
-    data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+def send(stream: IO[bytes], value: Any) -> None:
+    """value (plain values only: see Wire) as one message."""
+    data = marshal.dumps(value)
     stream.write(HEADER.pack(len(data)) + data)
     stream.flush()
 
@@ -192,7 +204,31 @@ def receive(stream: IO[bytes]) -> Any:
     data = stream.read(size)
     if len(data) < size:
         raise EOFError("stream ended inside a message")
-    return pickle.loads(data)
+    return marshal.loads(data)
+
+
+def _error_to_wire(error: OSError | None) -> Wire:
+    """None, or what rebuilds the error: its errno (which picks its class again:
+    FileExistsError for EEXIST...), message and file names; or its text alone."""
+    if error is None:
+        return None
+    if error.errno is None:
+        return (str(error),)
+    return (error.errno, error.strerror, _plain(error.filename), _plain(error.filename2))
+
+
+def _plain(filename: Any) -> Any:
+    """An error's file name as marshal can carry it: a Path (os.open(spool.root)) as text."""
+    return os.fspath(filename) if isinstance(filename, os.PathLike) else filename
+
+
+def _error_from_wire(fields: Wire) -> OSError | None:
+    if fields is None:
+        return None
+    if len(fields) == 1:
+        return OSError(fields[0])
+    code, message, filename, filename2 = fields
+    return OSError(code, message, filename, None, filename2)
 
 
 def _die_with(parent: int) -> None:
@@ -219,22 +255,23 @@ def serve(role: str, root: str, node: str, parent: int, owner: str) -> int:
     try:
         while True:
             try:
-                verb, args = receive(stdin)
+                verb, records, flush = receive(stdin)
             except EOFError:
                 return 0
-            send(stdout, _do(role, spool, verb, args))
+            send(stdout, _answer(role, spool, verb, records, flush))
     finally:
         spool.close()
 
 
-def _do(role: str, spool: Spool, verb: str, args: tuple[Any, ...]) -> list[Any]:
-    """One request's results; an error for each of its files if the request failed
-    (a bug: say so, and go on serving)."""
+def _answer(role: str, spool: Spool, verb: str, records: list[Any], flush: bool) -> list[Wire]:
+    """One request's results, as the pipe carries them; an error for each of its files
+    if the request failed (a bug: say so, and go on serving)."""
     try:
-        return VERBS[verb](spool, *args)
+        results = VERBS[verb](spool, [Record(*fields) for fields in records], flush)
     except Exception as e:
-        logger.exception("%s helper: %s of %d file(s) failed", role, verb, len(args[0]))
-        return [OSError(f"internal error in the {role} helper: {e!r}")] * len(args[0])
+        logger.exception("%s helper: %s of %d file(s) failed", role, verb, len(records))
+        results = [OSError(f"internal error in the {role} helper: {e!r}")] * len(records)
+    return [_error_to_wire(error) for error in results]
 
 
 if __name__ == "__main__":

@@ -20,8 +20,9 @@ import json
 import logging
 import os
 import sys
-from datetime import UTC, datetime
 from typing import Any
+
+from spoold.times import iso
 
 FORMATS = ("text", "json")
 FORMAT_VARIABLE = "SPOOLD_LOG_FORMAT"
@@ -76,7 +77,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "time": _utc(record.created),
+            "time": iso(record.created).replace("+00:00", "Z"),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -86,14 +87,6 @@ class JsonFormatter(logging.Formatter):
         if record.stack_info:
             entry["stack"] = self.formatStack(record.stack_info)
         return json.dumps(entry, ensure_ascii=True)
-
-
-def _utc(created: float) -> str:
-    return (
-        datetime.fromtimestamp(created, UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
 
 
 def formatter(name: str) -> logging.Formatter:

@@ -8,7 +8,6 @@ Every other module reads and makes these names through this one.
 
 from __future__ import annotations
 
-import calendar
 import re
 from typing import NamedTuple
 
@@ -62,19 +61,22 @@ def parse_stem(stem: str) -> Stem | None:
     if not match:
         return None
     ts = match.group("ts")
-    accepted = calendar.timegm(_fields(ts)) + int(ts[16:]) / 1e9
+    accepted = _epoch_second(ts) + int(ts[16:]) / 1e9
     return Stem(match.group("priority"), accepted, match.group("id"), stem)
 
 
 def accepted_ns(stem: Stem) -> int:
     """The acceptance time a stem spells, to the nanosecond (Stem.accepted is a float)."""
     ts = STEM_RE.match(stem.text).group("ts")  # type: ignore[union-attr]
-    return calendar.timegm(_fields(ts)) * 1_000_000_000 + int(ts[16:])
+    return _epoch_second(ts) * 1_000_000_000 + int(ts[16:])
 
 
-def _fields(ts: str) -> tuple[int, ...]:
-    """'20260131T090000.123456789' → (2026, 1, 31, 9, 0, 0), for calendar.timegm."""
-    return (int(ts[0:4]), int(ts[4:6]), int(ts[6:8]), int(ts[9:11]), int(ts[11:13]), int(ts[13:15]))
+def _epoch_second(ts: str) -> int:
+    """'20260131T090000.123456789' → the epoch second of 2026-01-31 09:00:00 UTC."""
+    import calendar  # here: it loads datetime and locale, which the commit helper never needs
+
+    year, month, day = int(ts[0:4]), int(ts[4:6]), int(ts[6:8])
+    return calendar.timegm((year, month, day, int(ts[9:11]), int(ts[11:13]), int(ts[13:15])))
 
 
 def stem_of(name: str) -> Stem | None:

@@ -31,10 +31,8 @@ import functools
 import itertools
 import logging
 import os
-import shutil
 import threading
 import time
-import uuid
 from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -102,7 +100,7 @@ class Spool:
         self.root = Path(root)
         self.node = node or "local"
         self.shared = node is not None  # several daemons may share this spool
-        self.owner = owner or f"{self.node}+{uuid.uuid4().hex[:8]}"
+        self.owner = owner or f"{self.node}+{os.urandom(4).hex()}"
         self.durable = durable
         names = FOLDERS + EXTRA_FOLDERS
         self.dirs = {"": self.root} | {name: self.root / name for name in names}
@@ -642,6 +640,8 @@ class Spool:
         except FileNotFoundError:
             return False
         except IsADirectoryError:
+            import shutil  # here: the commit helper never removes a folder
+
             shutil.rmtree(path, ignore_errors=True)
         return True
 

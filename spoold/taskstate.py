@@ -6,7 +6,6 @@ form (the state file survives restarts) and pure naming rules.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -145,6 +144,8 @@ def _base(task: str, room: int = _MAX_BASE) -> str:
     """The task name, or for a very long one a prefix and a hash, so ids stay <= 128."""
     if len(task) <= room:
         return task
+    import hashlib  # here: it loads OpenSSL (~3.5 MB resident) for a rare long name
+
     digest = hashlib.sha1(task.encode()).hexdigest()[:8]
     return f"{task[: room - 9]}-{digest}"
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 import time
-from datetime import datetime
-from zoneinfo import ZoneInfo
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
 
 # The text of the last second formatted, per format: a record has three times and a
 # pending name one, mostly within the same second, and formatting costs more than
@@ -37,6 +39,8 @@ def iso_or_none(ts: float | None) -> str | None:
 
 def parse_time(value: str, tz: ZoneInfo) -> float:
     """ISO 8601 → epoch seconds; a time without an offset is read in tz. ValueError if bad."""
+    from datetime import datetime  # here: the commit helper imports this module, never this
+
     text = value.strip()
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"

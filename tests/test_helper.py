@@ -104,6 +104,28 @@ def test_the_helper_commits_a_batch_and_leaves_no_file_when_closed(spool):
     assert not_dot(spool, "tmp") == []  # its spares are gone with it
 
 
+def test_the_helper_s_errors_come_back_as_the_daemon_s_own_would(spool):
+    """Each error crosses the pipe as its errno, text and file names: its class (by errno)
+    and its message are those the same commit made in the daemon would have."""
+    [(stem_a, running_a), (stem_b, running_b)] = running_jobs(spool, 2)
+    spool.write("completed", f"{stem_a}.json", b"first")
+    shutil.rmtree(spool.dirs["failed"])
+    helper = Helper.spawn(spool, "commit")
+    assert helper is not None
+    try:
+        taken = Record("completed", stem_a, b"second", running_a, exclusive=True)
+        no_folder = Record("failed", stem_b, b"b", running_b)
+        exists, missing = helper.ask("commit", [taken, no_folder], True)
+    finally:
+        helper.close()
+    assert isinstance(exists, FileExistsError)
+    assert exists.filename2 == str(spool.dirs["completed"] / f"{stem_a}.json")
+    assert isinstance(missing, FileNotFoundError) and missing.strerror == os.strerror(2)
+    assert str(missing).endswith(f" -> '{spool.dirs['failed'] / stem_b}.json'")
+    assert records(spool) == {f"{stem_a}.json": b"first"}
+    assert sorted(not_dot(spool, "running")) == sorted([running_a, running_b])
+
+
 def test_the_helper_ignores_the_signals_meant_for_the_daemon(spool):
     helper = Helper.spawn(spool, "commit")
     assert helper is not None

@@ -3,14 +3,17 @@
 A 5xx answer is the server saying "never": the job fails at once with
 PermanentJobError. Connection problems and 4xx answers may pass, so they are
 ordinary exceptions and the job is retried.
+
+The message is judged and built here; the SMTP session is email_smtp's, imported at
+the first send: smtplib and ssl are ~5 MB of a daemon's memory. This module, which
+loads Python's email package, is itself imported at the first email job (see
+registry.py).
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import smtplib
-import ssl
 from email.message import EmailMessage
 from email.utils import formatdate, getaddresses, make_msgid
 from typing import Any
@@ -120,6 +123,8 @@ def send_email(
     A cancel stops it before it connects, or once connected before the message is sent.
 
     The result: the recipients the server accepted, and those it refused with its reply."""
+    from spoold.jobs import email_smtp  # here: see the module's docstring
+
     context = context or JobContext(str(job.get("id")))
     problems = validate(job)
     if problems:
@@ -129,74 +134,21 @@ def send_email(
         recipients = envelope_recipients(job)
     except Exception as e:  # building involves no server: a failure is the job's for good
         raise PermanentJobError(f"the message cannot be built: {type(e).__name__}: {e}") from e
-    where = f"SMTP server {smtp.host}:{smtp.port}"
-    try:
-        context.check()
-        refused = _deliver(smtp, message, recipients, _timeout(job, smtp.timeout), context)
-    except smtplib.SMTPNotSupportedError as e:
-        raise PermanentJobError(f"{where}: {e} (check the smtp section of the config)") from e
-    except smtplib.SMTPRecipientsRefused as e:
-        raise _refused(where, e) from e
-    except smtplib.SMTPResponseException as e:
-        raise _rejected(where, e) from e
-    except OSError as e:  # smtplib.SMTPException is an OSError too
-        raise OSError(f"{where}: {type(e).__name__}: {e}") from e
+    where = email_smtp.server(smtp)
+    context.check()
+    refused = email_smtp.deliver(smtp, message, recipients, _timeout(job, smtp.timeout), context)
     if refused:
         logger.warning("%s refused some recipients of job %s: %s", where, job.get("id"), refused)
     logger.info("sent email job %s to %s via %s", job.get("id"), ", ".join(recipients), where)
     accepted = [address for address in recipients if address not in refused]
     result: dict[str, Any] = {"accepted": accepted}
     if refused:
-        result["refused"] = {address: _reply(*reply) for address, reply in refused.items()}
+        result["refused"] = {
+            address: email_smtp.reply(*answer) for address, answer in refused.items()
+        }
     return result
 
 
 def _timeout(job: dict[str, Any], configured: float) -> float:
     """The attempt's own limit, never longer than the config allows."""
     return min(float(job.get("timeout") or configured), configured)
-
-
-def _deliver(
-    smtp: SmtpConfig,
-    message: EmailMessage,
-    recipients: list[str],
-    timeout: float,
-    context: JobContext,
-) -> dict[str, tuple[int, bytes]]:
-    """One SMTP session: STARTTLS and login as configured, then the message."""
-    with smtplib.SMTP(smtp.host, smtp.port, timeout=timeout) as client:
-        if smtp.starttls:
-            client.starttls(context=ssl.create_default_context())
-        if smtp.username:
-            client.login(smtp.username, smtp.password or "")
-        context.check()
-        return client.send_message(message, smtp.sender, recipients)
-
-
-def _refused(where: str, error: smtplib.SMTPRecipientsRefused) -> Exception:
-    """All recipients refused: permanent when every refusal is a 5xx."""
-    parts = [
-        f"{address} ({_reply(code, text)})" for address, (code, text) in error.recipients.items()
-    ]
-    message = f"{where} refused every recipient: {', '.join(parts)}"
-    codes = [code for code, _ in error.recipients.values()]
-    return PermanentJobError(message) if all(code >= 500 for code in codes) else OSError(message)
-
-
-def _rejected(where: str, error: smtplib.SMTPResponseException) -> Exception:
-    """A refused sender, message, login or greeting: permanent when the code is a 5xx."""
-    what = {
-        smtplib.SMTPSenderRefused: "refused the sender",
-        smtplib.SMTPDataError: "refused the message",
-        smtplib.SMTPAuthenticationError: "refused the login",
-        smtplib.SMTPConnectError: "refused the connection",
-        smtplib.SMTPHeloError: "refused HELO",
-    }.get(type(error), "answered")
-    message = f"{where} {what}: {_reply(error.smtp_code, error.smtp_error)}"
-    return PermanentJobError(message) if error.smtp_code >= 500 else OSError(message)
-
-
-def _reply(code: int, text: bytes | str) -> str:
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    return f"{code} {text}".strip()

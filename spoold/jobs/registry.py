@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 from spoold.config import Config
-from spoold.jobs import JobType, basic, cleanup, email, plugin, webhook
+from spoold.jobs import JobType, basic, cleanup, plugin, webhook
 
 
 def build_registry(config: Config, queue_stats: Callable[[], dict[str, Any]]) -> dict[str, JobType]:
@@ -26,10 +27,10 @@ def builtin_types(config: Config, queue_stats: Callable[[], dict[str, Any]]) -> 
     types = [
         JobType(
             "send_email",
-            partial(email.send_email, config.smtp),
+            partial(imported_at_first_call("email", "send_email"), config.smtp),
             "normal",
             3,
-            email.validate,
+            imported_at_first_call("email", "validate"),
             context=True,
         ),
         JobType(
@@ -53,3 +54,14 @@ def builtin_types(config: Config, queue_stats: Callable[[], dict[str, Any]]) -> 
         JobType("noop", basic.noop, "normal", 1),
     ]
     return {job_type.name: job_type for job_type in types}
+
+
+def imported_at_first_call(module: str, name: str) -> Callable[..., Any]:
+    """spoold.jobs.<module>.<name>, its module imported when it is first called: the
+    email type's loads Python's email package (~2 MB resident, bench/README.md), which a
+    daemon that never sees an email job need not carry."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(f"spoold.jobs.{module}"), name)(*args, **kwargs)
+
+    return call

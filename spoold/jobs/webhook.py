@@ -3,22 +3,20 @@
 2xx is success. 5xx, 429 and network errors may pass, so they are ordinary
 exceptions and the job is retried; any other answer (4xx, and 3xx because
 redirects are never followed) fails the job at once with PermanentJobError.
+
+What a webhook job may be is judged here, at intake and again before each run; the
+POST itself is webhook_http's, imported at the first run: urllib.request and ssl
+are ~6 MB of a daemon's memory, for a daemon that may never send a webhook.
 """
 
 from __future__ import annotations
 
-import contextlib
-import http.client
 import json
 import logging
 import re
-import socket
-import urllib.error
-import urllib.request
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
-from spoold import __version__
 from spoold.config import WebhookConfig
 from spoold.errors import PermanentJobError
 from spoold.jobcontext import JobContext
@@ -29,9 +27,6 @@ logger = logging.getLogger(__name__)
 SCHEMES = ("http", "https")
 HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")  # an RFC 9110 token
 UNSAFE_IN_VALUE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]|[^\x00-\xff]")
-RETRY_STATUSES = {429}
-SNIPPET_BYTES = 200
-RESULT_BODY_BYTES = 1024  # of a successful answer's body, kept in the job's result
 
 
 def validate(config: WebhookConfig, job: dict[str, Any]) -> list[str]:
@@ -111,67 +106,15 @@ def _header_ok(name: Any, value: Any) -> bool:
     return not UNSAFE_IN_VALUE.search(value)
 
 
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    """A redirect could lead to a host allowedHosts forbids, so 3xx is answered as an error."""
-
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
-class _HttpHandler(urllib.request.HTTPHandler):
-    """Plain HTTP through a connection a cancel can cut (see _cuttable)."""
-
-    def __init__(self, context: JobContext) -> None:
-        super().__init__()
-        self.job_context = context
-
-    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        return self.do_open(_cuttable(http.client.HTTPConnection, self.job_context), req)
-
-
-class _HttpsHandler(urllib.request.HTTPSHandler):
-    """HTTPS through a connection a cancel can cut (see _cuttable)."""
-
-    def __init__(self, context: JobContext) -> None:
-        super().__init__()
-        self.job_context = context
-
-    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        connection = _cuttable(http.client.HTTPSConnection, self.job_context)
-        return self.do_open(connection, req, context=self._context)  # type: ignore[attr-defined]
-
-
-def _cuttable(kind: type[http.client.HTTPConnection], context: JobContext) -> Any:
-    """A connection factory whose connections a cancel shuts down, so that a POST waiting
-    for a slow server's answer stops at once rather than at its timeout."""
-
-    def connect(host: str, **options: Any) -> http.client.HTTPConnection:
-        connection = kind(host, **options)
-        context.on_cancel(lambda: _cut(connection))
-        return connection
-
-    return connect
-
-
-def _cut(connection: http.client.HTTPConnection) -> None:
-    """Wake the thread reading the answer (it gets an error: the job is cancelled)."""
-    if connection.sock is not None:
-        with contextlib.suppress(OSError):  # already closed: nothing to wake
-            connection.sock.shutdown(socket.SHUT_RDWR)
-
-
-def _opener(context: JobContext) -> urllib.request.OpenerDirector:
-    """One per attempt: its connections belong to this job's context."""
-    return urllib.request.build_opener(_NoRedirects, _HttpHandler(context), _HttpsHandler(context))
-
-
 def post_webhook(
     config: WebhookConfig, job: dict[str, Any], context: JobContext | None = None
 ) -> dict[str, Any]:
     """POST the job's payload; PermanentJobError for answers a retry cannot change. A
     cancel stops it before the request, or cuts the connection while it waits.
 
-    The result: the answer's status and the first RESULT_BODY_BYTES of its body as text."""
+    The result: the answer's status and the start of its body as text (webhook_http)."""
+    from spoold.jobs import webhook_http  # here: see the module's docstring
+
     context = context or JobContext(str(job.get("id")))
     problems = validate(config, job)  # the config may have changed since the job was accepted
     if problems:
@@ -179,67 +122,11 @@ def post_webhook(
     context.check()
     where = _where(urlsplit(job["url"]))
     timeout = min(float(job.get("timeout") or config.timeout), config.timeout)
-    try:
-        with _opener(context).open(_request(job), timeout=timeout) as response:
-            status = response.status
-            body = _body_start(response)
-    except urllib.error.HTTPError as e:
-        raise _failure(where, e.code, e.reason, e.headers, _snippet(e)) from e
-    except (OSError, http.client.HTTPException) as e:  # URLError, timeouts, resets, bad answers
-        reason = getattr(e, "reason", None) or e
-        raise OSError(f"webhook POST {where} failed: {type(e).__name__}: {reason}") from e
-    except ValueError as e:  # the URL or a header cannot be sent (InvalidURL, UnicodeError)
-        raise PermanentJobError(f"webhook POST {where} cannot be sent: {e}") from e
+    status, body = webhook_http.post(job, where, timeout, context)
     logger.info("webhook job %s: POST %s answered %s", job.get("id"), where, status)
     return {"status": status, "body": body.decode("utf-8", "replace")}
-
-
-def _body_start(response: Any) -> bytes:
-    """The start of a successful answer's body for the result; b"" if it cannot be read:
-    the POST was answered, so a broken body must not make the job run again."""
-    try:
-        data: bytes = response.read(RESULT_BODY_BYTES)
-    except (OSError, http.client.HTTPException) as e:
-        logger.debug("cannot read the answer's body for the result: %s", e)
-        return b""
-    return data
-
-
-def _request(job: dict[str, Any]) -> urllib.request.Request:
-    """The POST: JSON body, our defaults, then the job's headers (which win)."""
-    body = json.dumps(job.get("payload", {}), allow_nan=False).encode()
-    request = urllib.request.Request(job["url"], data=body, method="POST")
-    request.add_header("Content-Type", "application/json")
-    request.add_header("User-Agent", f"spoold/{__version__}")
-    for name, value in (job.get("headers") or {}).items():
-        request.add_header(name, value)
-    return request
 
 
 def _where(parts: SplitResult) -> str:
     """The URL as messages show it: without the query, which may carry a secret."""
     return f"{parts.scheme}://{parts.netloc}{parts.path or '/'}"
-
-
-def _failure(where: str, status: int, reason: str, headers: Any, snippet: str) -> Exception:
-    """The exception for a non-2xx answer: retried for 5xx and 429, permanent otherwise."""
-    message = f"webhook POST {where} answered {status} {reason}".rstrip()
-    if 300 <= status < 400:
-        location = headers.get("Location", "") if headers else ""
-        message += f" (a redirect to {location!r}; redirects are not followed, use the final URL)"
-    elif snippet:
-        message += f": {snippet}"
-    if status >= 500 or status in RETRY_STATUSES:
-        return OSError(message)
-    return PermanentJobError(message)
-
-
-def _snippet(error: urllib.error.HTTPError) -> str:
-    """The start of an error answer's body, which often says what was wrong; closes the answer."""
-    try:
-        data = error.read(SNIPPET_BYTES)
-    except (OSError, http.client.HTTPException):
-        return ""
-    finally:
-        error.close()
-    return " ".join(data.decode("utf-8", "replace").split())
