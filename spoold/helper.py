@@ -53,15 +53,15 @@ PR_SET_PDEATHSIG = 1
 HEADER = struct.Struct("!Q")
 # The pipe carries marshal's plain values (the interpreter has marshal loaded anyway;
 # pickle would add ~0.4 MB to the helper, and is twice as slow here): a request is
-# (verb, records as plain tuples, flush), an answer a list of None or an error's fields
-# (see _error_to_wire).
-Wire = tuple[Any, ...] | None
+# (verb, (items as plain tuples, *more args)), an answer a list with each item's result:
+# None, True or False, or an error's fields (see _to_wire).
+Wire = tuple[Any, ...] | bool | None
+Result = OSError | bool | None
 
 
 def commit_files(spool: Spool, records: list[tuple[Any, ...]], flush: bool) -> list[OSError | None]:
     """Spool.commit, the one way a job's file is written: a helper only carries it out.
-    The records come as plain tuples: a NamedTuple pickles through its class, 8x slower
-    (~0.6 µs of the daemon's CPU per job)."""
+    The records come as plain tuples, as the pipe carries them."""
     return spool.commit([Record._make(record) for record in records], flush)
 
 
@@ -104,7 +104,7 @@ class FileWork:
 
     def commit(self, records: list[Record], flush: bool) -> list[OSError | None]:
         """Spool.commit, in the helper if it runs."""
-        return self._do("commit", [tuple(record) for record in records], flush)
+        return self._do("commit", records, flush)
 
     def accept(self, moves: list[tuple[str, str]]) -> list[bool | OSError]:
         """accept_files, in the helper if it runs."""
@@ -148,14 +148,15 @@ class Helper:
             return None
         return cls(process)
 
-    def ask(self, verb: str, records: list[Record], flush: bool) -> list[OSError | None]:
-        """VERBS[verb](spool, records, flush) in the helper; HelperGone if it does not answer."""
+    def ask(self, verb: str, items: list[tuple[Any, ...]], *more: Any) -> list[Any]:
+        """VERBS[verb](spool, items, *more) in the helper, a result per item (items: records
+        or moves, NamedTuples sent as plain tuples); HelperGone if it does not answer."""
         assert self.process.stdin is not None and self.process.stdout is not None
         try:
             with self._lock:
-                send(self.process.stdin, (verb, [tuple(record) for record in records], flush))
+                send(self.process.stdin, (verb, ([tuple(item) for item in items], *more)))
                 answer: list[Wire] = receive(self.process.stdout)
-            return [_error_from_wire(fields) for fields in answer]
+            return [_from_wire(fields) for fields in answer]
         except (OSError, EOFError, ValueError) as e:  # ValueError: marshal's bad data
             raise HelperGone(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__) from e
 
@@ -207,14 +208,14 @@ def receive(stream: IO[bytes]) -> Any:
     return marshal.loads(data)
 
 
-def _error_to_wire(error: OSError | None) -> Wire:
-    """None, or what rebuilds the error: its errno (which picks its class again:
-    FileExistsError for EEXIST...), message and file names; or its text alone."""
-    if error is None:
-        return None
-    if error.errno is None:
-        return (str(error),)
-    return (error.errno, error.strerror, _plain(error.filename), _plain(error.filename2))
+def _to_wire(result: Result) -> Wire:
+    """None, True, False, or what rebuilds the error: its errno (which picks its class
+    again: FileExistsError for EEXIST...), message and file names; or its text alone."""
+    if not isinstance(result, OSError):
+        return result
+    if result.errno is None:
+        return (str(result),)
+    return (result.errno, result.strerror, _plain(result.filename), _plain(result.filename2))
 
 
 def _plain(filename: Any) -> Any:
@@ -222,9 +223,9 @@ def _plain(filename: Any) -> Any:
     return os.fspath(filename) if isinstance(filename, os.PathLike) else filename
 
 
-def _error_from_wire(fields: Wire) -> OSError | None:
-    if fields is None:
-        return None
+def _from_wire(fields: Wire) -> Result:
+    if not isinstance(fields, tuple):
+        return fields
     if len(fields) == 1:
         return OSError(fields[0])
     code, message, filename, filename2 = fields
@@ -255,23 +256,24 @@ def serve(role: str, root: str, node: str, parent: int, owner: str) -> int:
     try:
         while True:
             try:
-                verb, records, flush = receive(stdin)
+                verb, args = receive(stdin)
             except EOFError:
                 return 0
-            send(stdout, _answer(role, spool, verb, records, flush))
+            send(stdout, _answer(role, spool, verb, args))
     finally:
         spool.close()
 
 
-def _answer(role: str, spool: Spool, verb: str, records: list[Any], flush: bool) -> list[Wire]:
-    """One request's results, as the pipe carries them; an error for each of its files
+def _answer(role: str, spool: Spool, verb: str, args: tuple[Any, ...]) -> list[Wire]:
+    """One request's results, as the pipe carries them; an error for each of its items
     if the request failed (a bug: say so, and go on serving)."""
+    items = args[0]
     try:
-        results = VERBS[verb](spool, [Record(*fields) for fields in records], flush)
+        results: list[Result] = VERBS[verb](spool, *args)
     except Exception as e:
-        logger.exception("%s helper: %s of %d file(s) failed", role, verb, len(records))
-        results = [OSError(f"internal error in the {role} helper: {e!r}")] * len(records)
-    return [_error_to_wire(error) for error in results]
+        logger.exception("%s helper: %s of %d file(s) failed", role, verb, len(items))
+        results = [OSError(f"internal error in the {role} helper: {e!r}")] * len(items)
+    return [_to_wire(result) for result in results]
 
 
 if __name__ == "__main__":

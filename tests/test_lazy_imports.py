@@ -19,7 +19,9 @@ from helpers_servers import http_server, smtp_server
 from spoold.helper import Helper
 from spoold.spool import Record, Spool
 
-IMPORT_LINE = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)$", re.MULTILINE)
+# A self time can be negative: two threads importing at once (a webhook and an email job)
+# share the interpreter's nesting count.
+IMPORT_LINE = re.compile(r"^import time:\s+-?\d+ \|\s+-?\d+ \|\s+(\S+)$", re.MULTILINE)
 NETWORK_AND_MAIL = ("ssl", "smtplib", "urllib.request", "http.server", "http.client")
 TRACE = {"PYTHONPROFILEIMPORTTIME": "1"}
 # What the daemon needs and its commit helper does not (~4 MB of the helper's 18 before).

@@ -158,7 +158,7 @@ def test_a_helper_process_logs_as_the_daemon_does(tmp_path, log_format):
     env = daemon_env({"SPOOLD_LOG_FORMAT": log_format})
     helper = subprocess.Popen(command, stdin=PIPE, stdout=PIPE, stderr=PIPE, env=env)
     assert helper.stdin and helper.stdout and helper.stderr
-    send(helper.stdin, (f"evil\n{FORGED}", [("completed", "s", b"", None, False)], True))
+    send(helper.stdin, (f"evil\n{FORGED}", ([("completed", "s", b"", None, False)], True)))
     [error] = receive(helper.stdout)
     helper.stdin.close()
     stderr = helper.stderr.read().decode()
