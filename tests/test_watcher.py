@@ -60,9 +60,18 @@ def judge() -> Judge:
 
 @pytest.fixture
 def watcher(incoming: Path, judge: Judge) -> Iterator[Watcher]:
-    """A watcher whose rescan runs only at start: only events find later files."""
-    watching = Watcher(str(incoming), judge, lambda: sorted(os.listdir(incoming)), 3600)
+    """A watcher whose rescan runs only at start, and is over before the test begins: only
+    events find later files (a drop the first rescan saw too would be judged twice)."""
+    listed = threading.Event()
+
+    def names() -> list[str]:
+        found = sorted(os.listdir(incoming))
+        listed.set()
+        return found
+
+    watching = Watcher(str(incoming), judge, names, 3600)
     watching.start()
+    assert listed.wait(10)
     yield watching
     watching.stop()
 
