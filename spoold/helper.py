@@ -41,7 +41,8 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from spoold import logs
-from spoold.errors import HelperGone
+from spoold.errors import HelperGone, Rejected
+from spoold.fileio import Incoming
 from spoold.spool import Record, Spool
 
 if TYPE_CHECKING:
@@ -51,18 +52,30 @@ logger = logging.getLogger("spoold.helper")
 
 PR_SET_PDEATHSIG = 1
 HEADER = struct.Struct("!Q")
-# The pipe carries marshal's plain values (the interpreter has marshal loaded anyway;
+# The pipes carry marshal's plain values (the interpreter has marshal loaded anyway;
 # pickle would add ~0.4 MB to the helper, and is twice as slow here): a request is
 # (verb, (items as plain tuples, *more args)), an answer a list with each item's result:
-# None, True or False, or an error's fields (see _to_wire).
+# None, True or False, or a tagged tuple for a file read or an error (see _to_wire).
 Wire = tuple[Any, ...] | bool | None
-Result = OSError | bool | None
+Result = Incoming | OSError | Rejected | bool | None
 
 
 def commit_files(spool: Spool, records: list[tuple[Any, ...]], flush: bool) -> list[OSError | None]:
     """Spool.commit, the one way a job's file is written: a helper only carries it out.
     The records come as plain tuples, as the pipe carries them."""
     return spool.commit([Record._make(record) for record in records], flush)
+
+
+def read_files(spool: Spool, names: list[tuple[str]], max_bytes: int) -> list[Result]:
+    """Spool.read_incoming of each incoming/<name>: its Incoming, None if it is gone, or
+    the error that kept it from being read (Rejected: not to be read)."""
+    results: list[Result] = []
+    for (name,) in names:
+        try:
+            results.append(spool.read_incoming(name, max_bytes))
+        except (Rejected, OSError) as e:
+            results.append(e)
+    return results
 
 
 def accept_files(spool: Spool, moves: list[tuple[str, str]]) -> list[bool | OSError]:
@@ -77,7 +90,15 @@ def accept_files(spool: Spool, moves: list[tuple[str, str]]) -> list[bool | OSEr
     return results
 
 
-VERBS: dict[str, Callable[..., list[Any]]] = {"commit": commit_files, "accept": accept_files}
+VERBS: dict[str, Callable[..., list[Any]]] = {
+    "commit": commit_files,
+    "read": read_files,
+    "accept": accept_files,
+}
+# The pipe each verb goes through: the intake's reads and moves have their own, served by
+# a thread of their own in the helper, so that they never wait behind a group commit's
+# flushes (the workers would wait for jobs meanwhile).
+CHANNEL = {"commit": 0, "read": 1, "accept": 1}
 
 
 class FileWork:
@@ -106,6 +127,10 @@ class FileWork:
         """Spool.commit, in the helper if it runs."""
         return self._do("commit", records, flush)
 
+    def read(self, names: list[str], max_bytes: int) -> list[Result]:
+        """read_files, in the helper if it runs."""
+        return self._do("read", [(name,) for name in names], max_bytes)
+
     def accept(self, moves: list[tuple[str, str]]) -> list[bool | OSError]:
         """accept_files, in the helper if it runs."""
         return self._do("accept", moves)
@@ -121,50 +146,75 @@ class FileWork:
         return VERBS[verb](self.spool, *args)
 
 
-class Helper:
-    """The daemon's end of a helper process: one request at a time, in any thread."""
+class Channel:
+    """A pair of pipes to the helper: one request at a time, from any thread."""
 
-    def __init__(self, process: subprocess.Popen[bytes]) -> None:
-        self.process = process
+    def __init__(self, requests: IO[bytes], answers: IO[bytes]) -> None:
+        self.requests, self.answers = requests, answers
         self._lock = threading.Lock()
+
+    def ask(self, verb: str, items: list[tuple[Any, ...]], *more: Any) -> list[Any]:
+        with self._lock:
+            send(self.requests, (verb, ([tuple(item) for item in items], *more)))
+            answer: list[Wire] = receive(self.answers)
+        return [_from_wire(fields) for fields in answer]
+
+    def close(self) -> None:
+        """End of this channel's input: the helper's thread serving it ends."""
+        with contextlib.suppress(OSError):
+            self.requests.close()
+
+
+class Helper:
+    """The daemon's end of a helper process: its two channels (see CHANNEL)."""
+
+    def __init__(self, process: subprocess.Popen[bytes], intake: Channel) -> None:
+        assert process.stdin is not None and process.stdout is not None
+        self.process = process
+        self.channels = (Channel(process.stdin, process.stdout), intake)
 
     @classmethod
     def spawn(cls, spool: Spool, role: str) -> Helper | None:
         """Start a helper for this spool (`role`, "commit", names it in ps
         and the log); None where it cannot be tied to the daemon's life (not Linux) or
-        cannot start (logged): the daemon then does the work itself."""
+        cannot start (logged): the daemon then does the work itself. Its first channel is
+        its stdin and stdout, the second a pair of pipes it is given the ends of."""
         if not sys.platform.startswith("linux"):
             return None
         import subprocess  # here: the helper process runs this module and starts none
 
+        (their_in, our_out), (our_in, their_out) = os.pipe(), os.pipe()
         node = spool.node if spool.shared else ""
         command = [sys.executable, "-m", "spoold.helper", role, str(spool.root), node,
-                   str(os.getpid()), spool.owner]  # fmt: skip
+                   str(os.getpid()), spool.owner, f"{their_in},{their_out}"]  # fmt: skip
         try:
-            process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                       env=_same_spoold())  # fmt: skip
+            process = subprocess.Popen(
+                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                pass_fds=(their_in, their_out), env=_same_spoold(),
+            )  # fmt: skip
         except OSError as e:
             logger.warning("cannot start the %s helper (%s): working in this process", role, e)
+            os.close(our_out)
+            os.close(our_in)
             return None
-        return cls(process)
+        finally:  # the helper's ends: it has its own copies
+            os.close(their_in)
+            os.close(their_out)
+        return cls(process, Channel(os.fdopen(our_out, "wb"), os.fdopen(our_in, "rb")))
 
     def ask(self, verb: str, items: list[tuple[Any, ...]], *more: Any) -> list[Any]:
-        """VERBS[verb](spool, items, *more) in the helper, a result per item (items: records
-        or moves, NamedTuples sent as plain tuples); HelperGone if it does not answer."""
-        assert self.process.stdin is not None and self.process.stdout is not None
+        """VERBS[verb](spool, items, *more) in the helper, through the verb's channel, a
+        result per item (items: records, names or moves, NamedTuples sent as plain
+        tuples); HelperGone if it does not answer."""
         try:
-            with self._lock:
-                send(self.process.stdin, (verb, ([tuple(item) for item in items], *more)))
-                answer: list[Wire] = receive(self.process.stdout)
-            return [_from_wire(fields) for fields in answer]
+            return self.channels[CHANNEL[verb]].ask(verb, items, *more)
         except (OSError, EOFError, ValueError) as e:  # ValueError: marshal's bad data
             raise HelperGone(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__) from e
 
     def close(self) -> None:
-        """End of input: the helper exits."""
-        with contextlib.suppress(OSError):
-            if self.process.stdin is not None:
-                self.process.stdin.close()
+        """End of input on both channels: the helper exits."""
+        for channel in reversed(self.channels):
+            channel.close()
         import subprocess  # (see spawn)
 
         try:
@@ -172,8 +222,8 @@ class Helper:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
-        if self.process.stdout is not None:
-            self.process.stdout.close()
+        for channel in self.channels:
+            channel.answers.close()
 
 
 def _same_spoold() -> dict[str, str]:
@@ -209,13 +259,19 @@ def receive(stream: IO[bytes]) -> Any:
 
 
 def _to_wire(result: Result) -> Wire:
-    """None, True, False, or what rebuilds the error: its errno (which picks its class
-    again: FileExistsError for EEXIST...), message and file names; or its text alone."""
+    """None, True and False as they are; a file read as its bytes and mtime; an error as
+    what rebuilds it: its errno (which picks its class again: FileExistsError for
+    EEXIST...), message and file names, or its text alone."""
+    if isinstance(result, Incoming):
+        return ("file", result.raw, result.mtime)
+    if isinstance(result, Rejected):
+        return ("rejected", str(result))
     if not isinstance(result, OSError):
         return result
     if result.errno is None:
-        return (str(result),)
-    return (result.errno, result.strerror, _plain(result.filename), _plain(result.filename2))
+        return ("error", str(result))
+    return ("oserror", result.errno, result.strerror, _plain(result.filename),
+            _plain(result.filename2))  # fmt: skip
 
 
 def _plain(filename: Any) -> Any:
@@ -226,9 +282,14 @@ def _plain(filename: Any) -> Any:
 def _from_wire(fields: Wire) -> Result:
     if not isinstance(fields, tuple):
         return fields
-    if len(fields) == 1:
-        return OSError(fields[0])
-    code, message, filename, filename2 = fields
+    tag, *values = fields
+    if tag == "file":
+        return Incoming(*values)
+    if tag == "rejected":
+        return Rejected(values[0])
+    if tag == "error":
+        return OSError(values[0])
+    code, message, filename, filename2 = values
     return OSError(code, message, filename, None, filename2)
 
 
@@ -243,8 +304,9 @@ def _die_with(parent: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def serve(role: str, root: str, node: str, parent: int, owner: str) -> int:
-    """The helper: do each request read from stdin, answer on stdout, until EOF. Its
+def serve(role: str, root: str, node: str, parent: int, owner: str, intake: str = "") -> int:
+    """The helper: do each request read from stdin, answer on stdout, until EOF; and
+    those of the second channel (`intake`: its two fds, "in,out") in a thread. Its
     files in tmp/ carry the daemon's name (`owner`) and its own pid: if it is killed,
     the daemon (or another) knows whose they were (Ownership.clean_dead_tmp)."""
     logs.setup(logging.INFO, os.environ.get(logs.FORMAT_VARIABLE, "text"))  # as the daemon's
@@ -253,15 +315,25 @@ def serve(role: str, root: str, node: str, parent: int, owner: str) -> int:
     stdin, stdout = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # a stray print must not corrupt the answers: stdout is theirs alone
     sys.stdout = sys.stderr
+    if intake:
+        fd_in, fd_out = (int(fd) for fd in intake.split(","))
+        channel = (role, spool, os.fdopen(fd_in, "rb"), os.fdopen(fd_out, "wb"))
+        threading.Thread(target=_serve, args=channel, name="intake", daemon=True).start()
     try:
-        while True:
-            try:
-                verb, args = receive(stdin)
-            except EOFError:
-                return 0
-            send(stdout, _answer(role, spool, verb, args))
+        _serve(role, spool, stdin, stdout)
+        return 0
     finally:
         spool.close()
+
+
+def _serve(role: str, spool: Spool, requests: IO[bytes], answers: IO[bytes]) -> None:
+    """Answer each request of one channel until its end."""
+    while True:
+        try:
+            verb, args = receive(requests)
+        except EOFError:
+            return
+        send(answers, _answer(role, spool, verb, args))
 
 
 def _answer(role: str, spool: Spool, verb: str, args: tuple[Any, ...]) -> list[Wire]:
@@ -277,4 +349,5 @@ def _answer(role: str, spool: Spool, verb: str, args: tuple[Any, ...]) -> list[W
 
 
 if __name__ == "__main__":
-    raise SystemExit(serve(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]))
+    role, root, node, parent, owner, *intake = sys.argv[1:]
+    raise SystemExit(serve(role, root, node, int(parent), owner, *intake))

@@ -33,8 +33,9 @@ from spoold import helper as helper_module
 from spoold.commit import Committer, Outcome
 from spoold.context import Context
 from spoold.dispatch import Dispatcher
-from spoold.errors import HelperGone
-from spoold.helper import Helper, accept_files
+from spoold.errors import HelperGone, Rejected
+from spoold.fileio import Incoming
+from spoold.helper import Helper, accept_files, read_files
 from spoold.intake import Intake
 from spoold.jobs import JobType
 from spoold.names import make_stem
@@ -173,7 +174,9 @@ def test_the_committer_goes_on_without_a_helper_that_died(spool, caplog):
 PARENT = """
 import os, sys
 from pathlib import Path
-from spoold.helper import Helper, accept_files
+from spoold.errors import HelperGone, Rejected
+from spoold.fileio import Incoming
+from spoold.helper import Helper, accept_files, read_files
 from spoold.spool import Spool
 helper = Helper.spawn(Spool(Path(sys.argv[1]), durable=True), "commit")
 print(helper.process.pid, flush=True)
@@ -279,14 +282,39 @@ def test_files_are_moved_in_unchanged_and_each_move_says_how_it_went(spool, wher
     assert sorted(os.listdir(spool.dirs["incoming"])) == [c]  # left for the rescan
 
 
-class MovesCounted(Spool):
-    """A real spool counting the moves into pending/ made in this process."""
+@pytest.mark.parametrize("where", ["here", "helper"])
+def test_files_are_read_for_the_intake_with_what_kept_each_from_being_read(spool, where):
+    incoming = spool.dirs["incoming"]
+    (incoming / "a.json").write_bytes(b'{"type": "noop"}')
+    os.symlink("/etc/passwd", incoming / "link.json")
+    (incoming / "big.json").write_bytes(b"x" * 101)
+    names = ["a.json", "gone.json", "link.json", "big.json"]
+    helper = Helper.spawn(spool, "commit") if where == "helper" else None
+    read = partial(helper.ask, "read") if helper else partial(read_files, spool)
+    try:
+        a, gone, link, big = read([(name,) for name in names], 100)
+    finally:
+        if helper:
+            helper.close()
+    assert a == Incoming(b'{"type": "noop"}', os.lstat(incoming / "a.json").st_mtime)
+    assert gone is None  # its producer took it back
+    assert isinstance(link, Rejected) and "not a regular file (a symlink)" in str(link)
+    assert isinstance(big, Rejected) and "larger than maxJobBytes (100)" in str(big)
 
-    moves = 0
+
+class MovesCounted(Spool):
+    """A real spool counting the reads of incoming files and the moves into pending/
+    made in this process."""
+
+    moves = reads = 0
 
     def accept(self, name: str, stem: str) -> bool:
         self.moves += 1
         return super().accept(name, stem)
+
+    def read_incoming(self, name: str, max_bytes: int) -> Incoming | None:
+        self.reads += 1
+        return super().read_incoming(name, max_bytes)
 
 
 @contextlib.contextmanager
@@ -317,29 +345,32 @@ def drop_jobs(spool: Spool, *ids: str) -> list[str]:
     return [f"{job_id}.json" for job_id in ids]
 
 
-def test_a_batch_is_moved_in_by_the_helper_and_a_lone_file_by_the_daemon(intake):
-    spool = intake.spool
-    assert isinstance(spool, MovesCounted)
-    assert intake.accept_files(drop_jobs(spool, "a", "b"), 0.0) == []
-    assert sorted(n.rsplit("-", 1)[1] for n in records(spool, "pending")) == ["a.json", "b.json"]
-    assert (
-        records(spool, "pending")[min(records(spool, "pending"))]
-        == json.dumps({"type": "noop", "id": "a"}).encode()
-    )  # the producer's bytes, unchanged
-    assert spool.moves == 0  # the helper made both moves
-    assert intake.accept_files(drop_jobs(spool, "c"), 0.0) == []
-    assert spool.moves == 1  # a lone file: no round trip to the helper
-    assert intake.dispatcher.counts()["total"] == 3
-    assert os.listdir(spool.dirs["incoming"]) == []
-
-
-def test_with_fsync_a_batch_is_moved_in_by_the_daemon(tmp_path):
-    with running_intake(tmp_path, durable=True) as intake:  # the helper flushes: no waiting
+@pytest.mark.parametrize("durable", [False, True], ids=["relaxed", "fsync"])
+def test_a_batch_is_read_and_moved_in_by_the_helper_and_a_lone_file_by_the_daemon(
+    tmp_path, durable
+):
+    with running_intake(tmp_path, durable) as intake:
         spool = intake.spool
         assert isinstance(spool, MovesCounted)
         assert intake.accept_files(drop_jobs(spool, "a", "b"), 0.0) == []
-        assert spool.moves == 2 and intake.dispatcher.counts()["total"] == 2
+        pending = records(spool, "pending")
+        assert sorted(n.rsplit("-", 1)[1] for n in pending) == ["a.json", "b.json"]
+        assert pending[min(pending)] == json.dumps({"type": "noop", "id": "a"}).encode()
+        assert (spool.reads, spool.moves) == (0, 0)  # the helper read and moved both
+        assert intake.accept_files(drop_jobs(spool, "c"), 0.0) == []
+        assert (spool.reads, spool.moves) == (1, 1)  # a lone file: no round trip
+        assert intake.dispatcher.counts()["total"] == 3
         assert os.listdir(spool.dirs["incoming"]) == []
+
+
+def test_a_bad_file_in_a_batch_read_by_the_helper_is_rejected_with_its_reason(intake):
+    spool = intake.spool
+    names = drop_jobs(spool, "a")
+    os.symlink("/etc/passwd", spool.dirs["incoming"] / "link.json")
+    assert intake.accept_files([*names, "link.json"], 0.0) == []
+    explanation = json.loads((spool.dirs["failed"] / "link.json.error.json").read_text())
+    assert "not a regular file (a symlink)" in explanation["error"]
+    assert intake.dispatcher.counts()["total"] == 1 and intake.rejected == 1
 
 
 @pytest.mark.parametrize("ids", [("a",), ("a", "b")], ids=["lone", "batch"])
