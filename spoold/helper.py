@@ -1,17 +1,19 @@
 """The file work the daemon hands to a helper process, and that process.
 
-Per job, most of the daemon's kernel time is renames and writes in big folders.
-Under the GIL its threads take turns at that work (see Spool.turn); a helper
-process, `python -m spoold.helper commit`, does the group commit on the other
-core instead (Spool.commit): write a batch of outcomes in tmp/, flush the file
-system once, rename them into place, flush once more, and only then drop the
-running files they replace. Without `durability: fsync` the same, without the
-flushes.
+Per job, most of the daemon's kernel time is renames, reads and writes in big
+folders. Under the GIL its threads take turns at that work (see Spool.turn); a
+helper process, `python -m spoold.helper commit`, does it on the other core
+instead, on two pipes: on one the group commit (Spool.commit: write a batch of
+outcomes in tmp/, flush the file system once, rename them into place, flush once
+more, and only then drop the running files they replace; without `durability:
+fsync` the same, without the flushes), on the other, served by a thread of its
+own so that no flush holds it up, the intake's batches: read the new files in
+incoming/, then move the admitted ones to pending/.
 
-What the helper bought (and why the intake has none any more) is measured in
-bench/README.md ("What the design choices bought").
-A helper shares nothing with the daemon but the spool folder and a pipe: a batch
-goes in, each file's result comes back. The daemon keeps every decision (what
+What the helper bought is measured in bench/README.md ("What the design choices
+bought").
+A helper shares nothing with the daemon but the spool folder and its pipes: a
+batch goes in, each file's result comes back. The daemon keeps every decision (what
 is admitted, under which name, what a job's outcome is); a helper only does the
 file operations and says how each went.
 
