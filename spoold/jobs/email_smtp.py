@@ -24,10 +24,17 @@ def deliver(
     timeout: float,
     context: JobContext,
 ) -> dict[str, tuple[int, bytes]]:
-    """Send message to recipients; the recipients the server refused (the others took it)."""
+    """Send message to recipients in one SMTP session (STARTTLS and login as configured);
+    the recipients the server refused (the others took it)."""
     where = server(smtp)
     try:
-        return _session(smtp, message, recipients, timeout, context)
+        with smtplib.SMTP(smtp.host, smtp.port, timeout=timeout) as client:
+            if smtp.starttls:
+                client.starttls(context=ssl.create_default_context())
+            if smtp.username:
+                client.login(smtp.username, smtp.password or "")
+            context.check()
+            return client.send_message(message, smtp.sender, recipients)
     except smtplib.SMTPNotSupportedError as e:
         raise PermanentJobError(f"{where}: {e} (check the smtp section of the config)") from e
     except smtplib.SMTPRecipientsRefused as e:
@@ -36,23 +43,6 @@ def deliver(
         raise _rejected(where, e) from e
     except OSError as e:  # smtplib.SMTPException is an OSError too
         raise OSError(f"{where}: {type(e).__name__}: {e}") from e
-
-
-def _session(
-    smtp: SmtpConfig,
-    message: EmailMessage,
-    recipients: list[str],
-    timeout: float,
-    context: JobContext,
-) -> dict[str, tuple[int, bytes]]:
-    """One SMTP session: STARTTLS and login as configured, then the message."""
-    with smtplib.SMTP(smtp.host, smtp.port, timeout=timeout) as client:
-        if smtp.starttls:
-            client.starttls(context=ssl.create_default_context())
-        if smtp.username:
-            client.login(smtp.username, smtp.password or "")
-        context.check()
-        return client.send_message(message, smtp.sender, recipients)
 
 
 def _refused(where: str, error: smtplib.SMTPRecipientsRefused) -> Exception:
