@@ -15,7 +15,7 @@ from spoold.commit import Committer, Outcome
 from spoold.context import Context
 from spoold.errors import InvalidJob, Rejected
 from spoold.fileio import Incoming
-from spoold.helper import Result, read_files
+from spoold.helper import Result, accept_files, read_files
 from spoold.job import Job, decode_object, new_job
 from spoold.names import make_stem, parse_stem, priority_from_name, running_stem, stem_of
 from spoold.rejects import readable
@@ -110,29 +110,12 @@ class Intake:
                     continue
                 if again is not None:
                     later.append((again, name))
-        if len(admitted) > 1:
-            self._move_batch(admitted)
-        elif admitted:  # in a turn of its own: the workers go on between the two
+        if admitted:  # outside the turn: the workers go on meanwhile
+            moved = self._move([(entry.name, entry.stem) for entry in admitted])
             with self.spool.turn:
-                for entry in admitted:
-                    self._moved(entry, self._move_in(entry))
+                for entry, result in zip(admitted, moved, strict=True):
+                    self._moved(entry, result)
         return later
-
-    def _move_batch(self, admitted: list[Admitted]) -> None:
-        """Move a batch into pending/ through the helper process (see _read); the workers
-        go on meanwhile."""
-        moved = self.committer.files.accept([(entry.name, entry.stem) for entry in admitted])
-        with self.spool.turn:
-            for entry, result in zip(admitted, moved, strict=True):
-                self._moved(entry, result)
-
-    def _move_in(self, entry: Admitted) -> bool | OSError:
-        """incoming/<name> → pending/<stem>.json: True if moved, False if the file was
-        gone, or the error that kept it where it was."""
-        try:
-            return self.spool.accept(entry.name, entry.stem)
-        except OSError as e:
-            return e
 
     def _moved(self, entry: Admitted, result: bool | OSError) -> None:
         """Index a file now in pending/; one left in incoming/ (or gone) gives its id back."""
@@ -145,18 +128,25 @@ class Intake:
             self._cannot_write(f"moving incoming/{entry.name} to pending/", result, "pending")
 
     def _cannot_write(self, what: str, error: OSError, folder: str) -> None:
-        """The file stays in incoming/, taken again by the rescan once writes succeed."""
+        """The file stays in incoming/, judged again once the spool takes writes (a read
+        that failed is tried again then too)."""
         self.spool.health.failed(what, error, str(self.spool.dirs[folder]))
 
     def _read(self, names: list[str]) -> list[Result]:
         """Read each file: a batch in the helper process, where the opens and reads (and
-        then the moves, _move_batch) in big folders cost the daemon nothing, through a
-        pipe of its own that no group commit holds up (~20% of the daemon's CPU per job
-        with a backlog, bench/README.md); a lone file here, as its move: a round trip to
-        the helper would only add to its latency."""
+        then the moves, _move) in big folders cost the daemon nothing, through a pipe of
+        its own that no group commit holds up (~15% of the daemon's CPU per job with a
+        backlog, bench/README.md); a lone file here: a round trip to the helper would
+        only add to its latency."""
         if len(names) > 1:
             return self.committer.files.read(names, self.max_bytes)
         return read_files(self.spool, [(name,) for name in names], self.max_bytes)
+
+    def _move(self, moves: list[tuple[str, str]]) -> list[bool | OSError]:
+        """Move admitted files into pending/ where they were read (see _read)."""
+        if len(moves) > 1:
+            return self.committer.files.accept(moves)
+        return accept_files(self.spool, moves)
 
     def _accept_file(
         self, name: str, incoming: Result, now: float, admitted: list[Admitted]
@@ -166,8 +156,9 @@ class Intake:
         if isinstance(incoming, Rejected):
             self._reject(name, str(incoming))
             return None
-        if isinstance(incoming, OSError):
-            raise incoming
+        if isinstance(incoming, OSError):  # the file system's error (EIO...), not the file's
+            self._cannot_write(f"reading incoming/{name}", incoming, "incoming")
+            return now + WAIT_FOR_STORAGE
         if not isinstance(incoming, Incoming):
             return None
         try:

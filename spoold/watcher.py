@@ -133,8 +133,8 @@ class _RawEvents:
                 logger.error("cannot read file events (%s): finding files by rescan only", e)
                 return
             burst = time.monotonic() - waited < BURST_GAP
-            names = [n for n in (os.fsdecode(e.name) for e in events if self._wanted(e))
-                     if is_job_name(n)]  # fmt: skip
+            read = (os.fsdecode(e.name) for e in events if self._wanted(e))
+            names = list(dict.fromkeys(n for n in read if is_job_name(n)))  # each name once
             for start in range(0, len(names), BATCH):
                 self._judge(names[start : start + BATCH])
             if burst and names:  # let the next read gather a batch: not a wake-up per file
@@ -229,7 +229,7 @@ class Watcher:
     def _start_events(self) -> None:
         try:
             if RAW_EVENTS:
-                self._events = _RawEvents(self.folder, self._judge_now, self._overflowed)
+                self._events = _RawEvents(self.folder, self._judge, self._overflowed)
             else:
                 self._stop_observer = _watch_observer(self.folder, self.offer)
         except OSError as e:
@@ -288,13 +288,9 @@ class Watcher:
         while (names := self._next()) is not None:
             self._judge(names)
 
-    def _judge_now(self, names: list[str]) -> None:
-        """Judge job names an event reported, in the thread that read the event (see the
-        module's docstring); each name once."""
-        self._judge(list(dict.fromkeys(names)))
-
     def _judge(self, names: list[str]) -> None:
-        """accept() the names; those that may still be being written wait on a timer."""
+        """accept() the names, in the calling thread (the events' reader, or the intake
+        thread for the queue); those that may still be being written wait on a timer."""
         with self._judging:
             try:
                 later = self.accept(names, time.time())

@@ -392,6 +392,25 @@ def test_a_file_that_cannot_be_moved_in_stays_and_its_id_stays_free(intake, ids)
     assert intake.dispatcher.counts()["total"] == len(ids)
 
 
+@pytest.mark.parametrize("ids", [("a",), ("a", "b")], ids=["lone", "batch"])
+def test_a_file_system_error_reading_a_file_is_told_as_a_read_and_the_file_judged_again(
+    intake, ids
+):
+    spool = intake.spool
+    names = drop_jobs(spool, *ids)
+    kept = spool.dirs["incoming"].rename(spool.root / "kept")
+    spool.dirs["incoming"].write_bytes(b"")  # not a folder: reading fails (ENOTDIR)
+    later = intake.accept_files(names, 100.0)
+    assert sorted(name for _, name in later) == names  # to be judged again, not rejected
+    assert all(again > 100.0 for again, _ in later)
+    assert f"reading incoming/{ids[-1]}.json failed: ENOTDIR" in str(spool.health.error)
+    assert intake.rejected == 0 and os.listdir(spool.dirs["failed"]) == []
+    spool.dirs["incoming"].unlink()
+    kept.rename(spool.dirs["incoming"])
+    assert intake.accept_files(names, 100.0) == []
+    assert intake.dispatcher.counts()["total"] == len(ids)
+
+
 def test_without_flush_a_batch_is_placed_and_nothing_is_flushed(tmp_path):
     spool = CountingSpool(tmp_path / "spool", durable=False)
     spool.ensure()

@@ -314,56 +314,56 @@ def test_a_thousand_hostile_connections_leave_room_for_a_new_client(daemon):
 # ----- the connection table itself -------------------------------------------------------------
 
 
-def test_the_table_evicts_the_longest_waiting_and_refuses_only_when_all_are_busy():
-    pairs = [socket.socketpair() for _ in range(3)]
-    try:
-        table = Connections(limit=2)
-        first = table.admit(pairs[0][0], wait=0.1)
-        second = table.admit(pairs[1][0], wait=0.1)
-        assert first is not None and second is not None
-        assert table.busy(first) and table.busy(second)
-        started = time.monotonic()
-        assert table.admit(pairs[2][0], wait=0.3) is None  # all busy: refused after the wait
-        assert time.monotonic() - started >= 0.3
-        table.waiting(second)
-        table.waiting(first)  # waiting since later than second
-        ended = threading.Timer(0.1, table.release, args=(pairs[1][0],))  # its thread ends
-        ended.start()
-        third = table.admit(pairs[2][0], wait=5)
-        ended.join()
-        assert third is not None and table.evictions == 1
-        pairs[1][1].settimeout(1)
-        assert pairs[1][1].recv(10) == b""  # the evicted one's peer sees it closed
-        assert not table.busy(second)  # and its request, were it read now, is not acted on
-        assert table.busy(first)
-    finally:
-        for a, b in pairs:
-            a.close()
-            b.close()
+@pytest.fixture
+def pairs() -> Iterator[list[tuple[socket.socket, socket.socket]]]:
+    """Three connected socket pairs: the server's end first, the client's second."""
+    made = [socket.socketpair() for _ in range(3)]
+    yield made
+    for a, b in made:
+        a.close()
+        b.close()
 
 
-def test_a_new_connection_waits_since_its_admission_not_since_its_thread_started():
+def evicted_for_the_third(
+    table: Connections, pairs: list[tuple[socket.socket, socket.socket]], evicted: int
+) -> None:
+    """Admit pairs[2] to a full table: pairs[evicted] must be the one closed for it (its
+    thread ends 0.1 s later, which frees its place), and its client sees it closed."""
+    ended = threading.Timer(0.1, table.release, args=(pairs[evicted][0],))
+    ended.start()
+    third = table.admit(pairs[2][0], wait=5)
+    ended.join()
+    assert third is not None and table.evictions == 1
+    pairs[evicted][1].settimeout(1)
+    assert pairs[evicted][1].recv(10) == b""
+
+
+def test_the_table_evicts_the_longest_waiting_and_refuses_only_when_all_are_busy(pairs):
+    table = Connections(limit=2)
+    first = table.admit(pairs[0][0], wait=0.1)
+    second = table.admit(pairs[1][0], wait=0.1)
+    assert first is not None and second is not None
+    assert table.busy(first) and table.busy(second)
+    started = time.monotonic()
+    assert table.admit(pairs[2][0], wait=0.3) is None  # all busy: refused after the wait
+    assert time.monotonic() - started >= 0.3
+    table.waiting(second)
+    table.waiting(first)  # waiting since later than second
+    evicted_for_the_third(table, pairs, evicted=1)
+    assert not table.busy(second)  # and its request, were it read now, is not acted on
+    assert table.busy(first)
+
+
+def test_a_new_connection_waits_since_its_admission_not_since_its_thread_started(pairs):
     """Under load a connection's thread may start after a newer one was admitted (seen:
     connection 91 of 256 closed for a new client): it has still waited longest."""
-    pairs = [socket.socketpair() for _ in range(3)]
-    try:
-        table = Connections(limit=2)
-        older = table.admit(pairs[0][0], wait=0.1)
-        newer = table.admit(pairs[1][0], wait=0.1)
-        assert older is not None and newer is not None
-        table.waiting(older)  # its thread starts only now, after newer was admitted
-        ended = threading.Timer(0.1, table.release, args=(pairs[0][0],))  # its thread ends
-        ended.start()
-        third = table.admit(pairs[2][0], wait=5)
-        ended.join()
-        assert third is not None and table.evictions == 1
-        pairs[0][1].settimeout(1)
-        assert pairs[0][1].recv(10) == b""  # the older one was closed
-        assert table.busy(newer)  # the newer one stays
-    finally:
-        for a, b in pairs:
-            a.close()
-            b.close()
+    table = Connections(limit=2)
+    older = table.admit(pairs[0][0], wait=0.1)
+    newer = table.admit(pairs[1][0], wait=0.1)
+    assert older is not None and newer is not None
+    table.waiting(older)  # its thread starts only now, after newer was admitted
+    evicted_for_the_third(table, pairs, evicted=0)
+    assert table.busy(newer)  # the newer one stays
 
 
 def test_the_busy_answer_carries_cors_only_when_configured():
