@@ -43,6 +43,8 @@ from spoold.watcher import Watcher
 from spoold.worker import Policy, WorkerPool, recover_running
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from spoold.api import ApiServer
 
 logger = logging.getLogger(__name__)
@@ -343,9 +345,11 @@ class Daemon:
 
     # ----- the door for files ---------------------------------------------------------------
 
-    def _accept_files(self, names: list[str], now: float) -> list[tuple[float, str]]:
+    def _accept_files(
+        self, names: list[str], now: float, more: Iterable[list[str]]
+    ) -> list[tuple[float, str]]:
         before = self.intake.rejected
-        later = self.intake.accept_files(names, now)
+        later = self.intake.accept_files(names, now, more)
         if self.intake.rejected != before:
             self.stats.changed(failed=self.intake.rejected - before)
         return later

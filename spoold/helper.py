@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import logging
 import marshal
 import os
@@ -38,7 +39,8 @@ import site
 import struct
 import sys
 import threading
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -60,6 +62,7 @@ HEADER = struct.Struct("!Q")
 # None, True or False, or a tagged tuple for a file read or an error (see _to_wire).
 Wire = tuple[Any, ...] | bool | None
 Result = Incoming | OSError | Rejected | bool | None
+Later = Callable[[], list[Any]]  # a request's results, once they are wanted
 
 
 def commit_files(spool: Spool, records: list[tuple[Any, ...]], flush: bool) -> list[OSError | None]:
@@ -134,42 +137,105 @@ class FileWork:
         """Spool.commit, in the helper if it runs."""
         return self._do("commit", records, flush)
 
-    def read(self, names: list[str], max_bytes: int) -> list[Result]:
-        """read_files, in the helper if it runs."""
-        return self._do("read", [(name,) for name in names], max_bytes)
+    def read(self, names: list[str], max_bytes: int) -> Later:
+        """read_files, in the helper if it runs: asked for now, its results when the
+        returned function is called (the intake judges a batch meanwhile)."""
+        return self._ask("read", [(name,) for name in names], max_bytes)
 
-    def accept(self, moves: list[tuple[str, str]]) -> list[bool | OSError]:
-        """accept_files, in the helper if it runs."""
-        return self._do("accept", moves)
+    def accept(self, moves: list[tuple[str, str]]) -> Later:
+        """accept_files, in the helper if it runs; asked for now, as read."""
+        return self._ask("accept", moves)
 
     def _do(self, verb: str, *args: Any) -> list[Any]:
-        if self._helper is not None:
+        return self._ask(verb, *args)()
+
+    def _ask(self, verb: str, *args: Any) -> Later:
+        """The request sent to the helper if it runs, else done here now; its results
+        when the returned function is called. Where the helper stops before it answers,
+        the work is done here then."""
+        helper = self._helper
+        if helper is not None:
             try:
-                return self._helper.ask(verb, *args)
+                ticket = helper.post(verb, *args)
             except HelperGone as e:
-                logger.error("the %s helper stopped (%s): doing its work in the daemon from"
-                             " now on", self.role, e)  # fmt: skip
-                self.stop()
+                self._lost(helper, e)
+            else:
+                return lambda: self._collect(helper, ticket, verb, args)
+        results = VERBS[verb](self.spool, *args)
+        return lambda: results
+
+    def _collect(
+        self, helper: Helper, ticket: Ticket, verb: str, args: tuple[Any, ...]
+    ) -> list[Any]:
+        try:
+            return helper.collect(ticket)
+        except HelperGone as e:
+            self._lost(helper, e)
         return VERBS[verb](self.spool, *args)
+
+    def _lost(self, helper: Helper, error: HelperGone) -> None:
+        """Say once that the helper stopped, and work here from now on."""
+        if self._helper is helper:
+            logger.error("the %s helper stopped (%s): doing its work in the daemon from"
+                         " now on", self.role, error)  # fmt: skip
+            self.stop()
 
 
 class Channel:
-    """A pair of pipes to the helper: one request at a time, from any thread."""
+    """A pair of pipes to the helper, from any thread. A request may be sent before the
+    answers to the earlier ones are read (the helper answers them in order): the intake
+    asks for a batch's reading before it judges the batch before. Neither end can then
+    block the other for good: the requests not answered yet never hold more than the
+    request pipe does, so the daemon's write always finds room; the helper, held up
+    only by an answer no one reads, gets it read before any request that could wait."""
 
     def __init__(self, requests: IO[bytes], answers: IO[bytes]) -> None:
         self.requests, self.answers = requests, answers
+        self._room = pipe_room(requests)
         self._lock = threading.Lock()
+        self._sent = self._answered = 0
+        self._unanswered: deque[int] = deque()  # the size of each request sent, not answered
+        self._answers: dict[int, list[Wire]] = {}  # read, not yet collected
 
-    def ask(self, verb: str, items: list[tuple[Any, ...]], *more: Any) -> list[Any]:
+    def post(self, verb: str, items: list[tuple[Any, ...]], *more: Any) -> int:
+        """Send a request; its ticket, to collect its answer with."""
+        data = message((verb, ([tuple(item) for item in items], *more)))
         with self._lock:
-            send(self.requests, (verb, ([tuple(item) for item in items], *more)))
-            answer: list[Wire] = receive(self.answers)
+            while self._unanswered and sum(self._unanswered) + len(data) > self._room:
+                self._read_answer()
+            self.requests.write(data)
+            self.requests.flush()
+            self._unanswered.append(len(data))
+            self._sent += 1
+            return self._sent
+
+    def collect(self, ticket: int) -> list[Result]:
+        """The answer to the request of that ticket, a result per item."""
+        with self._lock:
+            while ticket not in self._answers:
+                self._read_answer()
+            answer = self._answers.pop(ticket)
         return [_from_wire(fields) for fields in answer]
+
+    def _read_answer(self) -> None:
+        answer: list[Wire] = receive(self.answers)
+        self._unanswered.popleft()
+        self._answered += 1
+        self._answers[self._answered] = answer
 
     def close(self) -> None:
         """End of this channel's input: the helper's thread serving it ends."""
         with contextlib.suppress(OSError):
             self.requests.close()
+
+
+def pipe_room(stream: IO[bytes]) -> int:
+    """How many bytes of requests may wait in the pipe: half of what it holds (a pipe's
+    pages are not always filled to the end), or 4 KiB where its size is unknown."""
+    try:
+        return fcntl.fcntl(stream.fileno(), fcntl.F_GETPIPE_SZ) // 2
+    except (AttributeError, OSError, ValueError):  # not Linux, or not a pipe
+        return 4096
 
 
 class Helper:
@@ -213,10 +279,20 @@ class Helper:
         """VERBS[verb](spool, items, *more) in the helper, through the verb's channel, a
         result per item (items: records, names or moves, NamedTuples sent as plain
         tuples); HelperGone if it does not answer."""
-        try:
-            return self.channels[CHANNEL[verb]].ask(verb, items, *more)
-        except (OSError, EOFError, ValueError) as e:  # ValueError: marshal's bad data
-            raise HelperGone(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__) from e
+        return self.collect(self.post(verb, items, *more))
+
+    def post(self, verb: str, items: list[tuple[Any, ...]], *more: Any) -> Ticket:
+        """Send the request of ask(); its answer is collected later (HelperGone if the
+        helper is gone)."""
+        channel = self.channels[CHANNEL[verb]]
+        with _gone_as_helper_gone():
+            return channel, channel.post(verb, items, *more)
+
+    def collect(self, ticket: Ticket) -> list[Any]:
+        """The answer to a request posted (HelperGone if the helper does not answer)."""
+        channel, number = ticket
+        with _gone_as_helper_gone():
+            return channel.collect(number)
 
     def close(self) -> None:
         """End of input on both channels: the helper exits."""
@@ -231,6 +307,19 @@ class Helper:
             self.process.wait()
         for channel in self.channels:
             channel.answers.close()
+
+
+Ticket = tuple[Channel, int]  # a request posted to a helper, to collect its answer with
+
+
+@contextlib.contextmanager
+def _gone_as_helper_gone() -> Iterator[None]:
+    """A pipe that breaks, ends or carries bad data (ValueError: marshal's) means the
+    helper is gone."""
+    try:
+        yield
+    except (OSError, EOFError, ValueError) as e:
+        raise HelperGone(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__) from e
 
 
 def _same_spoold() -> dict[str, str]:
@@ -248,9 +337,14 @@ def _same_spoold() -> dict[str, str]:
 
 def send(stream: IO[bytes], value: Any) -> None:
     """value (plain values only: see Wire) as one message."""
-    data = marshal.dumps(value)
-    stream.write(HEADER.pack(len(data)) + data)
+    stream.write(message(value))
     stream.flush()
+
+
+def message(value: Any) -> bytes:
+    """value as the pipe carries it: its length, then its marshal bytes."""
+    data = marshal.dumps(value)
+    return HEADER.pack(len(data)) + data
 
 
 def receive(stream: IO[bytes]) -> Any:

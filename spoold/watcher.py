@@ -24,7 +24,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from watchdog.events import (
     FileClosedEvent,
@@ -51,9 +51,10 @@ from spoold.names import is_job_name
 
 logger = logging.getLogger(__name__)
 
-# Judges a batch of names from incoming/; returns (when to look again, name) for those
-# that may still be being written.
-Accept = Callable[[list[str], float], list[tuple[float, str]]]
+# Judges a batch of names from incoming/, then each further batch it takes from the
+# iterable (see Intake.accept_files); returns (when to look again, name) for those that
+# may still be being written.
+Accept = Callable[[list[str], float, Iterable[list[str]]], list[tuple[float, str]]]
 BATCH = 64  # names judged per wake-up: a backlog is taken in turns of this many
 # Job names that were waiting when read mean files come in a burst: the reader then waits
 # a little before reading again, so that it judges a batch per read, not a file per read.
@@ -108,7 +109,10 @@ class _RawEvents:
     ) if RAW_EVENTS else 0  # fmt: skip
 
     def __init__(
-        self, folder: str, judge: Callable[[list[str]], None], overflow: Callable[[], None]
+        self,
+        folder: str,
+        judge: Callable[[list[str], Iterable[list[str]]], None],
+        overflow: Callable[[], None],
     ) -> None:
         self._judge = judge
         self._overflow = overflow
@@ -135,8 +139,9 @@ class _RawEvents:
             burst = time.monotonic() - waited < BURST_GAP
             read = (os.fsdecode(e.name) for e in events if self._wanted(e))
             names = list(dict.fromkeys(n for n in read if is_job_name(n)))  # each name once
-            for start in range(0, len(names), BATCH):
-                self._judge(names[start : start + BATCH])
+            if names:
+                batches = [names[start : start + BATCH] for start in range(0, len(names), BATCH)]
+                self._judge(batches[0], batches[1:])
             if burst and names:  # let the next read gather a batch: not a wake-up per file
                 time.sleep(BURST_WAIT)
 
@@ -193,6 +198,7 @@ class Watcher:
         self._events: _RawEvents | None = None
         self._stop_observer: Callable[[], None] | None = None
         self._judging = threading.Lock()  # one judge at a time: events' reader or the queue's
+        self._judges_waiting = 0  # threads waiting for _judging (under _cond)
         self._threads: list[threading.Thread] = []
 
     def offer(self, name: str) -> None:
@@ -286,14 +292,31 @@ class Watcher:
 
     def _judge_loop(self) -> None:
         while (names := self._next()) is not None:
-            self._judge(names)
+            self._judge(names, self._queued_batches())
 
-    def _judge(self, names: list[str]) -> None:
-        """accept() the names, in the calling thread (the events' reader, or the intake
-        thread for the queue); those that may still be being written wait on a timer."""
+    def _queued_batches(self) -> Iterator[list[str]]:
+        """The batches queued after the one being judged, each taken when the intake wants
+        it, while no other thread waits to judge: a backlog goes through the intake's
+        pipeline in one go, yet a file the events' reader brings is not held up behind it."""
+        while not self._stop.is_set():
+            with self._cond:
+                if not self._queue or self._judges_waiting:
+                    return
+                names = [self._queue.popleft() for _ in range(min(BATCH, len(self._queue)))]
+                self._queued.difference_update(names)
+            yield names
+
+    def _judge(self, names: list[str], more: Iterable[list[str]] = ()) -> None:
+        """accept() the names, then those of `more`, in the calling thread (the events'
+        reader, or the intake thread for the queue); those that may still be being
+        written wait on a timer."""
+        with self._cond:
+            self._judges_waiting += 1
         with self._judging:
+            with self._cond:
+                self._judges_waiting -= 1
             try:
-                later = self.accept(names, time.time())
+                later = self.accept(names, time.time(), more)
             except Exception:
                 logger.exception("could not judge %s in incoming/; left for the rescan", names)
                 return

@@ -432,3 +432,95 @@ def test_an_installed_spoold_is_not_put_before_the_standard_library(monkeypatch)
     monkeypatch.setattr(site, "getsitepackages", lambda: ["/usr/lib/x", here])
     monkeypatch.delenv("PYTHONPATH", raising=False)
     assert "PYTHONPATH" not in helper_module._same_spoold()
+
+
+def test_requests_sent_before_their_answers_are_read_never_block_either_end(spool):
+    """Eight reads of big files under long names, each sent before any answer is read:
+    the helper soon blocks writing an answer no one reads, and the requests could fill
+    its pipe too (64 KiB, ~16 KiB each). The channel reads answers early when its pipe
+    could fill, so both ends go on; the answers come back by ticket, in any order."""
+    body = b'{"type": "noop", "pad": "' + b"x" * 200_000 + b'"}'
+    batches = []
+    for batch in range(8):
+        names = [f"{batch}-{n:02d}-{'n' * 240}.json" for n in range(64)]
+        for name in names[:2]:  # two files per batch: 8 x 400 KB of answers
+            (spool.dirs["incoming"] / name).write_bytes(body)
+        batches.append(names)
+    helper = Helper.spawn(spool, "commit")
+    assert helper is not None
+    answers: dict[int, list[object]] = {}
+
+    def ask_all() -> None:
+        tickets = [helper.post("read", [(name,) for name in names], 1 << 20) for names in batches]
+        for number, ticket in reversed(list(enumerate(tickets))):
+            answers[number] = helper.collect(ticket)
+
+    asking = threading.Thread(target=ask_all, daemon=True)
+    asking.start()
+    asking.join(30)
+    blocked = asking.is_alive()
+    if blocked:  # end the deadlock, so that the test fails instead of hanging
+        helper.process.kill()
+        asking.join(10)
+    helper.close()
+    assert not blocked, "the daemon and the helper block each other"
+    for number in range(8):
+        files, gone = answers[number][:2], answers[number][2:]
+        assert [file.raw for file in files if isinstance(file, Incoming)] == [body, body]
+        assert gone == [None] * 62
+
+
+def test_the_room_for_requests_is_half_the_pipe_and_a_page_where_it_is_unknown(tmp_path):
+    read_end, write_end = os.pipe()
+    with os.fdopen(read_end, "rb") as reader, os.fdopen(write_end, "wb") as writer:
+        import fcntl
+
+        fcntl.fcntl(writer.fileno(), fcntl.F_SETPIPE_SZ, 8192)
+        assert helper_module.pipe_room(writer) == 4096
+    with (tmp_path / "file").open("wb") as not_a_pipe:
+        assert helper_module.pipe_room(not_a_pipe) == 4096
+    assert reader.closed
+
+
+@pytest.mark.parametrize("durable", [False, True], ids=["relaxed", "fsync"])
+def test_a_backlog_is_judged_batch_after_batch_while_the_helper_reads_and_moves(tmp_path, durable):
+    """Batches handed over together: each is read by the helper before the one before is
+    judged, and taken from the caller only then; all are moved in and indexed, a bad file
+    in the last one rejected."""
+    with running_intake(tmp_path, durable) as intake:
+        spool = intake.spool
+        assert isinstance(spool, MovesCounted)
+        first, second = drop_jobs(spool, "a", "b"), drop_jobs(spool, "c", "d", "e")
+        third = [*drop_jobs(spool, "f", "g"), "link.json"]
+        os.symlink("/etc/passwd", spool.dirs["incoming"] / "link.json")
+        taken: list[int] = []
+
+        def more() -> Iterator[list[str]]:
+            for number, names in ((2, second), (3, third)):
+                taken.append(number)
+                yield names
+
+        assert intake.accept_files(first, 0.0, more()) == []
+        assert taken == [2, 3]
+        assert (spool.reads, spool.moves) == (0, 0)  # all in the helper
+        assert intake.dispatcher.counts()["total"] == 7 and intake.rejected == 1
+        assert sorted(n.rsplit("-", 1)[1] for n in records(spool, "pending")) == [
+            f"{job_id}.json" for job_id in "abcdefg"
+        ]
+        assert os.listdir(spool.dirs["incoming"]) == []
+
+
+def test_a_helper_killed_while_a_backlog_is_judged_leaves_the_work_to_the_daemon(intake):
+    spool = intake.spool
+    assert isinstance(spool, MovesCounted)
+    first, second = drop_jobs(spool, "a", "b"), drop_jobs(spool, "c", "d")
+
+    def more() -> Iterator[list[str]]:
+        os.kill(helper_of(os.getpid(), "commit"), signal.SIGKILL)  # its read of c, d is lost
+        yield second
+
+    assert intake.accept_files(first, 0.0, more()) == []
+    assert intake.dispatcher.counts()["total"] == 4
+    assert len(records(spool, "pending")) == 4 and os.listdir(spool.dirs["incoming"]) == []
+    assert spool.moves == 4  # every move was asked for after the kill: made here
+    assert spool.reads >= 2  # c and d read here (a and b too, if their answer was lost)

@@ -4,11 +4,12 @@ batches; the rescan and the settle timers still feed the intake thread."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -26,16 +27,27 @@ class Judge:
 
     def __init__(self) -> None:
         self.calls: list[tuple[list[str], str]] = []
+        self.pipelines: list[int] = []  # the number of batches judged in each accept() call
+        self.pause = 0.0  # seconds each batch takes to judge
         self.settle: dict[str, float] = {}
         self.explode: set[str] = set()
         self.lock = threading.Lock()
 
-    def __call__(self, names: list[str], now: float) -> list[tuple[float, str]]:
+    def __call__(
+        self, names: list[str], now: float, more: Iterable[list[str]] = ()
+    ) -> list[tuple[float, str]]:
+        later: list[tuple[float, str]] = []
         with self.lock:
-            self.calls.append((list(names), threading.current_thread().name))
-        if self.explode & set(names):
-            raise RuntimeError("a bug in judging")
-        return [(now + self.settle.pop(n), n) for n in names if n in self.settle]
+            self.pipelines.append(0)
+        for batch in itertools.chain([names], more):
+            time.sleep(self.pause)
+            with self.lock:
+                self.calls.append((list(batch), threading.current_thread().name))
+                self.pipelines[-1] += 1
+            if self.explode & set(batch):
+                raise RuntimeError("a bug in judging")
+            later += [(now + self.settle.pop(n), n) for n in batch if n in self.settle]
+        return later
 
     def names(self) -> list[str]:
         with self.lock:
@@ -141,6 +153,45 @@ def test_files_there_at_start_are_found_by_the_rescan(incoming, judge):
         assert judge.threads_of("early.json") == ["spoold-intake"]
     finally:
         watching.stop()
+
+
+def test_a_backlog_found_by_the_rescan_is_judged_in_batches_of_one_call(incoming, judge):
+    """The intake's pipeline (Intake.accept_files) gets the whole queue, batch by batch."""
+    names = [f"b{n:03d}.json" for n in range(200)]
+    for name in names:
+        drop(incoming, name)
+    watching = Watcher(str(incoming), judge, lambda: sorted(os.listdir(incoming)), 3600)
+    watching.start()
+    try:
+        wait_until(lambda: len(judge.names()) == 200, timeout=10)
+    finally:
+        watching.stop()
+    assert judge.names() == names  # in the order found, each once
+    assert [len(batch) for batch, _ in judge.calls] == [64, 64, 64, 8]
+    assert judge.pipelines == [4]
+
+
+@RAW
+def test_a_drop_is_not_held_up_behind_a_backlog_being_judged(incoming, judge):
+    """While the intake thread judges a backlog, a file the events' reader brings is
+    judged after the batch in hand, not after the whole backlog."""
+    backlog = [f"b{n:04d}.json" for n in range(64 * 20)]
+    for name in backlog:
+        drop(incoming, name)
+    judge.pause = 0.05  # 20 batches: a second to judge them all
+    watching = Watcher(str(incoming), judge, lambda: sorted(os.listdir(incoming)), 3600)
+    watching.start()
+    try:
+        wait_until(lambda: len(judge.calls) >= 1, timeout=10)
+        drop(incoming, "new.json")
+        wait_until(lambda: "new.json" in judge.names(), timeout=10)
+        judged_before = len([name for name in judge.names() if name in set(backlog)])
+        wait_until(lambda: len(judge.names()) == len(backlog) + 1, timeout=10)
+    finally:
+        watching.stop()
+    assert judged_before <= 64 * 4  # the backlog's batches in hand: not all 20
+    assert judge.threads_of("new.json") == ["spoold-events"]
+    assert judge.pipelines[0] < 20  # the intake gave way, then went on with the rest
 
 
 def test_stop_ends_every_thread_and_a_stopped_watcher_judges_nothing(incoming, judge):
