@@ -18,7 +18,7 @@ from spoold.context import Context
 from spoold.errors import InvalidJob, Rejected
 from spoold.fileio import Incoming
 from spoold.helper import Later, Result, accept_files, read_files
-from spoold.job import Job, decode_object, new_job
+from spoold.job import Job, decode_object, new_job, producer_bytes
 from spoold.names import make_stem, parse_stem, priority_from_name, running_stem, stem_of
 from spoold.rejects import readable
 from spoold.spool import Spool
@@ -209,6 +209,7 @@ class Intake:
         if not self.ids.reserve(job.id):
             self._reject(name, _duplicate(job.id))
             return None
+        job.source = producer_bytes(incoming.raw, job)
         admitted.append(Admitted(name, self._stem(job), job, len(incoming.raw)))
         return None
 

@@ -1,12 +1,13 @@
 """Judging a job: every bad field gives a message a person can act on."""
 
+import json
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from spoold.config import Config
 from spoold.errors import InvalidJob
-from spoold.job import decode_object, from_record, new_job
+from spoold.job import decode_object, from_record, new_job, producer_bytes
 from spoold.jobs.registry import build_registry
 from spoold.names import priority_from_name
 
@@ -126,3 +127,67 @@ def test_record_has_every_state_field_and_round_trips():
     again = from_record(job.to_record(), "j1", "normal", 1000.0, UTC, REGISTRY)
     assert (again.attempts, again.error, again.next_attempt_at) == (2, "boom", 2000.0)
     assert again.data["extra"] == [1, 2] and again.due == 2000.0
+
+
+def from_file(raw: bytes, name_priority=None):
+    """A job judged from a producer's file as the intake does, its source kept if it can be."""
+    job = new_job(decode_object(raw), REGISTRY, UTC, 1000.0, name_priority)
+    job.source = producer_bytes(raw, job)
+    return job
+
+
+def finished(job, **state):
+    job.attempts, job.started_at, job.completed_at, job.duration_ms = 1, 1001.5, 1002.25, 750
+    job.status = "completed"
+    for key, value in state.items():
+        setattr(job, key, value)
+    return job
+
+
+SPLICED = [
+    b'{"type": "noop", "id": "a"}',
+    b'{"type":"noop","id":"a"}\n',  # compact, and a final newline
+    b'  {\t"type" : "noop" ,"note": "caf\xc3\xa9 \\"quoted\\" \\\\ back"}  ',
+    b'{"type": "noop", "priority": "high", "maxAttempts": 2, "runAt": null}',
+    b'{"type": "noop", "payload": {"kind": "x", "list": [1, 2.5, true, null]}}',
+]
+ENCODED = [
+    b'{\n  "type": "noop",\n  "id": "a"\n}\n',  # indented: records are one line
+    b'{"type": "noop", "n\\u0061me": "x"}',  # an escape could spell a key twice
+    b'{"type": "noop", "priority": "low"}',  # the file's name says otherwise (below)
+    b'{"type": "noop", "payload": {"type": "inner"}}',  # "type" twice: which is the job's?
+    b'{"type": "noop", "id": "a", "id": "b"}',  # a key twice
+    b'\xef\xbb\xbf{"type": "noop"}',  # a BOM
+]
+
+
+@pytest.mark.parametrize("raw", SPLICED + ENCODED)
+@pytest.mark.parametrize(
+    "state",
+    [
+        {},
+        {"status": "failed", "error": 'HTTP 500: "down"\nsee the log \u2603'},
+        {"status": "pending", "error": "boom", "previous_errors": ("one", 'tw"o'),
+         "next_attempt_at": 1060.125, "completed_at": None},
+        {"status": "running", "completed_at": None, "duration_ms": None},
+    ],
+)  # fmt: skip
+def test_a_record_is_the_same_whether_spliced_onto_the_producer_s_bytes_or_encoded(raw, state):
+    """The producer's bytes with the state fields after them, where they can be kept
+    (SPLICED), else the fields encoded (ENCODED): the same keys, in the same order, with
+    the same values, on one line."""
+    job = finished(from_file(raw, "high" if b'"low"' in raw else None), **state)
+    assert (job.source is not None) == (raw in SPLICED)
+    record = job.to_json()
+    assert record.endswith(b"}\n") and record.count(b"\n") == 1
+    assert list(json.loads(record).items()) == list(job.to_record().items())
+    if job.source is not None:
+        assert record.startswith(raw.strip()[:-1])  # the producer's very bytes
+        job.source = None
+        assert json.loads(job.to_json()) == json.loads(record)
+
+
+def test_a_job_with_a_result_is_encoded_whole():
+    job = finished(from_file(b'{"type": "noop", "id": "a"}'), result={"result": {"n": 1}})
+    assert job.source is not None
+    assert json.loads(job.to_json())["result"] == {"n": 1}
