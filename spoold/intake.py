@@ -17,7 +17,7 @@ from spoold.commit import Committer, Outcome
 from spoold.context import Context
 from spoold.errors import InvalidJob, Rejected
 from spoold.fileio import Incoming
-from spoold.helper import Later, Result, accept_files, read_files
+from spoold.helper import LATER, Later, Result, accept_files, read_files
 from spoold.job import Job, decode_object, new_job, producer_bytes
 from spoold.names import make_stem, parse_stem, priority_from_name, running_stem, stem_of
 from spoold.rejects import readable
@@ -196,6 +196,8 @@ class Intake:
         if isinstance(incoming, OSError):  # the file system's error (EIO...), not the file's
             self._cannot_write(f"reading incoming/{name}", incoming, "incoming")
             return now + WAIT_FOR_STORAGE
+        if incoming is LATER:  # the batch was full (see read_files): in a next one
+            return now
         if not isinstance(incoming, Incoming):
             return None
         try:

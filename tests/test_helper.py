@@ -524,3 +524,40 @@ def test_a_helper_killed_while_a_backlog_is_judged_leaves_the_work_to_the_daemon
     assert len(records(spool, "pending")) == 4 and os.listdir(spool.dirs["incoming"]) == []
     assert spool.moves == 4  # every move was asked for after the kill: made here
     assert spool.reads >= 2  # c and d read here (a and b too, if their answer was lost)
+
+
+@pytest.mark.parametrize("where", ["here", "helper"])
+def test_a_batch_of_reads_stops_once_it_holds_read_bytes(spool, where):
+    """Six files of 1 MiB: four fill a batch (READ_BYTES, 4 MiB); the others are LATER,
+    not read, so a batch never holds 64 big files at once."""
+    names = [f"big{n}.json" for n in range(6)]
+    body = b'{"type": "noop", "pad": "' + b"x" * ((1 << 20) - 27) + b'"}'  # 1 MiB
+    for name in names:
+        (spool.dirs["incoming"] / name).write_bytes(body)
+    helper = Helper.spawn(spool, "commit") if where == "helper" else None
+    read = partial(helper.ask, "read") if helper else partial(read_files, spool)
+    try:
+        results = read([(name,) for name in names], 2 << 20)
+    finally:
+        if helper:
+            helper.close()
+    assert helper_module.READ_BYTES == 4 << 20
+    assert [r.raw == body for r in results[:4] if isinstance(r, Incoming)] == [True] * 4
+    assert results[4:] == [helper_module.LATER] * 2
+
+
+def test_files_left_out_of_a_full_batch_are_judged_again_at_once_and_admitted(intake):
+    spool = intake.spool
+    names = [f"big{n}.json" for n in range(6)]
+    for n, name in enumerate(names):
+        pad = "x" * (1 << 20)
+        (spool.dirs["incoming"] / name).write_text(
+            json.dumps({"type": "noop", "id": f"b{n}", "pad": pad})
+        )
+    intake.max_bytes = 2 << 20
+    later = intake.accept_files(names, 100.0)
+    assert later == [(100.0, "big4.json"), (100.0, "big5.json")]  # now: in the next batch
+    assert intake.dispatcher.counts()["total"] == 4 and intake.rejected == 0
+    assert intake.accept_files([name for _, name in later], 100.0) == []
+    assert intake.dispatcher.counts()["total"] == 6
+    assert os.listdir(spool.dirs["incoming"]) == []
