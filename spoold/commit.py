@@ -30,8 +30,12 @@ from spoold.spool import Record, Spool, with_follow_ups
 
 logger = logging.getLogger(__name__)
 
-MAX_BATCH = 256
-MAX_WAITING = 1024  # workers wait when this many outcomes are not yet durable
+# Outcomes written per batch. With fsync a batch shares two flushes, and 512 against 256
+# bought 10-25% (alternating runs, 1 and 4 workers); without, 512 cost a little: a big
+# batch holds the helper's turn while the intake waits for it.
+MAX_BATCH = {True: 512, False: 256}  # by the spool's durability
+MAX_BATCH_BYTES = 8 << 20  # and no more bytes than this, so that big jobs make small batches
+MAX_WAITING = 2048  # workers wait when this many outcomes are not yet durable
 RETRY_FIRST = 0.1  # seconds before a failed write is tried again; doubled up to RETRY_MAX
 RETRY_MAX = 2.0
 IDLE_LOOK = 1.0  # seconds between two looks at the spool's health while nothing comes
@@ -161,7 +165,7 @@ class Committer:
     def _next_batch(self, timeout: float) -> tuple[list[Outcome], bool]:
         """Up to MAX_BATCH outcomes (waiting up to `timeout` for the first), and whether
         the stop's end marker came after them."""
-        items = self._queue.take(timeout, MAX_BATCH)
+        items = self._queue.take(timeout, MAX_BATCH[self.spool.durable], MAX_BATCH_BYTES)
         batch = [o for o in items if o is not None]
         return batch, len(batch) < len(items)
 
@@ -296,15 +300,20 @@ class Inbox:
             if self._taker_sleeps:
                 self._cond.notify_all()
 
-    def take(self, timeout: float, most: int) -> list[Outcome | None]:
-        """Up to `most` items, oldest first; [] if none came within `timeout` seconds."""
+    def take(self, timeout: float, most: int, most_bytes: int) -> list[Outcome | None]:
+        """Up to `most` items, oldest first, and no more once their data holds `most_bytes`
+        (the first is taken whatever its size); [] if none came within `timeout` seconds."""
         with self._cond:
             if not self._items:
                 self._taker_sleeps = True
                 self._cond.wait_for(lambda: self._items, timeout)
                 self._taker_sleeps = False
-            items = self._items
-            batch = [items.popleft() for _ in range(min(most, len(items)))]
+            items, held = self._items, 0
+            batch: list[Outcome | None] = []
+            while items and len(batch) < most and held < most_bytes:
+                item = items.popleft()
+                held += len(item.data) if item is not None else 0
+                batch.append(item)
             if self._putters_sleep:
                 self._cond.notify_all()
             return batch

@@ -65,7 +65,7 @@ PROBE = b"spoold write test\n" * 64  # about as large as a job's record
 RESERVE_BYTES = 16384  # space held in tmp/ for the status file on a full disk (see rewrite)
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 STARTED = 0  # a running file's mtime once its attempt has started (1970-01-01, see mark_started)
-MAX_SPARES = 256  # as many as the committer's batch, so a batch reuses files
+MAX_SPARES = 512  # as many as the committer's biggest batch, so a batch reuses files
 
 
 class Record(NamedTuple):
