@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
 from spoold.commit import Committer, Outcome
@@ -110,7 +110,7 @@ class Intake:
         moving: tuple[list[Admitted], Later] | None = None
         try:
             while reading is not None:
-                upcoming = next(batches, None)
+                upcoming = _next_batch(batches, names)
                 next_reading = self._read(upcoming) if upcoming else None
                 admitted = self._judge_batch(names, reading(), now, later)
                 if moving is not None:
@@ -287,6 +287,19 @@ class Intake:
         if errors:
             raise errors[0]
         return True
+
+
+def _next_batch(batches: Iterator[list[str]], current: list[str]) -> list[str] | None:
+    """The next batch of names, less those of the batch in hand: it is read before the
+    batch in hand is moved, so a name offered again meanwhile (by a rescan) would be read
+    while still in incoming/ and judged a duplicate of itself. Leaving it out is safe:
+    the batch in hand admits it, rejects it, or hands it back to be looked at again."""
+    taken = set(current)
+    for batch in batches:
+        fresh = [name for name in batch if name not in taken]
+        if fresh:
+            return fresh
+    return None
 
 
 def _record_bytes(job: Job) -> bytes:

@@ -561,3 +561,19 @@ def test_files_left_out_of_a_full_batch_are_judged_again_at_once_and_admitted(in
     assert intake.accept_files([name for _, name in later], 100.0) == []
     assert intake.dispatcher.counts()["total"] == 6
     assert os.listdir(spool.dirs["incoming"]) == []
+
+
+def test_a_name_offered_again_in_the_next_batch_is_admitted_once_not_judged_twice(intake):
+    """A rescan may offer a name again while its batch is being judged: the next batch is
+    read before this one is moved, so the file would be read again, still in incoming/, and
+    rejected as a duplicate of itself (found on a shared spool over NFS)."""
+    spool = intake.spool
+    first, second = drop_jobs(spool, "a", "b"), [*drop_jobs(spool, "c"), "b.json"]
+    judged: list[str] = []
+    judge = intake.judge
+    intake.judge = lambda data, *args: judged.append(data["id"]) or judge(data, *args)  # type: ignore[method-assign]
+    assert intake.accept_files(first, 0.0, iter([second, ["b.json", "a.json"]])) == []
+    assert judged == ["a", "b", "c"]  # b not read and judged again before its move
+    assert intake.rejected == 0 and os.listdir(spool.dirs["failed"]) == []
+    assert intake.dispatcher.counts()["total"] == 3
+    assert os.listdir(spool.dirs["incoming"]) == []

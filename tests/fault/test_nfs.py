@@ -147,8 +147,14 @@ def test_two_hosts_share_a_thousand_jobs_and_run_each_once(cluster: Cluster) -> 
     cluster.drop_jobs(rig.a, ids[::2])
     cluster.drop_jobs(rig.b, ids[1::2])
     print("\ninjected: 1000 jobs, 500 dropped through each host's mount, daemons host-a/b")
-    wait_until(lambda: len(job_files(cluster.spool(rig.a), "completed")) >= 1000, 240, 0.5)
+    spool = cluster.spool(rig.a)
+
+    def finished() -> int:  # completed or failed: a job wrongly failed fails the test fast
+        return len(job_files(spool, "completed")) + len(job_files(spool, "failed"))
+
+    wait_until(lambda: finished() >= 1000, 240, 0.5)
     took = time.monotonic() - began
+    assert job_files(spool, "failed") == [], (a.log() + b.log())[-3000:]
     assert_each_recorded_once(cluster, ids)
     runs = cluster.runs()
     per_host = {"host-a": len(runs_of(a)), "host-b": len(runs_of(b))}
