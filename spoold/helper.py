@@ -150,23 +150,24 @@ class FileWork:
         """Spool.commit, in the helper if it runs."""
         return self._do("commit", records, flush)
 
-    def read(self, names: list[str], max_bytes: int) -> Later:
-        """read_files, in the helper if it runs: asked for now, its results when the
-        returned function is called (the intake judges a batch meanwhile)."""
-        return self._ask("read", [(name,) for name in names], max_bytes)
+    def read(self, names: list[str], max_bytes: int, here: bool = False) -> Later:
+        """read_files, in the helper if it runs (and not `here`): asked for now, its
+        results when the returned function is called (the intake judges a batch
+        meanwhile)."""
+        return self._ask("read", here, [(name,) for name in names], max_bytes)
 
-    def accept(self, moves: list[tuple[str, str]]) -> Later:
-        """accept_files, in the helper if it runs; asked for now, as read."""
-        return self._ask("accept", moves)
+    def accept(self, moves: list[tuple[str, str]], here: bool = False) -> Later:
+        """accept_files, in the helper if it runs (and not `here`); asked for now, as read."""
+        return self._ask("accept", here, moves)
 
     def _do(self, verb: str, *args: Any) -> list[Any]:
-        return self._ask(verb, *args)()
+        return self._ask(verb, False, *args)()
 
-    def _ask(self, verb: str, *args: Any) -> Later:
-        """The request sent to the helper if it runs, else done here now; its results
-        when the returned function is called. Where the helper stops before it answers,
-        the work is done here then."""
-        helper = self._helper
+    def _ask(self, verb: str, here: bool, *args: Any) -> Later:
+        """The request sent to the helper if it runs, else (or `here`) done here now;
+        its results when the returned function is called. Where the helper stops before
+        it answers, the work is done here then."""
+        helper = None if here else self._helper
         if helper is not None:
             try:
                 ticket = helper.post(verb, *args)
@@ -206,7 +207,7 @@ class Channel:
         self.requests, self.answers = requests, answers
         self._room = pipe_room(requests)
         self._lock = threading.Lock()
-        self._sent = self._answered = 0
+        self._answered = 0  # the ticket of the last answer read; a request's is its number
         self._unanswered: deque[int] = deque()  # the size of each request sent, not answered
         self._answers: dict[int, list[Wire]] = {}  # read, not yet collected
 
@@ -219,8 +220,7 @@ class Channel:
             self.requests.write(data)
             self.requests.flush()
             self._unanswered.append(len(data))
-            self._sent += 1
-            return self._sent
+            return self._answered + len(self._unanswered)
 
     def collect(self, ticket: int) -> list[Result]:
         """The answer to the request of that ticket, a result per item."""

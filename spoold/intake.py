@@ -17,7 +17,7 @@ from spoold.commit import Committer, Outcome
 from spoold.context import Context
 from spoold.errors import InvalidJob, Rejected
 from spoold.fileio import Incoming
-from spoold.helper import LATER, Later, Result, accept_files, read_files
+from spoold.helper import LATER, Later, Result
 from spoold.job import Job, decode_object, new_job, producer_bytes
 from spoold.names import make_stem, parse_stem, priority_from_name, running_stem, stem_of
 from spoold.rejects import readable
@@ -110,7 +110,7 @@ class Intake:
         moving: tuple[list[Admitted], Later] | None = None
         try:
             while reading is not None:
-                upcoming = _next_batch(batches, names)
+                upcoming = _next_batch(batches, _in_hand(names, moving))
                 next_reading = self._read(upcoming) if upcoming else None
                 admitted = self._judge_batch(names, reading(), now, later)
                 if moving is not None:
@@ -172,18 +172,12 @@ class Intake:
         its own that no group commit holds up (~15% of the daemon's CPU per job with a
         backlog, bench/README.md); a lone file here: a round trip to the helper would
         only add to its latency. The results when the returned function is called."""
-        if len(names) > 1:
-            return self.committer.files.read(names, self.max_bytes)
-        results = read_files(self.spool, [(name,) for name in names], self.max_bytes)
-        return lambda: results
+        return self.committer.files.read(names, self.max_bytes, here=len(names) == 1)
 
     def _move(self, admitted: list[Admitted]) -> Later:
         """Move admitted files into pending/ where they were read (see _read)."""
         moves = [(entry.name, entry.stem) for entry in admitted]
-        if len(moves) > 1:
-            return self.committer.files.accept(moves)
-        results = accept_files(self.spool, moves)
-        return lambda: results
+        return self.committer.files.accept(moves, here=len(moves) == 1)
 
     def _accept_file(
         self, name: str, incoming: Result, now: float, admitted: list[Admitted]
@@ -289,14 +283,20 @@ class Intake:
         return True
 
 
-def _next_batch(batches: Iterator[list[str]], current: list[str]) -> list[str] | None:
-    """The next batch of names, less those of the batch in hand: it is read before the
-    batch in hand is moved, so a name offered again meanwhile (by a rescan) would be read
-    while still in incoming/ and judged a duplicate of itself. Leaving it out is safe:
-    the batch in hand admits it, rejects it, or hands it back to be looked at again."""
-    taken = set(current)
+def _in_hand(names: list[str], moving: tuple[list[Admitted], Later] | None) -> set[str]:
+    """The names the pipeline still works on: the batch being judged, and the admitted
+    files of the batch before, whose moves may not be done yet (a lone file's read, made
+    here, does not wait for the helper's moves)."""
+    return {*names, *(entry.name for entry in moving[0])} if moving else set(names)
+
+
+def _next_batch(batches: Iterator[list[str]], in_hand: set[str]) -> list[str] | None:
+    """The next batch of names, less those still in hand: it is read before they are
+    moved, so a name offered again meanwhile (by a rescan) would be read while still in
+    incoming/ and judged a duplicate of itself. Leaving it out is safe: the batch in
+    hand admits it, rejects it, or hands it back to be looked at again."""
     for batch in batches:
-        fresh = [name for name in batch if name not in taken]
+        fresh = [name for name in batch if name not in in_hand]
         if fresh:
             return fresh
     return None

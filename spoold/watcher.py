@@ -283,9 +283,7 @@ class Watcher:
                         self._queued.add(name)
                         self._queue.append(name)
                 if self._queue:
-                    names = [self._queue.popleft() for _ in range(min(BATCH, len(self._queue)))]
-                    self._queued.difference_update(names)
-                    return names
+                    return self._pop_batch()
                 wait = self._timers[0][0] - now if self._timers else None
                 self._cond.wait(wait)
             return None
@@ -302,9 +300,14 @@ class Watcher:
             with self._cond:
                 if not self._queue or self._judges_waiting:
                     return
-                names = [self._queue.popleft() for _ in range(min(BATCH, len(self._queue)))]
-                self._queued.difference_update(names)
+                names = self._pop_batch()
             yield names
+
+    def _pop_batch(self) -> list[str]:
+        """Up to BATCH names from the queue, in arrival order (under _cond)."""
+        names = [self._queue.popleft() for _ in range(min(BATCH, len(self._queue)))]
+        self._queued.difference_update(names)
+        return names
 
     def _judge(self, names: list[str], more: Iterable[list[str]] = ()) -> None:
         """accept() the names, then those of `more`, in the calling thread (the events'

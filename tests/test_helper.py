@@ -577,3 +577,15 @@ def test_a_name_offered_again_in_the_next_batch_is_admitted_once_not_judged_twic
     assert intake.rejected == 0 and os.listdir(spool.dirs["failed"]) == []
     assert intake.dispatcher.counts()["total"] == 3
     assert os.listdir(spool.dirs["incoming"]) == []
+
+
+def test_a_name_offered_again_two_batches_on_is_not_read_before_its_move_is_done(intake):
+    """Two batches on, a lone file is read here at once, not after the helper's move of
+    the batch that admitted it: so no name is read again while its move is outstanding."""
+    spool = intake.spool
+    assert isinstance(spool, MovesCounted)
+    first, second = drop_jobs(spool, "a", "b"), drop_jobs(spool, "c", "d")
+    assert intake.accept_files(first, 0.0, iter([second, ["a.json"]])) == []
+    assert spool.reads == 0  # a.json, offered again alone, was left out, not read here
+    assert intake.rejected == 0 and intake.dispatcher.counts()["total"] == 4
+    assert os.listdir(spool.dirs["incoming"]) == []
