@@ -45,7 +45,9 @@ def test_jobs_posted_together_share_flushes_and_each_is_in_pending_when_submit_r
 
     with spool.turn:  # the committer waits here with its first batch; the rest queue up
         threads = [threading.Thread(target=post, args=(n,)) for n in range(8)]
-        for thread in threads:
+        threads[0].start()  # alone: had all 8 come before the committer woke, it would
+        wait_until(intake.committer._writing.locked)  # take them all in its first batch
+        for thread in threads[1:]:
             thread.start()
         wait_until(lambda: intake.committer.waiting >= 4)
         assert pending_ids(spool) == [] and seen_on_return == {}
