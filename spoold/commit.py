@@ -68,7 +68,7 @@ class Committer:
     def __init__(self, spool: Spool, helper: bool = False) -> None:
         self.spool = spool
         self._wants_helper = helper  # commit in a helper process (see helper.py)
-        self.files = FileWork(spool, "commit")  # the intake sends its batches of moves too
+        self.files = FileWork(spool)  # the intake sends its batches of moves too
         self._queue = Inbox(MAX_WAITING)
         self._thread = threading.Thread(target=self._loop, name="spoold-commit", daemon=True)
         self._running = False

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import enum
 import fcntl
 import logging
 import marshal
@@ -56,17 +57,25 @@ logger = logging.getLogger("spoold.helper")
 
 PR_SET_PDEATHSIG = 1
 HEADER = struct.Struct("!Q")
-# The pipes carry marshal's plain values (the interpreter has marshal loaded anyway;
-# pickle would add ~0.4 MB to the helper, and is twice as slow here): a request is
-# (verb, (items as plain tuples, *more args)), an answer a list with each item's result:
-# None, True or False, or a tagged tuple for a file read or an error (see _to_wire).
-Wire = tuple[Any, ...] | bool | None
-Result = Incoming | OSError | Rejected | bool | None
 # A batch of reads stops at this many bytes: the pipe carries a batch as one message, held
 # whole at both ends, and the intake has up to two batches read ahead (a batch of 64 files
 # near maxJobBytes would be 64 MiB). The files left are LATER: to be read in a next batch.
 READ_BYTES = 4 << 20
-LATER = False
+
+
+class Left(enum.Enum):
+    """The result for a file left out of a full batch of reads (see READ_BYTES)."""
+
+    LATER = "later"
+
+
+LATER = Left.LATER
+# The pipes carry marshal's plain values (the interpreter has marshal loaded anyway;
+# pickle would add ~0.4 MB to the helper, and is twice as slow here): a request is
+# (verb, (items as plain tuples, *more args)), an answer a list with each item's result:
+# None, True or False, or a tagged tuple for a file read, LATER or an error (see _to_wire).
+Wire = tuple[Any, ...] | bool | None
+Result = Incoming | OSError | Rejected | Left | bool | None
 Later = Callable[[], list[Any]]  # a request's results, once they are wanted
 
 
@@ -131,15 +140,14 @@ class FileWork:
     safe: a file is read again, a move already made is found done (Spool.accept), the
     same bytes are written again, and a running file already dropped is logged."""
 
-    def __init__(self, spool: Spool, role: str) -> None:
+    def __init__(self, spool: Spool) -> None:
         self.spool = spool
-        self.role = role
         self._helper: Helper | None = None
 
     def start(self) -> None:
         """Start the helper, from a thread that lives as long as the daemon: the helper
         ends with that thread."""
-        self._helper = Helper.spawn(self.spool, self.role)
+        self._helper = Helper.spawn(self.spool)
 
     def stop(self) -> None:
         if self._helper is not None:
@@ -190,8 +198,8 @@ class FileWork:
     def _lost(self, helper: Helper, error: HelperGone) -> None:
         """Say once that the helper stopped, and work here from now on."""
         if self._helper is helper:
-            logger.error("the %s helper stopped (%s): doing its work in the daemon from"
-                         " now on", self.role, error)  # fmt: skip
+            logger.error("the helper stopped (%s): doing its work in the daemon from now on",
+                         error)  # fmt: skip
             self.stop()
 
 
@@ -260,18 +268,18 @@ class Helper:
         self.channels = (Channel(process.stdin, process.stdout), intake)
 
     @classmethod
-    def spawn(cls, spool: Spool, role: str) -> Helper | None:
-        """Start a helper for this spool (`role`, "commit", names it in ps
-        and the log); None where it cannot be tied to the daemon's life (not Linux) or
-        cannot start (logged): the daemon then does the work itself. Its first channel is
-        its stdin and stdout, the second a pair of pipes it is given the ends of."""
+    def spawn(cls, spool: Spool) -> Helper | None:
+        """Start a helper for this spool; None where it cannot be tied to the daemon's
+        life (not Linux) or cannot start (logged): the daemon then does the work itself.
+        Its first channel is its stdin and stdout, the second a pair of pipes it is
+        given the ends of."""
         if not sys.platform.startswith("linux"):
             return None
         import subprocess  # here: the helper process runs this module and starts none
 
         (their_in, our_out), (our_in, their_out) = os.pipe(), os.pipe()
         node = spool.node if spool.shared else ""
-        command = [sys.executable, "-m", "spoold.helper", role, str(spool.root), node,
+        command = [sys.executable, "-m", "spoold.helper", str(spool.root), node,
                    str(os.getpid()), spool.owner, f"{their_in},{their_out}"]  # fmt: skip
         try:
             process = subprocess.Popen(
@@ -279,7 +287,7 @@ class Helper:
                 pass_fds=(their_in, their_out), env=_same_spoold(),
             )  # fmt: skip
         except OSError as e:
-            logger.warning("cannot start the %s helper (%s): working in this process", role, e)
+            logger.warning("cannot start the helper (%s): working in this process", e)
             os.close(our_out)
             os.close(our_in)
             return None
@@ -288,15 +296,10 @@ class Helper:
             os.close(their_out)
         return cls(process, Channel(os.fdopen(our_out, "wb"), os.fdopen(our_in, "rb")))
 
-    def ask(self, verb: str, items: list[tuple[Any, ...]], *more: Any) -> list[Any]:
-        """VERBS[verb](spool, items, *more) in the helper, through the verb's channel, a
-        result per item (items: records, names or moves, NamedTuples sent as plain
-        tuples); HelperGone if it does not answer."""
-        return self.collect(self.post(verb, items, *more))
-
     def post(self, verb: str, items: list[tuple[Any, ...]], *more: Any) -> Ticket:
-        """Send the request of ask(); its answer is collected later (HelperGone if the
-        helper is gone)."""
+        """Ask for VERBS[verb](spool, items, *more) in the helper, through the verb's
+        channel (items: records, names or moves, NamedTuples sent as plain tuples); its
+        answer, a result per item, is collected later (HelperGone if the helper is gone)."""
         channel = self.channels[CHANNEL[verb]]
         with _gone_as_helper_gone():
             return channel, channel.post(verb, items, *more)
@@ -373,11 +376,13 @@ def receive(stream: IO[bytes]) -> Any:
 
 
 def _to_wire(result: Result) -> Wire:
-    """None, True and False as they are; a file read as its bytes and mtime; an error as
-    what rebuilds it: its errno (which picks its class again: FileExistsError for
-    EEXIST...), message and file names, or its text alone."""
+    """None, True and False as they are; a file read as its bytes and mtime; LATER as its
+    tag; an error as what rebuilds it: its errno (which picks its class again:
+    FileExistsError for EEXIST...), message and file names, or its text alone."""
     if isinstance(result, Incoming):
         return ("file", result.raw, result.mtime)
+    if result is LATER:
+        return ("later",)
     if isinstance(result, Rejected):
         return ("rejected", str(result))
     if not isinstance(result, OSError):
@@ -399,6 +404,8 @@ def _from_wire(fields: Wire) -> Result:
     tag, *values = fields
     if tag == "file":
         return Incoming(*values)
+    if tag == "later":
+        return LATER
     if tag == "rejected":
         return Rejected(values[0])
     if tag == "error":
@@ -418,7 +425,7 @@ def _die_with(parent: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def serve(role: str, root: str, node: str, parent: int, owner: str, intake: str = "") -> int:
+def serve(root: str, node: str, parent: int, owner: str, intake: str = "") -> int:
     """The helper: do each request read from stdin, answer on stdout, until EOF; and
     those of the second channel (`intake`: its two fds, "in,out") in a thread. Its
     files in tmp/ carry the daemon's name (`owner`) and its own pid: if it is killed,
@@ -431,37 +438,37 @@ def serve(role: str, root: str, node: str, parent: int, owner: str, intake: str 
     sys.stdout = sys.stderr
     if intake:
         fd_in, fd_out = (int(fd) for fd in intake.split(","))
-        channel = (role, spool, os.fdopen(fd_in, "rb"), os.fdopen(fd_out, "wb"))
+        channel = (spool, os.fdopen(fd_in, "rb"), os.fdopen(fd_out, "wb"))
         threading.Thread(target=_serve, args=channel, name="intake", daemon=True).start()
     try:
-        _serve(role, spool, stdin, stdout)
+        _serve(spool, stdin, stdout)
         return 0
     finally:
         spool.close()
 
 
-def _serve(role: str, spool: Spool, requests: IO[bytes], answers: IO[bytes]) -> None:
+def _serve(spool: Spool, requests: IO[bytes], answers: IO[bytes]) -> None:
     """Answer each request of one channel until its end."""
     while True:
         try:
             verb, args = receive(requests)
         except EOFError:
             return
-        send(answers, _answer(role, spool, verb, args))
+        send(answers, _answer(spool, verb, args))
 
 
-def _answer(role: str, spool: Spool, verb: str, args: tuple[Any, ...]) -> list[Wire]:
+def _answer(spool: Spool, verb: str, args: tuple[Any, ...]) -> list[Wire]:
     """One request's results, as the pipe carries them; an error for each of its items
     if the request failed (a bug: say so, and go on serving)."""
     items = args[0]
     try:
         results: list[Result] = VERBS[verb](spool, *args)
     except Exception as e:
-        logger.exception("%s helper: %s of %d file(s) failed", role, verb, len(items))
-        results = [OSError(f"internal error in the {role} helper: {e!r}")] * len(items)
+        logger.exception("helper: %s of %d file(s) failed", verb, len(items))
+        results = [OSError(f"internal error in the helper: {e!r}")] * len(items)
     return [_to_wire(result) for result in results]
 
 
 if __name__ == "__main__":
-    role, root, node, parent, owner, *intake = sys.argv[1:]
-    raise SystemExit(serve(role, root, node, int(parent), owner, *intake))
+    root, node, parent, owner, *intake = sys.argv[1:]
+    raise SystemExit(serve(root, node, int(parent), owner, *intake))

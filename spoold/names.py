@@ -73,7 +73,7 @@ def accepted_ns(stem: Stem) -> int:
 
 def _epoch_second(ts: str) -> int:
     """'20260131T090000.123456789' → the epoch second of 2026-01-31 09:00:00 UTC."""
-    import calendar  # here: it loads datetime and locale, which the commit helper never needs
+    import calendar  # here: it loads datetime and locale, which the helper never needs
 
     year, month, day = int(ts[0:4]), int(ts[4:6]), int(ts[6:8])
     return calendar.timegm((year, month, day, int(ts[9:11]), int(ts[11:13]), int(ts[13:15])))

@@ -640,7 +640,7 @@ class Spool:
         except FileNotFoundError:
             return False
         except IsADirectoryError:
-            import shutil  # here: the commit helper never removes a folder
+            import shutil  # here: the helper never removes a folder
 
             shutil.rmtree(path, ignore_errors=True)
         return True

@@ -39,7 +39,7 @@ def iso_or_none(ts: float | None) -> str | None:
 
 def parse_time(value: str, tz: ZoneInfo) -> float:
     """ISO 8601 → epoch seconds; a time without an offset is read in tz. ValueError if bad."""
-    from datetime import datetime  # here: the commit helper imports this module, never this
+    from datetime import datetime  # here: the helper imports this module, never this
 
     text = value.strip()
     if text.endswith(("Z", "z")):

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from spoold.helper import Helper
 from spoold.spool import Spool
 
 FOLDERS = ("incoming", "pending", "running", "completed", "failed", "tmp")
@@ -57,16 +58,22 @@ def cmdline(pid: int) -> str:
     return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
 
 
-def helper_of(pid: int, role: str) -> int:
-    """The one helper process of `role` ("commit") that pid started."""
+def helper_of(pid: int) -> int:
+    """The one helper process that pid started."""
     found: list[int] = []
 
     def look() -> bool:
-        found[:] = [kid for kid in children(pid) if f"-m spoold.helper {role} " in cmdline(kid)]
+        found[:] = [kid for kid in children(pid) if "-m spoold.helper " in cmdline(kid)]
         return len(found) == 1
 
     wait_until(look, 5)
     return found[0]
+
+
+def helper_ask(helper: Helper, verb: str, items: list[Any], *more: Any) -> list[Any]:
+    """A request to a helper process and its answer, a result per item (the daemon posts
+    and collects them apart, see FileWork)."""
+    return helper.collect(helper.post(verb, items, *more))
 
 
 def free_port() -> int:

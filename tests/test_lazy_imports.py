@@ -4,8 +4,8 @@ job must not carry ssl, smtplib, urllib.request or http.server (~9 MB resident t
 
 The daemon runs as a real subprocess with PYTHONPROFILEIMPORTTIME=1: Python then writes a
 line to stderr (the daemon's log) for every module it imports, at start and later. Its
-commit helper inherits the variable and writes to the same log, so what is asserted absent
-is absent from both processes. The commit helper alone (`python -m spoold.helper`) must
+helper inherits the variable and writes to the same log, so what is asserted absent
+is absent from both processes. The helper alone (`python -m spoold.helper`) must
 import no more than Spool.commit needs."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from conftest import DaemonProcess, free_port, records, rejected, wait_until
+from conftest import DaemonProcess, free_port, helper_ask, records, rejected, wait_until
 from helpers_servers import http_server, smtp_server
 
 from spoold.helper import Helper
@@ -24,7 +24,7 @@ from spoold.spool import Record, Spool
 IMPORT_LINE = re.compile(r"^import time:\s+-?\d+ \|\s+-?\d+ \|\s+(\S+)$", re.MULTILINE)
 NETWORK_AND_MAIL = ("ssl", "smtplib", "urllib.request", "http.server", "http.client")
 TRACE = {"PYTHONPROFILEIMPORTTIME": "1"}
-# What the daemon needs and its commit helper does not (~4 MB of the helper's 18 before).
+# What the daemon needs and its helper does not (~4 MB of the helper's 18 before).
 NOT_FOR_THE_HELPER = ("subprocess", "dataclasses", "calendar", "datetime", "zoneinfo", "shutil",
                       "uuid", "pickle", "hashlib", "yaml", "watchdog")  # fmt: skip
 
@@ -93,10 +93,10 @@ def test_the_commit_helper_imports_only_what_a_commit_needs(tmp_path: Path, monk
     spool = Spool(tmp_path / "spool", None)
     spool.ensure()
     monkeypatch.setenv("PYTHONPROFILEIMPORTTIME", "1")  # inherited by the helper only
-    helper = Helper.spawn(spool, "commit")
+    helper = Helper.spawn(spool)
     assert helper is not None
     try:
-        assert helper.ask("commit", [Record("completed", "job-1", b"{}")], True) == [None]
+        assert helper_ask(helper, "commit", [Record("completed", "job-1", b"{}")], True) == [None]
     finally:
         helper.close()
     assert helper.process.returncode == 0

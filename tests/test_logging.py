@@ -153,7 +153,7 @@ def test_a_helper_process_logs_as_the_daemon_does(tmp_path, log_format):
     """The helpers write to the daemon's stderr: same format, same escaping. A request
     for a verb it does not know is a bug it logs, with the verb's text."""
     Spool(tmp_path / "spool", None).ensure()
-    command = [sys.executable, "-m", "spoold.helper", "commit", str(tmp_path / "spool"), "",
+    command = [sys.executable, "-m", "spoold.helper", str(tmp_path / "spool"), "",
                str(os.getpid()), "local+test"]  # fmt: skip
     env = daemon_env({"SPOOLD_LOG_FORMAT": log_format})
     helper = subprocess.Popen(command, stdin=PIPE, stdout=PIPE, stderr=PIPE, env=env)
@@ -162,14 +162,14 @@ def test_a_helper_process_logs_as_the_daemon_does(tmp_path, log_format):
     [error] = receive(helper.stdout)
     helper.stdin.close()
     stderr = helper.stderr.read().decode()
-    assert helper.wait(10) == 0 and "internal error in the commit helper" in str(error)
+    assert helper.wait(10) == 0 and "internal error in the helper" in str(error)
     lines = stderr.rstrip("\n").split("\n")
     if log_format == "json":
         [entry] = [json.loads(line) for line in lines]
-        assert entry["message"] == f"commit helper: evil\n{FORGED} of 1 file(s) failed"
+        assert entry["message"] == f"helper: evil\n{FORGED} of 1 file(s) failed"
         assert entry["exception"].startswith("Traceback")
     else:
-        assert lines[0].endswith(f"commit helper: evil\\n{FORGED} of 1 file(s) failed")
+        assert lines[0].endswith(f"helper: evil\\n{FORGED} of 1 file(s) failed")
         assert RECORD.match(lines[0]) and all(line.startswith(INDENT) for line in lines[1:])
 
 

@@ -1,4 +1,4 @@
-"""`kill -9` of the commit helper while jobs flow: the daemon does its work itself from
+"""`kill -9` of the helper while jobs flow: the daemon does its work itself from
 then on, nothing is lost or recorded twice, and the files the helper kept in tmp/
 (spares, a write cut short) are removed once its pid is gone
 (Ownership.clean_dead_tmp)."""
@@ -30,7 +30,7 @@ def test_a_killed_helper_loses_nothing_and_its_tmp_files_go(
     for n in range(BEFORE):
         daemon.drop(f"a{n}.json", {"type": "trace", "id": f"a{n}"})
     wait_until(lambda: len(job_files(daemon.spool, "completed")) >= 10)
-    commit = helper_of(daemon.proc.pid, "commit")
+    commit = helper_of(daemon.proc.pid)
 
     def files_of(pid: int) -> list[str]:  # tmp/<owner>.<pid>.<n>.tmp: what pid wrote
         return [n for n in os.listdir(tmp) if n.startswith(f"{owner}.{pid}.")]
@@ -41,7 +41,7 @@ def test_a_killed_helper_loses_nothing_and_its_tmp_files_go(
     freeze(commit)
     left = files_of(commit)
     os.kill(commit, signal.SIGKILL)
-    print(f"injected: kill -9 of the commit helper ({len(left)} file(s) of its own in tmp/),"
+    print(f"injected: kill -9 of the helper ({len(left)} file(s) of its own in tmp/),"
           f" mid-flow ({durability})")  # fmt: skip
     for n in range(AFTER):
         daemon.drop(f"b{n}.json", {"type": "trace", "id": f"b{n}"})
@@ -56,7 +56,7 @@ def test_a_killed_helper_loses_nothing_and_its_tmp_files_go(
     if left:  # the daemon logs the removal just after it: wait for the line, not only the files
         wait_until(lambda: "whose writer stopped" in daemon.log())
     log = daemon.log()
-    assert "the commit helper stopped" in log
+    assert "the helper stopped" in log
     assert ("whose writer stopped" in log) == bool(left)  # it had some: see the wait above
     print(f"found: {len(ids)} records, each once; the helper's files gone from tmp/")
     assert daemon.stop() == 0
