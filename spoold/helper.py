@@ -58,8 +58,8 @@ logger = logging.getLogger("spoold.helper")
 PR_SET_PDEATHSIG = 1
 HEADER = struct.Struct("!Q")
 # A batch of reads stops at this many bytes: the pipe carries a batch as one message, held
-# whole at both ends, and the intake has up to two batches read ahead (a batch of 64 files
-# near maxJobBytes would be 64 MiB). The files left are LATER: to be read in a next batch.
+# whole at both ends, and the intake has up to two batches read ahead (a batch of 128 files
+# near maxJobBytes would be 128 MiB). The files left are LATER: to be read in a next batch.
 READ_BYTES = 4 << 20
 
 

@@ -157,17 +157,18 @@ def test_files_there_at_start_are_found_by_the_rescan(incoming, judge):
 
 def test_a_backlog_found_by_the_rescan_is_judged_in_batches_of_one_call(incoming, judge):
     """The intake's pipeline (Intake.accept_files) gets the whole queue, batch by batch."""
-    names = [f"b{n:03d}.json" for n in range(200)]
+    batch = watcher_module.BATCH
+    names = [f"b{n:04d}.json" for n in range(3 * batch + 8)]
     for name in names:
         drop(incoming, name)
     watching = Watcher(str(incoming), judge, lambda: sorted(os.listdir(incoming)), 3600)
     watching.start()
     try:
-        wait_until(lambda: len(judge.names()) == 200, timeout=10)
+        wait_until(lambda: len(judge.names()) == len(names), timeout=10)
     finally:
         watching.stop()
     assert judge.names() == names  # in the order found, each once
-    assert [len(batch) for batch, _ in judge.calls] == [64, 64, 64, 8]
+    assert [len(names) for names, _ in judge.calls] == [batch, batch, batch, 8]
     assert judge.pipelines == [4]
 
 
@@ -175,7 +176,8 @@ def test_a_backlog_found_by_the_rescan_is_judged_in_batches_of_one_call(incoming
 def test_a_drop_is_not_held_up_behind_a_backlog_being_judged(incoming, judge):
     """While the intake thread judges a backlog, a file the events' reader brings is
     judged after the batch in hand, not after the whole backlog."""
-    backlog = [f"b{n:04d}.json" for n in range(64 * 20)]
+    batch = watcher_module.BATCH
+    backlog = [f"b{n:05d}.json" for n in range(batch * 20)]
     for name in backlog:
         drop(incoming, name)
     judge.pause = 0.05  # 20 batches: a second to judge them all
@@ -189,7 +191,7 @@ def test_a_drop_is_not_held_up_behind_a_backlog_being_judged(incoming, judge):
         wait_until(lambda: len(judge.names()) == len(backlog) + 1, timeout=10)
     finally:
         watching.stop()
-    assert judged_before <= 64 * 4  # the backlog's batches in hand: not all 20
+    assert judged_before <= batch * 4  # the backlog's batches in hand: not all 20
     assert judge.threads_of("new.json") == ["spoold-events"]
     assert judge.pipelines[0] < 20  # the intake gave way, then went on with the rest
 
