@@ -2,7 +2,7 @@
 
 Per job, most of the daemon's kernel time is renames, reads and writes in big
 folders. Under the GIL its threads take turns at that work (see Spool.turn); a
-helper process, `python -m spoold.helper commit`, does it on the other core
+helper process, `python -m spoold.helper <spool> ...`, does it on the other core
 instead, on two pipes: on one the group commit (Spool.commit: write a batch of
 outcomes in tmp/, flush the file system once, rename them into place, flush once
 more, and only then drop the running files they replace; without `durability:
