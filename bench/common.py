@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import compileall
 import json
 import os
 import shutil
@@ -196,6 +197,16 @@ def wait_for(predicate: Any, timeout: float, interval: float = 0.05, what: str =
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what or predicate}")
         time.sleep(interval)
+
+
+def compile_spoold() -> None:
+    """Write the bytecode of spoold's modules, as a pip install does for the peers' (huey
+    and dirq are measured from site-packages, compiled when installed): each start of the
+    daemon and its helper is then measured as installed. Where PYTHONDONTWRITEBYTECODE is
+    set (as on the machine in the README) nothing else writes it, and every start compiled
+    ~46 modules: ~60 ms of CPU, 3 µs per job of a 20,000-job row, and ~1 MB of RSS per
+    process."""
+    compileall.compile_dir(REPO / "spoold", quiet=1)
 
 
 def python_env() -> dict[str, str]:

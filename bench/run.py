@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import http_load, report, sections
-from bench.common import FULL, QUICK, Scratch, Sizes, job_ids, quiesce
+from bench.common import FULL, QUICK, Scratch, Sizes, compile_spoold, job_ids, quiesce
 from bench.sections import Row
 from bench.spoold_proc import Spoold
 from bench.systems import Dirq, Floor, Huey, System
@@ -203,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sizes = (QUICK if args.quick else FULL).scaled(args.scale)
     only = set(args.only.split(","))
+    compile_spoold()
     runner = Runner(args, sizes)
     began, wall = datetime.now(UTC), time.monotonic()
     steps = {
