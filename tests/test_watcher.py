@@ -31,6 +31,8 @@ class Judge:
         self.pause = 0.0  # seconds each batch takes to judge
         self.settle: dict[str, float] = {}
         self.explode: set[str] = set()
+        self.gate = threading.Event()  # cleared: every call waits until it is set again
+        self.gate.set()
         self.lock = threading.Lock()
 
     def __call__(
@@ -39,6 +41,7 @@ class Judge:
         later: list[tuple[float, str]] = []
         with self.lock:
             self.pipelines.append(0)
+        assert self.gate.wait(30)
         for batch in itertools.chain([names], more):
             time.sleep(self.pause)
             with self.lock:
@@ -123,6 +126,48 @@ def test_a_burst_is_judged_in_batches_each_name_once_per_read(watcher, incoming,
     assert max(len(batch) for batch in batches) <= watcher_module.BATCH
     assert len(batches) < len(names) / 10  # batches, not a judging per read of a file or two
     assert all(len(set(batch)) == len(batch) for batch in batches)  # a name once per batch
+
+
+@RAW
+def test_only_job_names_are_judged_whatever_bytes_a_name_has(watcher, incoming, judge):
+    """The events' names are parsed from inotify's bytes: odd ones come through as
+    os.listdir spells them, and what is not a job name is not judged."""
+    odd = ["\u00fcnïcode.json", os.fsdecode(b"\xff\xfe.json"), "x" * 249 + ".json", "a b.json"]
+    for name in odd:
+        drop(incoming, name)
+    for name in ["notes.txt", ".hidden.json", "json", "a.json.tmp"]:
+        (incoming / name).write_text("{}")
+    drop(incoming, "last.json")
+    wait_until(lambda: "last.json" in judge.names(), timeout=5)
+    assert sorted(judge.names()) == sorted([*odd, "last.json"])
+    assert set(judge.names()) <= set(os.listdir(incoming))  # the same spelling as a listing
+
+
+@RAW
+def test_lost_events_are_found_by_a_rescan(watcher, incoming, judge, caplog):
+    """Fault: the events' reader is held in a judging while 20,000 events (10,000 files
+    created and closed) overflow inotify's queue (16,384 by default); what the lost events
+    said is found by the rescan the overflow asks for."""
+    judge.gate.clear()
+    try:
+        drop(incoming, "first.json")  # the reader now waits in its judging
+        wait_until(lambda: len(judge.pipelines) == 1, timeout=5)
+        names = [f"o{n:05d}.json" for n in range(10_000)]
+        for name in names:
+            (incoming / name).write_bytes(b"{}")
+    finally:
+        judge.gate.set()
+    wait_until(lambda: set(names) <= set(judge.names()), timeout=30)
+    assert "file events were lost (inotify queue overflow): rescanning incoming/" in caplog.text
+    assert judge.threads_of(names[-1]) == ["spoold-intake"]  # the rescan's queue: no event
+    assert watcher.alive
+
+
+@RAW
+def test_a_removed_incoming_folder_is_logged_and_the_rescan_goes_on(watcher, incoming, caplog):
+    os.rmdir(incoming)
+    wait_until(lambda: "incoming/ was removed or replaced" in caplog.text, timeout=5)
+    assert watcher.alive  # the intake and the rescan still run; the rescan reports the folder
 
 
 @RAW
