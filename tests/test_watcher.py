@@ -167,7 +167,30 @@ def test_lost_events_are_found_by_a_rescan(watcher, incoming, judge, caplog):
 def test_a_removed_incoming_folder_is_logged_and_the_rescan_goes_on(watcher, incoming, caplog):
     os.rmdir(incoming)
     wait_until(lambda: "incoming/ was removed or replaced" in caplog.text, timeout=5)
-    assert watcher.alive  # the intake and the rescan still run; the rescan reports the folder
+    assert watcher.alive  # the intake and the rescan still run
+
+
+@RAW
+def test_events_that_end_leave_the_rescan_and_do_not_spin(incoming, judge, caplog):
+    """Fault: the events' descriptor is replaced under the reader by one at its end
+    (dup2 of /dev/null), as a descriptor that went bad reads nothing: the reader says so
+    and ends, rather than reading nothing again at full speed; the rescan finds files.
+    The drop after the swap wakes the reader's wait, which still holds the old file."""
+    watching = Watcher(str(incoming), judge, lambda: sorted(os.listdir(incoming)), 0.2)
+    watching.start()
+    try:
+        events = watching._events
+        assert events is not None
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, events._reader._inotify_fd)
+        os.close(null)
+        drop(incoming, "after.json")
+        wait_until(lambda: "file events ended: finding files by rescan only" in caplog.text)
+        wait_until(lambda: not watching.alive, timeout=5)  # the daemon's health shows it
+        wait_until(lambda: "after.json" in judge.names(), timeout=5)
+        assert judge.threads_of("after.json") == ["spoold-intake"]
+    finally:
+        watching.stop()
 
 
 @RAW
