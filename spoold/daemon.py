@@ -8,9 +8,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
-import signal
 import socket
-import threading
 import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -35,6 +33,7 @@ from spoold.reload import ConfigWatcher
 from spoold.retention import prune
 from spoold.scheduler import Scheduler, check_tasks
 from spoold.service import Counters, FinishListener
+from spoold.signals import StopRequest
 from spoold.spool import Spool
 from spoold.status import Stats, StatusWriter
 from spoold.threads import Loop
@@ -109,7 +108,7 @@ class Daemon:
         )
         self.reloader = ConfigWatcher(config.path, self.reload_config) if config.path else None
         self.status = StatusWriter(self._write_status, self.snapshot)
-        self._stop = threading.Event()
+        self._stop = StopRequest()
         self._housekeeper = Loop("house", self._housekeeping, lambda: self.config.rescan_seconds)
         self._last_prune = 0.0
         self.api = _api_server(self, config.http) if config.http else None
@@ -169,8 +168,7 @@ class Daemon:
     def run(self) -> int:
         """Foreground: serve until SIGINT or SIGTERM, then stop cleanly. A service manager
         hears when it serves, that it is healthy, and when it stops (see notify.py)."""
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda signum, frame: self._stop.set())
+        self._stop.install()
         service = SystemdLink.from_env(self.troubles, self.queue_stats)
         gc.set_threshold(GC_YOUNG, *gc.get_threshold()[1:])
         self.start()
@@ -182,6 +180,7 @@ class Daemon:
         service.stopping(grace)
         logger.info("stopping: no new jobs are claimed; running jobs get %ss", grace)
         self.stop()
+        self._stop.close()
         return self.exit_code
 
     def troubles(self) -> list[str]:
