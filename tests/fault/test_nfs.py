@@ -9,6 +9,7 @@ Each test prints what it injected and what it found (`pytest -s` shows it).
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -104,6 +105,17 @@ class Cluster:
     def completed(self) -> list[dict[str, Any]]:
         return records(self.spool(self.rig.a), "completed")
 
+    def report(self) -> None:
+        """Print the spool's folders and each daemon's last log lines: pytest shows them
+        when the test failed (a rare failure is read from this, not from a rerun)."""
+        spool = self.spool(self.rig.a)
+        for folder in ("incoming", "pending", "running", "completed", "failed"):
+            with contextlib.suppress(OSError):
+                print(f"{folder}/: {sorted(p.name for p in (spool / folder).iterdir())}")
+        for daemon in self.daemons:
+            print(f"--- {daemon.workdir.name} (exit {daemon.proc.poll()}), last lines of its log:")
+            print("\n".join(daemon.log().splitlines()[-80:]))
+
 
 def runs_of(daemon: DaemonProcess) -> list[str]:
     try:
@@ -119,6 +131,7 @@ def cluster(rig: NfsRig, tmp_path: Path, request: pytest.FixtureRequest) -> Iter
     yield made
     for daemon in made.daemons:
         daemon.kill()
+    made.report()
 
 
 def held_by(spool: Path, node: str) -> list[str]:
