@@ -43,6 +43,7 @@ try:
         InotifyEvent,
         InotifyFD,
         Mask,
+        WatchDescriptor,
     )
 
     RAW_EVENTS = True
@@ -68,6 +69,9 @@ BATCH = 128
 # trips to the helper and hand-overs are shared by 4x as many files (bench/README.md).
 BURST_GAP = 0.0005
 BURST_WAIT = 0.004
+# While incoming/ is gone (removed, or moved away), seconds between two looks for it: once
+# it is there again, its events are watched again.
+REWATCH_POLL = 0.5
 EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len; then the name
 
 
@@ -112,26 +116,31 @@ class _RawEvents:
         InotifyConstants.IN_MOVED_TO
         | InotifyConstants.IN_CLOSE_WRITE
         | InotifyConstants.IN_CREATE
+        | InotifyConstants.IN_MOVE_SELF
         | InotifyConstants.IN_ONLYDIR
     ) if RAW_EVENTS else 0  # fmt: skip
+    GONE = (InotifyConstants.IN_IGNORED | InotifyConstants.IN_MOVE_SELF) if RAW_EVENTS else 0
 
     def __init__(
         self,
         folder: str,
         judge: Callable[[list[str], Iterable[list[str]]], None],
-        overflow: Callable[[], None],
+        rescan: Callable[[], None],
     ) -> None:
         self._judge = judge
-        self._overflow = overflow
+        self._rescan = rescan  # asks for a rescan soon: after lost events, or a new watch
+        self._folder = os.fsencode(folder)
         self._reader = InotifyFD()
         self._stopping = False
+        self._gone = False  # the watched folder was removed or moved away
         try:
-            self._wd = self._reader.add_callback(
-                os.fsencode(folder), Mask(self.MASK), _Unused(), CallbackId(0)
-            )
+            self._wd = self._watch()
         except OSError:
             self._reader.close()
             raise
+
+    def _watch(self) -> WatchDescriptor:
+        return self._reader.add_callback(self._folder, Mask(self.MASK), _Unused(), CallbackId(0))
 
     def run(self) -> None:
         """Read events until stopped; a read that fails (it should not) is logged, and the
@@ -153,7 +162,9 @@ class _RawEvents:
             if names:
                 batches = [names[start : start + BATCH] for start in range(0, len(names), BATCH)]
                 self._judge(batches[0], batches[1:])
-            if burst and names:  # let the next read gather a batch: not a wake-up per file
+            if self._gone:
+                self._watch_again()
+            elif burst and names:  # let the next read gather a batch: not a wake-up per file
                 time.sleep(BURST_WAIT)
 
     def _job_names(self, events: bytes) -> list[str]:
@@ -167,21 +178,40 @@ class _RawEvents:
             wd, mask, _cookie, length = unpack(events, at)
             start = at + EVENT.size
             at = start + length
-            if mask & (InotifyConstants.IN_Q_OVERFLOW | InotifyConstants.IN_IGNORED):
-                self._lost(mask)
+            if mask & InotifyConstants.IN_Q_OVERFLOW:
+                self._lost()
+            elif wd == self._wd and mask & self.GONE:
+                self._gone = True
             elif wd == self._wd and length:
                 name = os.fsdecode(events[start:at].rstrip(b"\0"))
                 if is_job_name(name):
                     names[name] = None
         return list(names)
 
-    def _lost(self, mask: int) -> None:
-        """The events were lost (a rescan finds what they said), or the watch ended."""
-        if mask & InotifyConstants.IN_Q_OVERFLOW:
-            logger.warning("file events were lost (inotify queue overflow): rescanning incoming/")
-            self._overflow()
-        elif not self._stopping:
-            logger.warning("incoming/ was removed or replaced: finding files by rescan only")
+    def _lost(self) -> None:
+        """The events were lost: a rescan finds what they said."""
+        logger.warning("file events were lost (inotify queue overflow): rescanning incoming/")
+        self._rescan()
+
+    def _watch_again(self) -> None:
+        """incoming/ was removed or moved away, and its watch with it: look for the folder
+        at its path until it is there again (made again by hand, say), watch that one, and
+        rescan it for the files dropped meanwhile. Until then no file can be dropped there."""
+        if self._stopping:
+            return
+        logger.warning("incoming/ was removed or moved away: its events are watched again"
+                       " once a folder is there again")  # fmt: skip
+        self._reader.remove_callbacks([(self._wd, CallbackId(0))])  # a moved one still fires
+        while not self._stopping:
+            try:
+                self._wd = self._watch()
+            except OSError:
+                time.sleep(REWATCH_POLL)
+                continue
+            self._gone = False
+            logger.info("watching incoming/ again")
+            self._rescan()
+            return
 
     def stop(self) -> None:
         """Wake the reading thread, which then ends (InotifyFD.close writes to its pipe)."""
@@ -221,7 +251,7 @@ class Watcher:
         self._timers: list[tuple[float, str]] = []
         self._cond = threading.Condition()
         self._stop = threading.Event()
-        self._rescan_soon = threading.Event()  # set by an overflow, or to stop
+        self._rescan_soon = threading.Event()  # set by lost events, a new watch, or to stop
         self._events: _RawEvents | None = None
         self._stop_observer: Callable[[], None] | None = None
         self._judging = threading.Lock()  # one judge at a time: events' reader or the queue's
@@ -262,14 +292,11 @@ class Watcher:
     def _start_events(self) -> None:
         try:
             if RAW_EVENTS:
-                self._events = _RawEvents(self.folder, self._judge, self._overflowed)
+                self._events = _RawEvents(self.folder, self._judge, self._rescan_soon.set)
             else:
                 self._stop_observer = _watch_observer(self.folder, self.offer)
         except OSError as e:
             logger.warning("no file events for %s (%s): finding files by rescan", self.folder, e)
-
-    def _overflowed(self) -> None:
-        self._rescan_soon.set()
 
     def stop(self) -> None:
         self._stop.set()

@@ -5,6 +5,7 @@ batches; the rescan and the settle timers still feed the intake thread."""
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import sys
 import threading
@@ -164,10 +165,43 @@ def test_lost_events_are_found_by_a_rescan(watcher, incoming, judge, caplog):
 
 
 @RAW
-def test_a_removed_incoming_folder_is_logged_and_the_rescan_goes_on(watcher, incoming, caplog):
+def test_an_incoming_folder_removed_and_made_again_is_watched_again(watcher, incoming, judge,
+                                                                    caplog):  # fmt: skip
+    """Fault: incoming/ removed while watched, then made again by hand. Its watch ended
+    with it; the new folder's events are watched (the rescan here runs only at start), and
+    a file dropped before the new watch is found by the rescan that follows it."""
+    caplog.set_level(logging.INFO, "spoold.watcher")
+    drop(incoming, "before.json")
+    wait_until(lambda: "before.json" in judge.names(), timeout=5)
+    (incoming / "before.json").unlink()
     os.rmdir(incoming)
-    wait_until(lambda: "incoming/ was removed or replaced" in caplog.text, timeout=5)
+    wait_until(lambda: "incoming/ was removed or moved away" in caplog.text, timeout=5)
     assert watcher.alive  # the intake and the rescan still run
+    incoming.mkdir()
+    drop(incoming, "meanwhile.json")
+    wait_until(lambda: "watching incoming/ again" in caplog.text, timeout=5)
+    drop(incoming, "after.json")
+    wait_until(lambda: {"meanwhile.json", "after.json"} <= set(judge.names()), timeout=5)
+    assert judge.threads_of("after.json") == ["spoold-events"]
+    assert watcher.alive
+
+
+@RAW
+def test_an_incoming_folder_moved_away_is_not_watched_the_new_one_is(watcher, incoming, judge,
+                                                                     caplog):  # fmt: skip
+    """Fault: incoming/ renamed away (its watch would follow it) and a new one made in its
+    place: drops into the new one are judged, drops into the old one are not."""
+    caplog.set_level(logging.INFO, "spoold.watcher")
+    moved = incoming.parent / "incoming.old"
+    os.rename(incoming, moved)
+    incoming.mkdir()
+    wait_until(lambda: "watching incoming/ again" in caplog.text, timeout=5)
+    drop(moved, "old.json")
+    drop(incoming, "new.json")
+    wait_until(lambda: "new.json" in judge.names(), timeout=5)
+    assert judge.threads_of("new.json") == ["spoold-events"]
+    time.sleep(0.2)
+    assert "old.json" not in judge.names()
 
 
 @RAW
