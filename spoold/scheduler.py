@@ -184,9 +184,13 @@ class Scheduler:
             self._observe(name, now)
             job_id = fire_id(name, instant)
             busy = self._busy(name)
-            if busy:
-                return self._decide_skip(name, job_id, busy, now)
-            return self._decide_fire(name, job_id, now)
+            try:
+                if busy:
+                    return self._decide_skip(name, job_id, busy, now)
+                return self._decide_fire(name, job_id, now)
+            except OSError as e:  # the decision could not be written: a full disk, say
+                why = f"cannot write schedule/{job_id}{MARKER}: {e.strerror or e}"
+                return self._refuse(name, job_id, why)
 
     def is_fire_time(self, name: str, instant: datetime) -> bool:
         """Whether the task's schedule fires at `instant` (UnknownTask if no such task)."""

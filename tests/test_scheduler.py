@@ -11,6 +11,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from fault.mounts import fill, small_disk
 
 from spoold.config import Config, TaskConfig, parse_config
 from spoold.context import Context
@@ -370,3 +371,29 @@ def test_a_run_is_followed_once_by_id_whatever_the_clocks_say(tmp_path):
     world.scheduler.tick(T0 + timedelta(seconds=3))
     world.scheduler.tick(T0 + timedelta(seconds=4))
     assert world.task("t")["runCount"] == 2
+
+
+# --- a bad day ----------------------------------------------------------------------------
+
+
+def test_a_run_due_on_a_full_disk_is_refused_with_its_reason_then_the_next_fires(tmp_path, caplog):
+    """Fault: the spool is a 2 MiB tmpfs, filled by a ballast file when a run is due: the
+    run's decision (an exclusive marker file) cannot be written. The run is refused with
+    the disk's own words, in the log and in the task's state, not a traceback; once the
+    ballast is gone the next minute fires."""
+    with small_disk(tmp_path / "disk"):
+        world = World(tmp_path / "disk", [task("t")])
+        world.scheduler.tick(T0)
+        ballast = tmp_path / "disk" / "ballast"
+        print(f"injected: a ballast of {fill(ballast)} bytes fills the 2 MiB spool")
+        world.scheduler.tick(T0 + timedelta(minutes=1))
+        print(f"found in the log: {caplog.text.strip()}")
+        assert "Traceback" not in caplog.text and "tick failed" not in caplog.text
+        assert "task t: could not enqueue job t.20260601T1001Z" in caplog.text
+        assert "No space left on device" in caplog.text
+        snap = world.task("t", T0 + timedelta(minutes=1))
+        assert "No space left on device" in snap["lastError"] and snap["errorCount"] == 1
+        assert world.ids("pending") == []
+        ballast.unlink()
+        world.scheduler.tick(T0 + timedelta(minutes=2))
+        assert world.ids("pending") == ["t.20260601T1002Z"]
