@@ -390,7 +390,7 @@ def test_a_run_due_on_a_full_disk_is_refused_with_its_reason_then_the_next_fires
         print(f"found in the log: {caplog.text.strip()}")
         assert "Traceback" not in caplog.text and "tick failed" not in caplog.text
         assert "task t: could not enqueue job t.20260601T1001Z" in caplog.text
-        assert "No space left on device" in caplog.text
+        assert "cannot write schedule/t.20260601T1001Z.fire: No space left on device" in caplog.text
         snap = world.task("t", T0 + timedelta(minutes=1))
         assert "No space left on device" in snap["lastError"] and snap["errorCount"] == 1
         assert world.ids("pending") == []
