@@ -18,6 +18,7 @@ fallback where raw inotify is not available.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import logging
 import os
@@ -201,7 +202,8 @@ class _RawEvents:
             return
         logger.warning("incoming/ was removed or moved away: its events are watched again"
                        " once a folder is there again")  # fmt: skip
-        self._reader.remove_callbacks([(self._wd, CallbackId(0))])  # a moved one still fires
+        with contextlib.suppress(OSError):  # the reader closed by stop() meanwhile
+            self._reader.remove_callbacks([(self._wd, CallbackId(0))])  # a moved one fires on
         while not self._stopping:
             try:
                 self._wd = self._watch()

@@ -187,6 +187,19 @@ def test_an_incoming_folder_removed_and_made_again_is_watched_again(watcher, inc
 
 
 @RAW
+def test_a_stop_while_incoming_is_gone_ends_the_events_thread(incoming, judge, caplog):
+    """The events' reader that looks for a removed incoming/ hears stop() too."""
+    watching = Watcher(str(incoming), judge, lambda: [], 3600)
+    watching.start()
+    os.rmdir(incoming)
+    wait_until(lambda: "incoming/ was removed or moved away" in caplog.text, timeout=5)
+    started = time.monotonic()
+    watching.stop()
+    assert not watching.alive and time.monotonic() - started < 3
+    assert "Traceback" not in caplog.text
+
+
+@RAW
 def test_an_incoming_folder_moved_away_is_not_watched_the_new_one_is(watcher, incoming, judge,
                                                                      caplog):  # fmt: skip
     """Fault: incoming/ renamed away (its watch would follow it) and a new one made in its
