@@ -33,7 +33,6 @@ class StopRequest:
 
     def __init__(self) -> None:
         self._requested = False
-        self._signals: frozenset[int] = frozenset()
         self._pipe: tuple[int, int] | None = None  # (read, write), once installed
         self._pipe_lock = threading.Lock()  # set() against close(); never taken by a handler
 
@@ -44,9 +43,8 @@ class StopRequest:
             os.set_blocking(fd, False)
         with self._pipe_lock:
             self._pipe = (read, write)
-        self._signals = frozenset(int(sig) for sig in signals)
-        signal.set_wakeup_fd(write, warn_on_full_buffer=False)
-        for sig in self._signals:
+        signal.set_wakeup_fd(write, warn_on_full_buffer=False)  # needs a Python handler too
+        for sig in signals:
             signal.signal(sig, self._signalled)
 
     def _signalled(self, signum: int, frame: FrameType | None) -> None:
@@ -65,23 +63,21 @@ class StopRequest:
 
     def wait(self, timeout: float) -> bool:
         """Whether the stop was asked for, waiting up to timeout seconds for it (the main
-        thread, once installed). A byte from an installed signal counts even before its
-        Python handler has run."""
+        thread, once installed). The handler of a signal that woke select() has run by
+        the time the flag is read: Python runs pending handlers at the call that follows."""
         if self._pipe is None:
             raise RuntimeError("StopRequest.wait() before install()")
         if not self._requested:
             select.select([self._pipe[0]], [], [], timeout)
-            if any(byte in self._signals for byte in self._drain()):
-                self._requested = True
+            self._drain(self._pipe[0])
         return self._requested
 
-    def _drain(self) -> bytes:
-        assert self._pipe is not None
-        chunks = []
+    @staticmethod
+    def _drain(read: int) -> None:
+        """Empty the pipe, so that the next select() waits again."""
         with contextlib.suppress(BlockingIOError):
-            while chunk := os.read(self._pipe[0], 512):
-                chunks.append(chunk)
-        return b"".join(chunks)
+            while os.read(read, 512):
+                pass
 
     def close(self) -> None:
         """Stop waking the pipe (the signals keep setting the flag) and close it."""

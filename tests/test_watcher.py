@@ -187,8 +187,12 @@ def test_an_incoming_folder_removed_and_made_again_is_watched_again(watcher, inc
 
 
 @RAW
-def test_a_stop_while_incoming_is_gone_ends_the_events_thread(incoming, judge, caplog):
-    """The events' reader that looks for a removed incoming/ hears stop() too."""
+def test_a_stop_while_incoming_is_gone_ends_the_events_thread(incoming, judge, caplog,
+                                                              monkeypatch):  # fmt: skip
+    """The events' reader that looks for a removed incoming/ hears stop() too, and ends
+    without an error (a thread's uncaught error goes to threading.excepthook, not the log)."""
+    errors: list[threading.ExceptHookArgs] = []
+    monkeypatch.setattr(threading, "excepthook", errors.append)
     watching = Watcher(str(incoming), judge, lambda: [], 3600)
     watching.start()
     os.rmdir(incoming)
@@ -197,6 +201,7 @@ def test_a_stop_while_incoming_is_gone_ends_the_events_thread(incoming, judge, c
     watching.stop()
     assert not watching.alive and time.monotonic() - started < 3
     assert "Traceback" not in caplog.text
+    assert errors == []
 
 
 @RAW
