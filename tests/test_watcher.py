@@ -75,19 +75,25 @@ def judge() -> Judge:
 
 
 @pytest.fixture
-def watcher(incoming: Path, judge: Judge) -> Iterator[Watcher]:
-    """A watcher whose rescan runs only at start, and is over before the test begins: only
-    events find later files (a drop the first rescan saw too would be judged twice)."""
-    listed = threading.Event()
+def listings() -> list[float]:
+    """When the watcher fixture's rescans listed incoming/, one entry per listing."""
+    return []
+
+
+@pytest.fixture
+def watcher(incoming: Path, judge: Judge, listings: list[float]) -> Iterator[Watcher]:
+    """A watcher whose rescan runs only at start (or when asked), and is over before the
+    test begins: only events find later files (a drop a rescan saw too would be judged
+    twice)."""
 
     def names() -> list[str]:
         found = sorted(os.listdir(incoming))
-        listed.set()
+        listings.append(time.monotonic())
         return found
 
     watching = Watcher(str(incoming), judge, names, 3600)
     watching.start()
-    assert listed.wait(10)
+    wait_until(lambda: len(listings) == 1, timeout=10)
     yield watching
     watching.stop()
 
@@ -166,7 +172,7 @@ def test_lost_events_are_found_by_a_rescan(watcher, incoming, judge, caplog):
 
 @RAW
 def test_an_incoming_folder_removed_and_made_again_is_watched_again(watcher, incoming, judge,
-                                                                    caplog):  # fmt: skip
+                                                                    caplog, listings):  # fmt: skip
     """Fault: incoming/ removed while watched, then made again by hand. Its watch ended
     with it; the new folder's events are watched (the rescan here runs only at start), and
     a file dropped before the new watch is found by the rescan that follows it."""
@@ -180,6 +186,7 @@ def test_an_incoming_folder_removed_and_made_again_is_watched_again(watcher, inc
     incoming.mkdir()
     drop(incoming, "meanwhile.json")
     wait_until(lambda: "watching incoming/ again" in caplog.text, timeout=5)
+    wait_until(lambda: len(listings) == 2, timeout=5)  # the new watch's rescan is over
     drop(incoming, "after.json")
     wait_until(lambda: {"meanwhile.json", "after.json"} <= set(judge.names()), timeout=5)
     assert judge.threads_of("after.json") == ["spoold-events"]
@@ -206,7 +213,7 @@ def test_a_stop_while_incoming_is_gone_ends_the_events_thread(incoming, judge, c
 
 @RAW
 def test_an_incoming_folder_moved_away_is_not_watched_the_new_one_is(watcher, incoming, judge,
-                                                                     caplog):  # fmt: skip
+                                                                     caplog, listings):  # fmt: skip
     """Fault: incoming/ renamed away (its watch would follow it) and a new one made in its
     place: drops into the new one are judged, drops into the old one are not."""
     caplog.set_level(logging.INFO, "spoold.watcher")
@@ -214,6 +221,7 @@ def test_an_incoming_folder_moved_away_is_not_watched_the_new_one_is(watcher, in
     os.rename(incoming, moved)
     incoming.mkdir()
     wait_until(lambda: "watching incoming/ again" in caplog.text, timeout=5)
+    wait_until(lambda: len(listings) == 2, timeout=5)  # the new watch's rescan is over
     drop(moved, "old.json")
     drop(incoming, "new.json")
     wait_until(lambda: "new.json" in judge.names(), timeout=5)
