@@ -218,9 +218,12 @@ class Scheduler:
             return self._adopt(name, job_id)
         try:
             self._enqueue(name, run, now)
-        except (InvalidJob, OSError) as e:
+        except InvalidJob as e:
             self.spool.remove("schedule", job_id + MARKER)
             return self._refuse(name, job_id, str(e))
+        except OSError as e:  # a full disk, say: the job is not in pending/
+            self.spool.remove("schedule", job_id + MARKER)
+            return self._refuse(name, job_id, f"cannot write it into pending/: {e.strerror or e}")
         logger.info("task %s: enqueued job %s", name, job_id)
         return Decision("fired", job_id)
 
@@ -298,12 +301,20 @@ class Scheduler:
         return {**self._tasks[name].job, "id": job_id}
 
     def _enqueue(self, name: str, run: Run, now: datetime) -> None:
-        """Write the job into pending/ and say so in the task's pointer."""
+        """Write the job into pending/ and say so in the task's pointer. Once the job is in
+        pending/ it runs, so the run has fired: a pointer that cannot be written (the disk
+        filled between the two) is logged, not made a refusal that would free the run's
+        decision for another daemon to enqueue it a second time."""
         data = self._job_data(name, run.job_id)
         self.intake.submit(data, now.timestamp(), exclusive_stem=run.stem)
         self._state(name).track(run)
         self._dirty = True
-        self.spool.write("schedule", name + POINTER, strictjson.dumps(run.to_json()))
+        try:
+            self.spool.write("schedule", name + POINTER, strictjson.dumps(run.to_json()))
+        except OSError as e:
+            logger.warning("task %s: job %s is enqueued, but schedule/%s%s cannot be written (%s):"
+                           " other daemons on this spool may not see that it runs",
+                           name, run.job_id, name, POINTER, e.strerror or e)  # fmt: skip
 
     def _observe(self, name: str, now: datetime) -> None:
         """Follow the task's latest run (whoever enqueued it) and count the finished ones.

@@ -4,6 +4,7 @@ WorkerPool stepped with run_once. Nothing here reads the wall clock or sleeps.""
 from __future__ import annotations
 
 import json
+import os
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,6 +27,7 @@ from spoold.taskstate import fire_id, run_now_id
 from spoold.worker import Policy, WorkerPool
 
 T0 = datetime(2026, 6, 1, 10, 0, 30, tzinfo=UTC)
+PAGE = os.sysconf("SC_PAGE_SIZE")  # what a tmpfs gives a small file
 
 
 def boom(job: dict[str, Any]) -> None:
@@ -397,3 +399,54 @@ def test_a_run_due_on_a_full_disk_is_refused_with_its_reason_then_the_next_fires
         ballast.unlink()
         world.scheduler.tick(T0 + timedelta(minutes=2))
         assert world.ids("pending") == ["t.20260601T1002Z"]
+
+
+def leave_free(ballast: Path, pages: int) -> int:
+    """Fill the tmpfs with the ballast, then give back `pages` pages: each small file
+    written from then on takes one, so the write after them fails with ENOSPC."""
+    written = fill(ballast)
+    os.truncate(ballast, written - pages * PAGE)
+    return written
+
+
+def test_a_run_whose_job_cannot_be_written_is_refused_and_its_decision_freed(tmp_path, caplog):
+    """Fault: a 2 MiB tmpfs filled but for one page: the run's decision is written, the
+    job's file into pending/ is not. The run is refused saying so; its decision is removed,
+    so nothing claims a run that is in no folder."""
+    with small_disk(tmp_path / "disk"):
+        world = World(tmp_path / "disk", [task("t")])
+        world.scheduler.tick(T0)
+        print(f"injected: a ballast of {leave_free(tmp_path / 'disk' / 'ballast', 1)} bytes")
+        world.scheduler.tick(T0 + timedelta(minutes=1))
+        print(f"found in the log: {caplog.text.strip()}")
+        assert ("task t: could not enqueue job t.20260601T1001Z: cannot write it into pending/:"
+                " No space left on device") in caplog.text  # fmt: skip
+        assert world.ids("pending") == []
+        assert not world.spool.path("schedule", "t.20260601T1001Z.fire").exists()
+        assert world.task("t", T0 + timedelta(minutes=1))["errorCount"] == 1
+
+
+def test_a_run_whose_pointer_cannot_be_written_has_fired_and_keeps_its_decision(tmp_path, caplog):
+    """Fault: a 2 MiB tmpfs filled but for two pages: the run's decision and its job are
+    written, the task's pointer (schedule/t.last) is not. The job is in pending/, so the
+    run fired: it is not reported refused, and its decision stays, so no other daemon can
+    enqueue the same run again. (Before, the decision was removed and the run refused.)"""
+    with small_disk(tmp_path / "disk"):
+        world = World(tmp_path / "disk", [task("t")])
+        world.scheduler.tick(T0)
+        ballast = tmp_path / "disk" / "ballast"
+        print(f"injected: a ballast of {leave_free(ballast, 2)} bytes")
+        world.scheduler.tick(T0 + timedelta(minutes=1))
+        print(f"found in the log: {caplog.text.strip()}")
+        assert "could not enqueue" not in caplog.text
+        assert ("task t: job t.20260601T1001Z is enqueued, but schedule/t.last cannot be written"
+                " (No space left on device)") in caplog.text  # fmt: skip
+        assert world.ids("pending") == ["t.20260601T1001Z"]
+        assert world.spool.path("schedule", "t.20260601T1001Z.fire").exists()
+        snap = world.task("t", T0 + timedelta(minutes=1))
+        assert snap["errorCount"] == 0 and snap["lastError"] is None and snap["isRunning"]
+        ballast.unlink()
+        assert world.run_jobs() == 1
+        world.scheduler.tick(T0 + timedelta(minutes=1, seconds=5))
+        snap = world.task("t", T0 + timedelta(minutes=1, seconds=5))
+        assert snap["runCount"] == 1 and snap["lastResult"] == "completed"
