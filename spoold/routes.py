@@ -210,33 +210,42 @@ class Endpoints:
     def _submit(self, data: dict[str, Any]) -> Job:
         """Service.submit, with its refusals as ApiErrors."""
         try:
-            return self.service.submit(data)
+            with self._refusals():
+                return self.service.submit(data)
         except InvalidJob as e:
             known, named = self.service.job_types(), data.get("type")
             extra = {} if isinstance(named, str) and named in known else {
                 "registeredTypes": sorted(known)}  # fmt: skip
             raise ApiError(400, str(e), **extra) from e
+
+    @contextmanager
+    def _refusals(self) -> Iterator[None]:
+        """A verb's NotFound as 404 and Conflict as 409, with its message; a spool that
+        cannot be written (a full disk, a read-only mount) as 503 saying why, in storage.py's
+        one line where it has one: the client may try again, and the daemon serves on."""
+        try:
+            yield
+        except NotFound as e:
+            raise ApiError(404, str(e)) from e
+        except Conflict as e:
+            raise ApiError(409, str(e)) from e
         except OSError as e:
-            logger.warning("could not write a job posted over HTTP into the spool: %s", e)
-            reason = self.service.storage_error() or e.strerror or e  # storage.py's one line
+            logger.warning("http: could not write the spool: %s", e)
+            reason = self.service.storage_error() or e.strerror or e
             raise ApiError(503, f"the spool could not be written: {reason}") from e
 
     # ----- operator verbs ----------------------------------------------------------------------
 
     def retry(self, request: Request) -> Answer:
         job_id = _job_id(request)
-        with _refusals():
+        with self._refusals():
             folder = self.service.retry(job_id)
         return ok({"success": True, "jobId": job_id, "folder": folder})
 
     def cancel(self, request: Request) -> Answer:
         job_id = _job_id(request)
-        with _refusals():
-            try:
-                status = self.service.cancel(job_id)
-            except OSError as e:  # the request to stop (cancel/) or the record not written
-                reason = self.service.storage_error() or e.strerror or e
-                raise ApiError(503, f"the spool could not be written: {reason}") from e
+        with self._refusals():  # OSError: the request to stop (cancel/) or the record
+            status = self.service.cancel(job_id)
         if status == "cancelling":  # asked to stop: its record says so once it has
             return Answer(
                 202, strictjson.dumps({"success": True, "jobId": job_id, "status": status})
@@ -247,20 +256,9 @@ class Endpoints:
         name = request.params["name"]
         if not ID_RE.match(name):
             raise ApiError(400, f"{name!r} is not a task name: names are {ID_RULE}")
-        with _refusals():
+        with self._refusals():
             job_id = self.service.run_task(name)
         return ok({"success": True, "task": name, "jobId": job_id})
-
-
-@contextmanager
-def _refusals() -> Iterator[None]:
-    """A verb's NotFound as 404 and Conflict as 409, with its message."""
-    try:
-        yield
-    except NotFound as e:
-        raise ApiError(404, str(e)) from e
-    except Conflict as e:
-        raise ApiError(409, str(e)) from e
 
 
 def _job_id(request: Request) -> str:

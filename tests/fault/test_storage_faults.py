@@ -131,6 +131,54 @@ def test_a_full_disk_pauses_the_daemon_and_every_job_keeps_its_true_outcome(
             daemon.kill()
 
 
+def test_operator_verbs_on_a_full_disk_answer_503_or_work_never_500(
+    tmp_path: Path, plugins: Plugins
+) -> None:
+    """Fault: a 2 MiB tmpfs spool filled by a ballast file, then a run of a task and the
+    retry of a failed job asked over HTTP. A run needs a new file written: it answers 503
+    with the disk's words (before, a 500 "internal error" and a traceback in the log) and
+    enqueues nothing. A retry may still find room in the spool's spare files: it either
+    works or answers 503 with the job still failed. Once the ballast is gone both work."""
+    with small_disk(tmp_path / "spool"):
+        port = free_port()
+        task = {"name": "t", "cron": "0 0 1 1 *", "job": {"type": "noop"}}
+        config = base_config(jobTypes=plugins.types, schedule=[task],
+                             http={"host": "127.0.0.1", "port": port})  # fmt: skip
+        daemon = DaemonProcess(tmp_path, config, []).wait_ready()
+        client = Client(port)
+        try:
+            daemon.drop("f.json", {"type": "fail", "id": "f", "maxAttempts": 1})
+            wait_until(lambda: [r["id"] for r in records(daemon.spool, "failed")] == ["f"])
+            ballast = daemon.spool / "ballast"
+            print(f"injected: a ballast of {fill(ballast)} bytes fills the 2 MiB spool")
+            ran = client.post("/scheduler/t/run")
+            print(f"found: POST /scheduler/t/run {ran.status} {ran.body!r}")
+            assert ran.status == 503
+            assert ran.error.startswith("the spool could not be written: writing pending/")
+            assert "ENOSPC (No space left on device)" in ran.error
+            assert client.get("/scheduler").json["tasks"][0]["isRunning"] is False
+            retried = client.post("/jobs/f/retry")
+            print(f"found: POST /jobs/f/retry {retried.status} {retried.body!r}")
+            assert retried.status in (200, 503)
+            if retried.status == 503:
+                assert "No space left on device" in retried.error
+                assert [r["id"] for r in records(daemon.spool, "failed")] == ["f"]
+            ballast.unlink()
+            wait_until(lambda: client.get("/healthz").status == 200, timeout=15)
+            if retried.status == 503:
+                assert client.post("/jobs/f/retry").status == 200
+            ran = client.post("/scheduler/t/run")
+            assert ran.status == 200, ran.body
+            done = lambda: [r["id"] for r in records(daemon.spool, "completed")]  # noqa: E731
+            wait_until(lambda: ran.json["jobId"] in done())
+            wait_until(lambda: len(plugins.calls("f")) == 2)
+            assert "Traceback" not in daemon.log()
+            assert daemon.stop() == 0
+        finally:
+            client.close()
+            daemon.kill()
+
+
 def test_a_read_only_spool_pauses_the_daemon_until_it_is_writable_again(
     tmp_path: Path, plugins: Plugins
 ) -> None:
