@@ -547,6 +547,7 @@ def cmd_show(args: argparse.Namespace) -> int:
               f" in {spool.dirs['failed']}", file=sys.stderr)  # fmt: skip
         return 1
     note = f": rejected: {shown.rejected}" if shown.rejected is not None else ""
+    note += f" (not shown: {shown.unshown})" if shown.unshown is not None else ""
     print(f"{shown.where}{note}", file=sys.stderr)
     sys.stdout.buffer.write(printable(shown))
     sys.stdout.flush()

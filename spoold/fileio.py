@@ -160,6 +160,26 @@ def read_regular(path: str, max_bytes: int) -> Incoming:
     return Incoming(raw, st.st_mtime)
 
 
+def read_file(path: str) -> bytes:
+    """The bytes of a file spoold wrote into its spool, which someone with access to the
+    spool may have swapped: opened without following a link (whose target the HTTP API
+    would show) or blocking on a FIFO (which would hold a worker or a request for good).
+    Rejected if it is no regular file; FileNotFoundError if it is gone."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as e:
+        if e.errno == errno.ELOOP:  # O_NOFOLLOW met a symlink
+            raise Rejected("not a regular file (a symlink)") from e
+        raise
+    try:
+        opened = os.fstat(fd)
+        if not stat.S_ISREG(opened.st_mode):
+            raise Rejected(f"not a regular file ({_file_kind(opened.st_mode)})")
+        return _read_all(fd, 1 << 62, opened.st_size + 1)
+    finally:
+        os.close(fd)
+
+
 def _check_regular(st: os.stat_result, max_bytes: int) -> None:
     if not stat.S_ISREG(st.st_mode):
         raise Rejected(f"not a regular file ({_file_kind(st.st_mode)}): drop a plain JSON file")

@@ -12,8 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from spoold import strictjson
-from spoold.errors import InvalidJob, NotRetryable
+from spoold.errors import NotRetryable
 from spoold.job import dump_record
 from spoold.names import ERROR_SUFFIX, parse_stem, running_stem, stem_of
 from spoold.rejects import readable
@@ -51,13 +50,9 @@ def _stem_of(folder: str, name: str) -> str | None:
 
 
 def read_record(spool: Spool, found: Found) -> dict[str, Any] | None:
-    """The job's file as JSON, or None if it vanished or is not JSON."""
-    raw = spool.read(found.folder, found.name)
-    try:
-        record = strictjson.loads(raw) if raw is not None else None
-    except InvalidJob:  # edited by hand into something that is no record
-        return None
-    return record if isinstance(record, dict) else None
+    """The job's file as JSON, or None if it vanished, is not JSON (edited by hand into
+    something that is no record) or is no regular file."""
+    return spool.read_object(found.folder, found.name)
 
 
 def retry(spool: Spool, job_id: str) -> str:

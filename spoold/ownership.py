@@ -106,8 +106,7 @@ class Ownership:
     def lease_info(self, owner: str) -> dict[str, object]:
         """What an owner's lease file says about it (see describe_lease); {} if it says
         nothing readable (gone, or created and not yet written)."""
-        raw = self.spool.read("running", f".lease-{owner}")
-        return strictjson.object_or_none(raw) or {}
+        return self.spool.read_object("running", f".lease-{owner}") or {}
 
     def end_lease(self) -> None:
         """A clean stop: our running files are all settled; the lease, the space held for

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from spoold import strictjson
 from spoold.job import Job
 from spoold.names import stem_of
 from spoold.spool import Spool
@@ -96,8 +95,7 @@ class Recent:
         if entry.record is not None:
             return entry.record
         name = entry.name or names.get(entry.id)
-        raw = self.spool.read(folder, name) if name else None
-        return strictjson.object_or_none(raw)
+        return self.spool.read_object(folder, name) if name else None
 
     def _names_by_id(self, folder: str) -> dict[str, str]:
         """One listing of folder: job id → file name (for records too large to keep)."""

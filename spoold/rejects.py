@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from spoold import strictjson
-from spoold.errors import InvalidJob
 from spoold.names import ERROR_SUFFIX
 from spoold.times import iso
 
@@ -92,14 +91,10 @@ def readable(text: str) -> str:
     return raw.decode(errors="backslashreplace")
 
 
-def original_name(raw: bytes | None) -> str | None:
-    """The name a rejected file had in incoming/, from its explanation's bytes; None
-    when the explanation is missing or its name is not one incoming/ could hold."""
-    try:
-        value = strictjson.loads(raw) if raw is not None else None
-    except InvalidJob:
-        return None
-    if not isinstance(value, dict):
+def original_name(value: dict[str, Any] | None) -> str | None:
+    """The name a rejected file had in incoming/, from its explanation; None when the
+    explanation is unreadable or its name is not one incoming/ could hold."""
+    if value is None:
         return None
     hex_name, name = value.get("fileHex"), value.get("file")
     try:

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -136,8 +137,8 @@ class Scheduler:
             return
         self.spool.ensure_extra("schedule")
         if self.state_file:
-            raw = self.spool.read("schedule", self.state_file)
-            self._states.update(load_states(raw, str(self.spool.path("schedule", self.state_file))))
+            read, path = partial(self.spool.read, "schedule", self.state_file), self.state_file
+            self._states.update(load_states(read, str(self.spool.path("schedule", path))))
         self._loaded = True
 
     # ----- ticking ----------------------------------------------------------------------------
@@ -242,7 +243,7 @@ class Scheduler:
 
     def _adopt(self, name: str, job_id: str) -> Decision:
         """Another daemon (or our earlier life) decided this run: follow what it decided."""
-        marker = strictjson.object_or_none(self.spool.read("schedule", job_id + MARKER)) or {}
+        marker = self.spool.read_object("schedule", job_id + MARKER) or {}
         by = str(marker.get("by", "another daemon"))
         if marker.get("decision") == "skip":
             self._state(name).skipped_count += 1
@@ -323,9 +324,7 @@ class Scheduler:
         it is dropped only GONE_AFTER seconds after it was decided.
         """
         state = self._state(name)
-        pointed = Run.from_json(
-            strictjson.object_or_none(self.spool.read("schedule", name + POINTER))
-        )
+        pointed = Run.from_json(self.spool.read_object("schedule", name + POINTER))
         if pointed is not None:
             self._dirty |= state.track(pointed)
         for run in list(state.open):
@@ -344,7 +343,7 @@ class Scheduler:
     def _error_of(self, run: Run) -> str | None:
         if run.folder != "failed":
             return None
-        record = strictjson.object_or_none(self.spool.read("failed", run.stem + ".json")) or {}
+        record = self.spool.read_object("failed", run.stem + ".json") or {}
         return str(record.get("error") or "failed")
 
     def _busy(self, name: str) -> Run | None:

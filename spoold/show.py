@@ -7,6 +7,7 @@ nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from spoold import manage, rejects, strictjson
 from spoold.errors import InvalidJob, Rejected
@@ -18,50 +19,54 @@ MAX_SHOWN_BYTES = 16 * 1024 * 1024  # a rejected file larger than this is descri
 
 @dataclass(frozen=True)
 class Shown:
-    """A job's file: where it is, its bytes (None for a rejected file that cannot be
-    shown), and for a rejected file why it was rejected."""
+    """A job's file: where it is, its bytes (None where they are not shown), for a
+    rejected file why it was rejected, and why the bytes are not shown."""
 
     where: str
     raw: bytes | None
     rejected: str | None = None
+    unshown: str | None = None
 
 
 def show(spool: Spool, key: str) -> Shown | None:
     """The file of the job with id `key` (pending, running, completed or failed), else
-    the rejected file of that name in failed/ (with or without '.json'); None if none."""
+    the rejected file of that name in failed/ (with or without '.json'); None if none.
+    A file that is no regular file is described, not read: a symlink put into the spool
+    is not followed, a FIFO is not waited on."""
     for _ in range(3):  # the job may move between finding and reading it
         found = manage.locate(spool, key)
         if found is None:
             break
-        raw = spool.read(found.folder, found.name)
+        where = f"{found.folder}/{found.name}"
+        try:
+            raw = spool.read(found.folder, found.name)
+        except Rejected as e:
+            return Shown(where, None, unshown=str(e))
         if raw is not None:
-            return Shown(f"{found.folder}/{found.name}", raw)
+            return Shown(where, raw)
     for name in dict.fromkeys((key, key + ".json")):
-        explanation = spool.read("failed", name + ERROR_SUFFIX) if "/" not in name else None
-        if explanation is not None:
-            return _rejected(spool, name, explanation)
+        if "/" not in name and spool.mtime("failed", name + ERROR_SUFFIX) is not None:
+            return _rejected(spool, name, spool.read_object("failed", name + ERROR_SUFFIX))
     return None
 
 
-def _rejected(spool: Spool, name: str, explanation: bytes) -> Shown:
+def _rejected(spool: Spool, name: str, explanation: dict[str, Any] | None) -> Shown:
     """A rejected file and its explanation; a file that is no regular file, or too large,
     is described instead of read (reading a FIFO would never end)."""
-    why = _reason(explanation)
+    where, why = f"failed/{rejects.readable(name)}", _reason(explanation)
     try:
         raw = spool.read_regular("failed", name, MAX_SHOWN_BYTES).raw
     except Rejected as e:
-        return Shown(f"failed/{rejects.readable(name)}", None, f"{why} (not shown: {e})")
+        return Shown(where, None, why, str(e))
     except FileNotFoundError:
-        return Shown(f"failed/{rejects.readable(name)}", None, f"{why} (the file is gone)")
-    return Shown(f"failed/{rejects.readable(name)}", raw, why)
+        return Shown(where, None, why, "the file is gone")
+    return Shown(where, raw, why)
 
 
-def _reason(explanation: bytes) -> str:
-    try:
-        value = strictjson.loads(explanation)
-    except InvalidJob:
+def _reason(explanation: dict[str, Any] | None) -> str:
+    if explanation is None:
         return "(its explanation is not readable)"
-    error = value.get("error") if isinstance(value, dict) else None
+    error = explanation.get("error")
     return str(error) if error else "(its explanation says no reason)"
 
 

@@ -35,10 +35,10 @@ import threading
 import time
 from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from spoold import rejects
-from spoold.errors import SpoolUnusable
+from spoold import rejects, strictjson
+from spoold.errors import Rejected, SpoolUnusable
 from spoold.fileio import (
     GONE,
     GroupSync,
@@ -47,6 +47,7 @@ from spoold.fileio import (
     exchange,
     on_fuse,
     pwrite_all,
+    read_file,
     read_regular,
     syncfs,
     unlink_quiet,
@@ -396,7 +397,7 @@ class Spool:
         job that ran. False if the file is gone: another daemon judged us dead and took
         it back, so the job is not ours to run."""
         try:
-            os.utime(self._p["running"] + running, ns=(STARTED, STARTED))
+            os.utime(self._p["running"] + running, ns=(STARTED, STARTED), follow_symlinks=False)
         except FileNotFoundError:
             self.let_go(running)
             return False
@@ -413,10 +414,20 @@ class Spool:
             self._held.discard(running)
 
     def read(self, folder: str, name: str) -> bytes | None:
+        """The bytes of a file in the spool, None if it is gone; Rejected (saying what it
+        is) for one that is no regular file: never followed or opened (fileio.read_file)."""
         try:
-            with open(self._p[folder] + name, "rb") as file:
-                return file.read()
+            return read_file(self._p[folder] + name)
         except FileNotFoundError:
+            return None
+
+    def read_object(self, folder: str, name: str) -> dict[str, Any] | None:
+        """The JSON object in a file spoold wrote (a record, a marker, a lease); None when
+        it is gone, no regular file, or not a JSON object: the caller treats it as
+        unreadable."""
+        try:
+            return strictjson.object_or_none(self.read(folder, name))
+        except Rejected:
             return None
 
     def close(self) -> None:
@@ -654,7 +665,7 @@ class Spool:
     def restore_rejected(self, name: str) -> str | None:
         """failed/<rejected file> → incoming/ under the name it had there (or its name in
         failed/, made unique if taken) to be judged again; its .error.json goes."""
-        original = rejects.original_name(self.read("failed", name + ERROR_SUFFIX))
+        original = rejects.original_name(self.read_object("failed", name + ERROR_SUFFIX))
         for candidate in rejects.restored_names(name, original):
             if os.path.lexists(self._p["incoming"] + candidate):
                 continue

@@ -7,12 +7,13 @@ form (the state file survives restarts) and pure naming rules.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from spoold import strictjson
-from spoold.errors import InvalidJob
+from spoold.errors import InvalidJob, Rejected
 
 logger = logging.getLogger(__name__)
 
@@ -116,14 +117,16 @@ def dump_states(states: dict[str, TaskState]) -> bytes:
     return strictjson.dumps({"version": 1, "tasks": tasks}, indent=1)
 
 
-def load_states(raw: bytes | None, source: str) -> dict[str, TaskState]:
-    """The state file's tasks; an unreadable file is logged and read as empty."""
-    if raw is None:
-        return {}
+def load_states(read: Callable[[], bytes | None], source: str) -> dict[str, TaskState]:
+    """The state file's tasks, from `read` (None if there is no file yet); an unreadable
+    file, or one that is no regular file (Rejected), is logged and read as empty."""
     try:
+        raw = read()
+        if raw is None:
+            return {}
         tasks = strictjson.loads(raw)["tasks"]
         return {str(name): TaskState.from_json(value) for name, value in tasks.items()}
-    except (InvalidJob, TypeError, KeyError, AttributeError) as e:
+    except (Rejected, InvalidJob, TypeError, KeyError, AttributeError) as e:
         logger.warning("ignoring unreadable scheduler state %s (%s): counts start at 0", source, e)
         return {}
 

@@ -12,14 +12,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from spoold import followups, strictjson
 from spoold.commit import Committer, Outcome
 from spoold.context import Context
 from spoold.dispatch import Dispatcher, Taken, backoff_seconds, default_rand
-from spoold.errors import InvalidJob, PermanentJobError
+from spoold.errors import InvalidJob, PermanentJobError, Rejected
 from spoold.job import Job, from_record
 from spoold.jobcontext import JobContext
 from spoold.jobs import JobType
@@ -226,7 +226,10 @@ class WorkerPool:
         if taken.due_known and taken.slot is not None:
             return taken
         stem, priority, parsed = taken.stem, taken.priority, parse_stem(taken.stem)
-        raw = self.spool.read("pending", stem + ".json") if parsed else None
+        try:
+            raw = self.spool.read("pending", stem + ".json") if parsed else None
+        except Rejected:
+            return taken  # no regular file: the claim and load that follow put it in failed/
         if raw is None or parsed is None:  # gone: not ours
             self.dispatcher.release(taken.slot, taken.at)
             return None
@@ -244,7 +247,9 @@ class WorkerPool:
         return None if admitted is None else taken._replace(slot=job.type, at=admitted)
 
     def _load(self, running: str, stem: str, priority: str) -> Job | None:
-        raw = self.spool.read("running", running)
+        raw = _read_or_reject(self.spool, running, "the job file was changed")
+        if raw is False:
+            return None
         parsed = parse_stem(stem)
         if raw is None or parsed is None:
             self.spool.drop_running(running)  # gone under us: no longer ours to hold
@@ -464,6 +469,17 @@ def _shown(attempt: Attempt) -> dict[str, Any]:
     }
 
 
+def _read_or_reject(spool: Spool, running: str, why: str) -> bytes | Literal[False] | None:
+    """A running file's bytes (None if it is gone), or False after moving it to failed/
+    unread because it is no regular file: a symlink or a FIFO put there by hand is never
+    followed or waited on."""
+    try:
+        return spool.read("running", running)
+    except Rejected as e:
+        spool.reject(running, f"{why}: {e}", "running")
+        return False
+
+
 def _record_or_reject(spool: Spool, running: str, raw: bytes, why: str) -> dict[str, Any] | None:
     """The JSON object in a running file, or None after moving the file to failed/: only
     spoold writes there, so anything else means someone edited the spool by hand."""
@@ -511,7 +527,9 @@ def recover_running(
     cancelled = spool.mtime("cancel", stem.id) is not None
     if not started and not cancelled:
         return _put_back_unstarted(spool, running, stem, dispatcher)
-    raw = spool.read("running", running)
+    raw = _read_or_reject(spool, running, "unreadable job left in running/")
+    if raw is False:
+        return "failed"
     if raw is None:
         return None
     record = _record_or_reject(spool, running, raw, "unreadable job left in running/")
@@ -556,8 +574,7 @@ def _enqueue_follow_ups(
     """A job whose record was written before its holder stopped: enqueue the follow-ups
     that record calls for and that are not in the spool yet (see followups.py)."""
     for folder in followups.KEYS:
-        raw = spool.read(folder, stem.text + ".json")
-        record = strictjson.object_or_none(raw) if raw is not None else None
+        record = spool.read_object(folder, stem.text + ".json")
         if record is None:
             continue
         follow = followups.missing(record, folder, stem, registry, _exists_in(spool))

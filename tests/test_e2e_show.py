@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from conftest import DaemonProcess, job_files, rejected, spoold_cli, wait_until
+from conftest import DaemonProcess, free_port, job_files, rejected, spoold_cli, wait_until
+from helpers_api import Client
 
 
 def show(daemon: DaemonProcess, key: str, cwd: Path):
@@ -83,3 +85,29 @@ def test_show_help_and_a_missing_id(tmp_path):
     assert result.returncode == 0 and "rejected file" in result.stdout
     result = spoold_cli("show", cwd=tmp_path)
     assert result.returncode == 2 and "id" in result.stderr
+
+
+def test_a_record_swapped_for_a_symlink_or_a_fifo_is_described_never_read(start_daemon, tmp_path):
+    """Hostile files put straight into completed/ by someone with access to the spool,
+    named as records: a symlink to a secret outside the spool, and a FIFO nobody writes.
+    `spoold show` and GET /jobs/{id} neither follow the link (the secret would be shown;
+    the daemon often runs as root) nor wait on the FIFO (a request would hang for good)."""
+    port = free_port()
+    daemon = start_daemon(http={"host": "127.0.0.1", "port": port})
+    secret = tmp_path / "secret.json"
+    secret.write_bytes(b'{"password": "hunter2"}')
+    completed = daemon.spool / "completed"
+    (completed / "2-normal-20261205T000000.000000000Z-leak.json").symlink_to(secret)
+    os.mkfifo(completed / "2-normal-20261205T000000.000000001Z-pipe.json")
+    for job_id, kind in (("leak", "a symlink"), ("pipe", "a FIFO")):
+        result = show(daemon, job_id, tmp_path)
+        print(f"found: spoold show {job_id}: {result.returncode} {result.stderr.strip()}")
+        assert result.returncode == 0 and result.stdout == ""
+        assert result.stderr.endswith(f"-{job_id}.json (not shown: not a regular file ({kind}))\n")
+        with Client(port) as client:
+            reply = client.get(f"/jobs/{job_id}")
+        assert reply.status == 200 and reply.json["record"] is None, reply.body
+        assert b"hunter2" not in reply.body
+    assert secret.read_bytes() == b'{"password": "hunter2"}'
+    assert daemon.stop() == 0
+    assert "Traceback" not in daemon.log()

@@ -184,6 +184,77 @@ def test_the_running_file_is_marked_started_before_the_job_runs(world):
     assert [r["status"] for r in folder_json(spool, "completed")] == ["completed"]
 
 
+def within(call, seconds=5.0):
+    """call() in a thread; fails the test if it has not returned in time (a worker stuck
+    opening a FIFO would be stuck for good)."""
+    returned = []
+    thread = threading.Thread(target=lambda: returned.append(call()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert returned, f"{call} has not returned in {seconds}s"
+    return returned[0]
+
+
+def explanations(spool):
+    folder = spool.dirs["failed"]
+    return {
+        name.removesuffix(".error.json"): json.loads((folder / name).read_bytes())["error"]
+        for name in os.listdir(folder)
+        if name.endswith(".error.json")
+    }
+
+
+@pytest.mark.parametrize("kind", ["a FIFO", "a symlink"])
+def test_a_pending_file_that_is_no_regular_file_goes_to_failed_unread(world, tmp_path, kind):
+    """Hostile: a file named as a job put straight into pending/ by someone with access to
+    the spool: a FIFO (whose open would hold the worker for good), or a symlink to a job
+    outside the spool (which would run that file, and stamp its time). Each is moved to
+    failed/ as it is, with its reason, nothing runs it, and the next job runs."""
+    spool, intake, pool, flaky, _ = world
+    stem = make_stem("normal", spool.accept_ns(), "planted")
+    planted = spool.dirs["pending"] / f"{stem}.json"
+    outside = tmp_path / "outside.json"
+    outside.write_bytes(b'{"type": "flaky", "id": "outside"}')
+    os.utime(outside, (1000, 1000))
+    if kind == "a FIFO":
+        os.mkfifo(planted)
+    else:
+        planted.symlink_to(outside)
+    intake.dispatcher.add(stem, "normal")
+    intake.submit({"type": "flaky", "id": "after"}, now=100.0)
+    assert within(pool.run_once) is None
+    assert within(pool.run_once).id == "after"
+    [(name, error)] = explanations(spool).items()
+    print(f"injected: {kind} as pending/{stem}.json; found: failed/{name}: {error}")
+    assert error == f"the job file was changed: not a regular file ({kind})"
+    moved = spool.dirs["failed"] / name
+    assert moved.is_fifo() if kind == "a FIFO" else moved.readlink() == outside
+    assert [job["id"] for job in flaky.calls] == ["after"]
+    assert outside.read_bytes() == b'{"type": "flaky", "id": "outside"}'
+    assert outside.stat().st_mtime == 1000
+    assert os.listdir(spool.dirs["pending"]) == []
+    assert [n for n in os.listdir(spool.dirs["running"]) if not n.startswith(".")] == []
+
+
+def test_a_running_file_swapped_for_a_fifo_is_recovered_into_failed_unread(world):
+    """Hostile: a started job's running file replaced by a FIFO before recovery: the
+    recovery moves it to failed/ with its reason instead of waiting on it for good."""
+    spool, intake, pool, flaky, _ = world
+    intake.submit({"type": "flaky", "id": "swapped"}, now=100.0)
+    stem = os.listdir(spool.dirs["pending"])[0][:-5]
+    crashed = Spool(spool.root, durable=False)
+    running = crashed.claim(stem)
+    (spool.dirs["running"] / running).unlink()
+    os.mkfifo(spool.dirs["running"] / running)
+    assert crashed.mark_started(running)
+    context = (UTC, pool.registry())
+    assert within(lambda: recover_running(spool, running, intake.dispatcher, context)) == "failed"
+    [(name, error)] = explanations(spool).items()
+    assert error == "unreadable job left in running/: not a regular file (a FIFO)"
+    assert (spool.dirs["failed"] / name).is_fifo() and flaky.calls == []
+    assert os.listdir(spool.dirs["running"]) == []
+
+
 class RecoveredUnderUs(Spool):
     """A real spool where, just after each claim, another daemon takes the running file
     back to pending/ (as its recovery does when it judged this daemon dead)."""
