@@ -84,7 +84,7 @@ class Ownership:
         the server for its own), so a host whose clock is off judges leases right."""
         path = self._running(self.lease_name)
         try:
-            os.utime(path)
+            os.utime(path, follow_symlinks=False)  # a link put in its place is not followed
         except FileNotFoundError:
             if self._lease_data:
                 logger.warning("our lease %s was gone (did another daemon judge this one"

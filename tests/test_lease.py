@@ -59,6 +59,23 @@ def test_the_lease_says_who_holds_it_and_renewing_gives_the_file_server_s_time(t
     assert spool.ownership.leases() == {spool.owner: os.stat(lease).st_mtime}
 
 
+def test_a_lease_swapped_for_a_symlink_is_renewed_as_the_link_not_its_target(tmp_path):
+    """Hostile: our lease replaced by a symlink to a file outside the spool. Renewing
+    touches the link (whose time is the lease others judge) and never the target."""
+    spool = spool_of(tmp_path)
+    NodeGuard(spool, lambda: 5).claim_node()
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"not the spool's")
+    os.utime(outside, (1000, 1000))
+    lease = spool.dirs["running"] / spool.ownership.lease_name
+    lease.unlink()
+    lease.symlink_to(outside)
+    renewed = spool.ownership.renew_lease()
+    assert renewed == os.lstat(lease).st_mtime and renewed > time.time() - 60
+    assert os.stat(outside).st_mtime == 1000
+    assert spool.ownership.lease_info(spool.owner) == {}  # a link is read as nothing
+
+
 def test_a_lease_removed_under_a_live_daemon_comes_back_as_it_was(tmp_path):
     """Another daemon drops a lease it judged dead (a long stall): renewing writes it
     again, with the same start time, so the rule of who started first still holds."""
