@@ -628,9 +628,11 @@ class Spool:
 
     def request_cancel(self, job_id: str) -> None:
         """Ask whichever daemon runs job_id to stop it: an empty file cancel/<id> (so the
-        request reaches the daemon holding the job, whether or not it serves HTTP)."""
+        request reaches the daemon holding the job, whether or not it serves HTTP). Put
+        there by rename, so a symlink someone left under that name is replaced, never
+        followed (opening it to create would make a file wherever it points)."""
         self.ensure_extra("cancel")
-        (self.dirs["cancel"] / job_id).touch()
+        self.write("cancel", job_id, b"")
 
     def cancel_requests(self) -> list[str]:
         """The ids of the running jobs someone asked to stop (read twice a second while

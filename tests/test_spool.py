@@ -266,3 +266,17 @@ def test_folder_syncs_are_shared_between_threads(tmp_path):
         t.join(30)
     assert not any(t.is_alive() for t in threads)
     assert 20 <= group._started < 160
+
+
+def test_a_cancel_request_replaces_a_symlink_left_under_its_name(spool, tmp_path):
+    """Hostile: cancel/<id> made a symlink to a path outside the spool before the job is
+    cancelled. The request must not create a file there (the daemon often runs as root:
+    an empty /etc/nologin, say); it replaces the link with its own empty file."""
+    spool.ensure_extra("cancel")
+    target = tmp_path / "made-through-the-link"
+    (spool.dirs["cancel"] / "job1").symlink_to(target)
+    spool.request_cancel("job1")
+    assert not target.exists() and not target.is_symlink()
+    request = spool.dirs["cancel"] / "job1"
+    assert not request.is_symlink() and request.read_bytes() == b""
+    assert spool.cancel_requests() == ["job1"]
