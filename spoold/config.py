@@ -25,6 +25,8 @@ DEFAULT_PATH = Path("config/spoold.yaml")
 NAME_RULE = ID_RULE
 DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+MAX_DEPTH = 110  # lists and mappings nested in the config: a task's job may nest 100 (strictjson)
+MAX_VALUES = 100_000  # keys and list items in the config, its aliases expanded
 
 
 @dataclass(frozen=True)
@@ -211,19 +213,42 @@ def _closest(key: str, known: set[str], listing: str = "known keys") -> str:
     return f"; {listing}: {', '.join(sorted(known))}"
 
 
-def _node_lines(node: yaml.Node | None, path: tuple[str, ...] = ()) -> dict[tuple[str, ...], int]:
-    """Map each key path of the YAML document to the 1-based line it stands on."""
+def _check_depth(text: str, source: str) -> None:
+    """Refuse lists and mappings nested deeper than MAX_DEPTH, with the line, before
+    PyYAML's composer (which recurses) ends in a RecursionError; its events are read
+    one by one, without recursion."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                line = event.start_mark.line + 1 if event.start_mark else "?"
+                raise ConfigError([f"{source}:{line}: lists and mappings nested more than"
+                                   f" {MAX_DEPTH} deep: flatten the config"])  # fmt: skip
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
+def _node_lines(root: yaml.Node | None, source: str) -> dict[tuple[str, ...], int]:
+    """Map each key path of the YAML document to the 1-based line it stands on. An alias
+    (*name) is walked wherever it is used, as the config's readers will walk it: past
+    MAX_VALUES paths (an alias bomb expands to billions) it is refused, not walked."""
     lines: dict[tuple[str, ...], int] = {}
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            sub = (*path, str(key_node.value))
-            lines[sub] = key_node.start_mark.line + 1
-            lines.update(_node_lines(value_node, sub))
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            sub = (*path, str(index))
-            lines[sub] = item.start_mark.line + 1
-            lines.update(_node_lines(item, sub))
+    stack: list[tuple[yaml.Node | None, tuple[str, ...]]] = [(root, ())]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, yaml.MappingNode):
+            children = [(str(key.value), key, value) for key, value in node.value]
+        elif isinstance(node, yaml.SequenceNode):
+            children = [(str(index), item, item) for index, item in enumerate(node.value)]
+        else:
+            continue
+        for name, marked, child in children:
+            lines[(*path, name)] = marked.start_mark.line + 1
+            stack.append((child, (*path, name)))
+        if len(lines) > MAX_VALUES:
+            raise ConfigError([f"{source}: over {MAX_VALUES} keys and list items once its"
+                               " aliases (*name) are expanded: use fewer aliases"])  # fmt: skip
     return lines
 
 
@@ -257,8 +282,9 @@ def parse_config(text: str, path: Path | None = None) -> Config:
     """Validate a config document; see load_config."""
     source = str(path) if path else "<config>"
     try:
+        _check_depth(text, source)
         data = yaml.safe_load(text)
-        lines = _node_lines(yaml.compose(text, Loader=yaml.SafeLoader))
+        lines = _node_lines(yaml.compose(text, Loader=yaml.SafeLoader), source)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source

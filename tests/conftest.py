@@ -33,6 +33,14 @@ class CountingSpool(Spool):
         super().flush()
 
 
+def alias_bomb(levels: int = 10) -> str:
+    """YAML of about 1 KiB whose aliases expand to 10**levels values (a billion laughs)."""
+    first = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n"
+    return first + "".join(
+        f"a{n}: &a{n} [{', '.join([f'*a{n - 1}'] * 10)}]\n" for n in range(1, levels)
+    )
+
+
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01) -> Any:
     """Poll predicate until it returns something truthy; fail the test on timeout."""
     deadline = time.monotonic() + timeout

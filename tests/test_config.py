@@ -1,8 +1,10 @@
 """The config: defaults, every key honoured, and every mistake named with file, line and key."""
 
+import time
 from pathlib import Path
 
 import pytest
+from conftest import alias_bomb
 
 from spoold.config import Config, load_config, parse_config, parse_duration
 from spoold.errors import ConfigError
@@ -158,3 +160,39 @@ def test_node_override_is_validated(tmp_path):
 )
 def test_durations(value, seconds):
     assert parse_duration(value) == seconds
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once_not_walked():
+    """Hostile: a YAML of 1 KiB whose aliases expand to 10^10 values. Before, finding each
+    key's line walked every one (check-config ran for minutes, a reload hung its thread)."""
+    started = time.monotonic()
+    assert problems("spool: spool\n" + alias_bomb()) == [
+        "c.yaml: over 100000 keys and list items once its aliases (*name) are expanded:"
+        " use fewer aliases"
+    ]
+    assert time.monotonic() - started < 5
+
+
+def test_lists_nested_past_the_limit_are_refused_with_their_line():
+    """Hostile: 5,000 nested lists. Before, PyYAML's composer ended in a RecursionError
+    and a traceback; now the line and what to do."""
+    assert problems("spool: spool\nx:\n  " + "[" * 5000 + "]" * 5000) == [
+        "c.yaml:3: lists and mappings nested more than 110 deep: flatten the config"
+    ]
+    nested = "[" * 100 + "]" * 100  # as deep as a job may nest, inside a task's job
+    config = parse_config(f"schedule: [{{name: t, cron: '* * * * *', job: {{type: noop,"
+                          f" deep: {nested}}}}}]")  # fmt: skip
+    expected: list = []
+    for _ in range(99):
+        expected = [expected]
+    assert config.schedule[0].job["deep"] == expected
+
+
+def test_aliases_used_as_intended_still_work():
+    """One job shared by two tasks through an anchor and its aliases."""
+    config = parse_config(
+        "schedule:\n"
+        "  - {name: a, cron: '0 * * * *', job: &job {type: log, message: hi}}\n"
+        "  - {name: b, cron: '30 * * * *', job: *job}\n"
+    )
+    assert [t.job for t in config.schedule] == [{"type": "log", "message": "hi"}] * 2

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from conftest import base_config, wait_until
+from conftest import alias_bomb, base_config, records, wait_until
 
 TASK_A = {"name": "a", "cron": "0 0 1 1 *", "job": {"type": "noop"}}
 TASK_B = {"name": "b", "cron": "*/7 * * * *", "job": {"type": "log", "message": "hi"}}
@@ -107,4 +107,19 @@ def test_a_task_job_that_a_reload_would_break_is_refused(start_daemon):
     wait_until(lambda: config_error(daemon))
     assert "schedule.1.job: field 'message' is required" in config_error(daemon)
     assert tasks(daemon) == ["a"]
+    assert daemon.stop() == 0
+
+
+def test_an_alias_bomb_saved_over_the_config_is_refused_and_the_daemon_serves_on(start_daemon):
+    """Hostile: a 1 KiB YAML alias bomb (10^10 values expanded) saved over the config of
+    a running daemon: the reload refuses it at once, the last good config stays, and a
+    dropped job still completes."""
+    daemon = start_daemon(schedule=[TASK_A])
+    write_in_place(daemon.config_path, alias_bomb())
+    wait_until(lambda: config_error(daemon))
+    expected = "over 100000 keys and list items once its aliases (*name) are expanded"
+    assert config_error(daemon) == f"{daemon.config_path}: {expected}: use fewer aliases"
+    assert tasks(daemon) == ["a"]
+    daemon.drop("after.json", {"type": "noop", "id": "after"})
+    wait_until(lambda: "after" in [r["id"] for r in records(daemon.spool, "completed")])
     assert daemon.stop() == 0
