@@ -7,8 +7,10 @@ because an operator fixing a config wants the whole list, not one error a run.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,7 +18,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from spoold.errors import ConfigError
+from spoold import strictjson
+from spoold.errors import ConfigError, InvalidJob
 from spoold.jobs import BUILTIN_TYPES
 from spoold.limits import Limit, Rate, parse_rate
 from spoold.names import ID_RE, ID_RULE
@@ -480,6 +483,42 @@ def _schedule(r: _Reader, top: dict[str, Any]) -> tuple[TaskConfig, ...]:
     return tuple(tasks)
 
 
+def _check_json(r: _Reader, job: dict[str, Any], p: tuple[str, ...]) -> None:
+    """A task's job is written as JSON at each run: a value YAML reads as something JSON
+    cannot hold (an unquoted date, !!binary, .nan, a key that is no string) is named
+    here, with its line, not found by a traceback at every run."""
+    found = list(_not_json(job, p))
+    for where, message in found:
+        r.problem(where, message)
+    if found:
+        return
+    try:
+        strictjson.loads(strictjson.dumps(job))
+    except (ValueError, InvalidJob) as e:  # a lone surrogate, nesting past strictjson's
+        r.problem(p, str(e))
+
+
+def _not_json(job: dict[str, Any], p: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], str]]:
+    """Each value in job that JSON has no place for: its key path and what to do."""
+    stack: list[tuple[Any, tuple[str, ...]]] = [(job, p)]
+    while stack:
+        value, where = stack.pop()
+        if isinstance(value, dict):
+            for key, child in value.items():
+                if isinstance(key, str):
+                    stack.append((child, (*where, key)))
+                else:
+                    yield where, f"key {key!r} is not a string: quote it"
+        elif isinstance(value, list):
+            stack.extend((child, (*where, str(n))) for n, child in enumerate(value))
+        elif isinstance(value, bytes):
+            yield where, "binary data (!!binary) is not a JSON value: give it as a string"
+        elif isinstance(value, float) and not math.isfinite(value):
+            yield where, f"{value} is not a JSON number: give a finite number"
+        elif not isinstance(value, str | int | float | bool | None):
+            yield where, f"a YAML {type(value).__name__} is not a JSON value: quote it ('{value}')"
+
+
 def _task(r: _Reader, entry: Any, p: tuple[str, ...]) -> TaskConfig | None:
     s = r.section(entry, p, {"name", "cron", "job", "timezone", "catchUp"})
     before = len(r.problems)
@@ -499,6 +538,8 @@ def _task(r: _Reader, entry: Any, p: tuple[str, ...]) -> TaskConfig | None:
             r.problem((*p, "cron"), problem)
     if job is not None and not isinstance(job.get("type"), str):
         r.problem((*p, "job", "type"), "the job needs a type (a string)")
+    if job is not None:
+        _check_json(r, job, (*p, "job"))
     catch_up = r.get(s, (*p, "catchUp"), str, "skip")
     if catch_up not in ("skip", "once"):
         r.problem((*p, "catchUp"), f"must be skip or once, got {catch_up!r}")

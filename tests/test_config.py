@@ -179,11 +179,11 @@ def test_lists_nested_past_the_limit_are_refused_with_their_line():
     assert problems("spool: spool\nx:\n  " + "[" * 5000 + "]" * 5000) == [
         "c.yaml:3: lists and mappings nested more than 110 deep: flatten the config"
     ]
-    nested = "[" * 100 + "]" * 100  # as deep as a job may nest, inside a task's job
+    nested = "[" * 99 + "]" * 99  # with the job's own object, as deep as a job may nest
     config = parse_config(f"schedule: [{{name: t, cron: '* * * * *', job: {{type: noop,"
                           f" deep: {nested}}}}}]")  # fmt: skip
     expected: list = []
-    for _ in range(99):
+    for _ in range(98):
         expected = [expected]
     assert config.schedule[0].job["deep"] == expected
 
@@ -196,3 +196,41 @@ def test_aliases_used_as_intended_still_work():
         "  - {name: b, cron: '30 * * * *', job: *job}\n"
     )
     assert [t.job for t in config.schedule] == [{"type": "log", "message": "hi"}] * 2
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("2026-01-01", "a YAML date is not a JSON value: quote it ('2026-01-01')"),
+        (
+            "2026-01-01 10:00:00",
+            "a YAML datetime is not a JSON value: quote it ('2026-01-01 10:00:00')",
+        ),
+        (".nan", "nan is not a JSON number: give a finite number"),
+        ("-.inf", "-inf is not a JSON number: give a finite number"),
+        ("!!binary aGk=", "binary data (!!binary) is not a JSON value: give it as a string"),
+        ("{1: x}", "key 1 is not a string: quote it"),
+        ("[{yes: x}]", "key True is not a string: quote it"),
+    ],
+)
+def test_a_task_job_value_json_cannot_hold_is_named_with_its_line(value, message):
+    """A task's job is written as JSON at each run. Before, check-config passed such a
+    job and every run ended in a traceback ('Object of type date is not JSON
+    serializable'); an unquoted date is an easy slip in YAML."""
+    text = (
+        "schedule:\n  - name: t\n    cron: '* * * * *'\n    job:\n      type: log\n"
+        f"      message: hi\n      when: {value}\n"
+    )
+    [problem] = problems(text)
+    where = "schedule.0.job.when" + (".0" if value.startswith("[") else "")
+    assert problem == f"c.yaml:7: {where}: {message}"
+
+
+def test_a_task_job_nested_past_the_job_limit_is_refused():
+    nested = "[" * 100 + "]" * 100
+    [problem] = problems(
+        f"schedule: [{{name: t, cron: '* * * * *', job: {{type: noop, deep: {nested}}}}}]"
+    )
+    assert problem.endswith(
+        "schedule.0.job: nested too deeply: lists and objects may nest at most 100 levels"
+    )
