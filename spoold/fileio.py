@@ -17,6 +17,7 @@ import os
 import signal
 import stat
 import struct
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -175,7 +176,7 @@ def read_file(path: str) -> bytes:
         opened = os.fstat(fd)
         if not stat.S_ISREG(opened.st_mode):
             raise Rejected(f"not a regular file ({_file_kind(opened.st_mode)})")
-        return _read_all(fd, 1 << 62, opened.st_size + 1)
+        return _read_all(fd, sys.maxsize, opened.st_size + 1)  # its size is spoold's own
     finally:
         os.close(fd)
 

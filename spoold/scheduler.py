@@ -137,8 +137,9 @@ class Scheduler:
             return
         self.spool.ensure_extra("schedule")
         if self.state_file:
-            read, path = partial(self.spool.read, "schedule", self.state_file), self.state_file
-            self._states.update(load_states(read, str(self.spool.path("schedule", path))))
+            read = partial(self.spool.read, "schedule", self.state_file)
+            source = str(self.spool.path("schedule", self.state_file))
+            self._states.update(load_states(read, source))
         self._loaded = True
 
     # ----- ticking ----------------------------------------------------------------------------
