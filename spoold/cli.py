@@ -23,6 +23,7 @@ from spoold.errors import (
     CronError,
     InvalidJob,
     NotRetryable,
+    Rejected,
     SpoolError,
     TaskBusy,
     UnknownTask,
@@ -283,14 +284,19 @@ def _add_status(commands: Any) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from spoold.fileio import read_file
+
     config = _config(args)
     name = f"status-{config.node}.json" if config.node else "status.json"
     path = config.spool / name
     try:
-        raw = path.read_bytes()
+        raw = read_file(str(path))  # a FIFO or a link put in its place is not opened
         status = json.loads(raw)
     except FileNotFoundError:
         print(f"spoold status: no {path}: has the daemon ever run on this spool?", file=sys.stderr)
+        return 1
+    except Rejected as e:
+        print(f"spoold status: {path} is {e}: the daemon writes it again", file=sys.stderr)
         return 1
     except ValueError as e:
         print(f"spoold status: {path} is not JSON: {e}", file=sys.stderr)

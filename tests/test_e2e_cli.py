@@ -5,6 +5,7 @@ that cannot start."""
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from pathlib import Path
 
@@ -177,6 +178,18 @@ def test_status_without_a_status_file_says_so(tmp_path):
     result = cli(tmp_path, "status")
     assert result.returncode != 0
     assert "status.json" in result.stderr and "daemon" in result.stderr
+
+
+def test_status_of_a_fifo_put_as_the_status_file_says_so_and_does_not_wait(tmp_path):
+    """Hostile: a FIFO where status.json should be; before, `spoold status` waited on it
+    until its 30 s timeout here (for ever at a terminal)."""
+    write_config(tmp_path)
+    (tmp_path / "spool").mkdir()
+    os.mkfifo(tmp_path / "spool" / "status.json")
+    result = cli(tmp_path, "status")
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.endswith("status.json is not a regular file (a FIFO): the daemon"
+                                  " writes it again\n")  # fmt: skip
 
 
 # ----- retry --------------------------------------------------------------------------------
