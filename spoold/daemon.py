@@ -286,7 +286,7 @@ class Daemon:
                 running.add(stem.id)
         old = time.time() - self.config.lease_seconds
         for job_id in requests:
-            changed = self.spool.mtime("cancel", job_id)
+            changed = self.spool.cancel_request_time(job_id)
             if job_id not in running and changed is not None and changed < old:
                 self.spool.drop_cancel_request(job_id)
 

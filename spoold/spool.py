@@ -31,6 +31,7 @@ import functools
 import itertools
 import logging
 import os
+import stat
 import threading
 import time
 from collections.abc import Collection, Iterator, Sequence
@@ -52,7 +53,7 @@ from spoold.fileio import (
     syncfs,
     unlink_quiet,
 )
-from spoold.names import ERROR_SUFFIX, is_job_name
+from spoold.names import ERROR_SUFFIX, ID_RE, is_job_name
 from spoold.ownership import Ownership
 from spoold.storage import StorageHealth, advice, errno_name
 
@@ -637,7 +638,17 @@ class Spool:
     def cancel_requests(self) -> list[str]:
         """The ids of the running jobs someone asked to stop (read twice a second while
         jobs run: the folder is empty but for a moment after each request)."""
-        return self.names("cancel")
+        return [name for name in self.names("cancel") if ID_RE.match(name)]
+
+    def cancel_request_time(self, job_id: str) -> float | None:
+        """When cancel/<id> was written, if it is a request as spoold writes one (an empty
+        regular file); else None, so that a name that is no request is never dropped as
+        a stale one."""
+        try:
+            st = os.lstat(self._p["cancel"] + job_id)
+        except FileNotFoundError:
+            return None
+        return st.st_mtime if stat.S_ISREG(st.st_mode) and st.st_size == 0 else None
 
     def drop_cancel_request(self, job_id: str) -> None:
         """The request is answered (the job's outcome is recorded) or has nothing to stop."""

@@ -312,3 +312,25 @@ def test_a_webhook_waiting_for_a_slow_answer_stops_at_once_when_cancelled(start_
         assert record["error"] == "cancelled" and record["attempts"] == 1
         assert record["maxAttempts"] == 5 and record["durationMs"] < 10_000
         assert daemon.stop() == 0
+
+
+def test_only_stale_requests_are_dropped_from_cancel_never_other_files(start_daemon):
+    """A request for a job no daemon runs is dropped a lease long after it was made. Any
+    other old file in cancel/ is not spoold's and stays: one with content, one whose name
+    is no job id, a folder (before, every old name there was removed: were the folder
+    swapped for a link to /etc, its files)."""
+    daemon = start_daemon(leaseSeconds=2)
+    cancel = daemon.spool / "cancel"
+    cancel.mkdir(exist_ok=True)
+    (cancel / "stale-one").write_bytes(b"")
+    (cancel / "passwd").write_bytes(b"root:x:0:0::/root:/bin/sh\n")
+    (cancel / "not an id").write_bytes(b"")
+    (cancel / "dir").mkdir()
+    for name in os.listdir(cancel):
+        os.utime(cancel / name, (time.time() - 3600, time.time() - 3600))
+    wait_until(lambda: not (cancel / "stale-one").exists(), timeout=15)
+    time.sleep(1.5)  # proves an absence: three more housekeeping passes (every 0.5 s)
+    assert sorted(os.listdir(cancel)) == ["dir", "not an id", "passwd"]
+    assert (cancel / "passwd").read_bytes() == b"root:x:0:0::/root:/bin/sh\n"
+    assert daemon.stop() == 0
+    assert "Traceback" not in daemon.log()
