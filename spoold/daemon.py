@@ -10,7 +10,9 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
@@ -247,22 +249,32 @@ class Daemon:
             self._stop.set()
 
     def _housekeeping(self) -> None:
-        """Rescan pending/ for jobs put there by others, recover expired leases, prune."""
+        """Rescan pending/ for jobs put there by others, recover expired leases, prune.
+        Each step on its own: one that fails (a folder where a file should be, a disk
+        error) is logged and tried again next time, and does not keep the others from
+        running."""
         if self._stop.is_set():  # stopping: the pool's monitor keeps the lease meanwhile
             return
-        try:
-            self._guard_node()
+        steps: list[tuple[str, Callable[[], None]]] = [
+            ("checking the node's lease", self._guard_node),
+            ("rescanning pending/", self._index_pending),
+            ("recovering running/", partial(self._recover, own_node_too=False)),
+            ("cleaning tmp/", self._clean_dead_tmp),
+            ("dropping stale requests in cancel/", self._drop_stale_cancels),
+            ("pruning old records", self._prune_when_due),
+        ]
+        for what, step in steps:
             if self._stop.is_set():
                 return
-            self._index_pending()
-            self._recover(own_node_too=False)
-            self._clean_dead_tmp()
-            self._drop_stale_cancels()
-            if time.time() - self._last_prune >= RETENTION_EVERY:
-                self._last_prune = time.time()
-                self._prune()
-        except OSError as e:
-            logger.error("housekeeping failed, trying again later: %s", e)
+            try:
+                step()
+            except OSError as e:
+                logger.error("housekeeping: %s failed, trying again later: %s", what, e)
+
+    def _prune_when_due(self) -> None:
+        if time.time() - self._last_prune >= RETENTION_EVERY:
+            self._last_prune = time.time()
+            self._prune()
 
     def _clean_dead_tmp(self) -> None:
         """Files a killed helper (ours, or another daemon's) left in tmp/."""

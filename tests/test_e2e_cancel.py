@@ -334,3 +334,23 @@ def test_only_stale_requests_are_dropped_from_cancel_never_other_files(start_dae
     assert (cancel / "passwd").read_bytes() == b"root:x:0:0::/root:/bin/sh\n"
     assert daemon.stop() == 0
     assert "Traceback" not in daemon.log()
+
+
+def test_a_housekeeping_step_that_fails_does_not_keep_the_others_from_running(start_daemon):
+    """Fault: a folder in tmp/ named as a dead daemon's temporary file, which the clean-up
+    of tmp/ cannot unlink (EISDIR) at each pass. Before, that error ended the whole pass,
+    so stale cancel requests and old records were never dropped again; now the step's
+    failure is logged and the steps after it run."""
+    daemon = start_daemon(leaseSeconds=2)
+    stuck = daemon.spool / "tmp" / "gone+host.7.3.tmp"
+    stuck.mkdir()
+    os.utime(stuck, (time.time() - 3600, time.time() - 3600))
+    cancel = daemon.spool / "cancel"
+    cancel.mkdir(exist_ok=True)
+    (cancel / "stale-one").write_bytes(b"")
+    os.utime(cancel / "stale-one", (time.time() - 3600, time.time() - 3600))
+    wait_until(lambda: not (cancel / "stale-one").exists(), timeout=15)
+    wait_until(lambda: "housekeeping: cleaning tmp/ failed, trying again later:" in daemon.log())
+    print(f"found in the log: {daemon.log().splitlines()[-1]}")
+    assert stuck.is_dir()
+    assert daemon.stop() == 0
