@@ -257,6 +257,7 @@ class Daemon:
             return
         steps: list[tuple[str, Callable[[], None]]] = [
             ("checking the node's lease", self._guard_node),
+            ("making missing spool folders again", self._remake_folders),
             ("rescanning pending/", self._index_pending),
             ("recovering running/", partial(self._recover, own_node_too=False)),
             ("cleaning tmp/", self._clean_dead_tmp),
@@ -270,6 +271,11 @@ class Daemon:
                 step()
             except OSError as e:
                 logger.error("housekeeping: %s failed, trying again later: %s", what, e)
+
+    def _remake_folders(self) -> None:
+        for folder in self.spool.remake_missing():
+            logger.warning("%s was gone (removed by hand, or by a clean-up of empty folders?):"
+                           " made again", self.spool.dirs[folder])  # fmt: skip
 
     def _prune_when_due(self) -> None:
         if time.time() - self._last_prune >= RETENTION_EVERY:

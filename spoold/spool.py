@@ -129,6 +129,7 @@ class Spool:
         self.health = StorageHealth()  # whether writes succeed now (storage.py)
         self.ownership = Ownership(self)  # this daemon's lease and node lock (ownership.py)
         self._spares: list[str] = []  # finished running files no one else can reach (_retire)
+        self._extras: set[str] = set()  # the EXTRA_FOLDERS this daemon uses (ensure_extra)
 
     # ----- set-up -------------------------------------------------------------------------
 
@@ -157,6 +158,28 @@ class Spool:
     def ensure_extra(self, folder: str) -> None:
         """Create one of EXTRA_FOLDERS (e.g. schedule/) if missing, else SpoolUnusable."""
         self._make(self.dirs[folder])
+        self._extras.add(folder)
+
+    def remake_missing(self) -> list[str]:
+        """Make again each of the spool's folders that is gone (removed by hand, or by a
+        clean-up of empty folders such as `find -empty -delete`): until then nothing
+        could move into it, and files would wait in the folder before it without a word.
+        The folders made; OSError where one cannot be (a file in its place). When every
+        folder is gone, the spool's file system is likely unmounted (an NFS mount point
+        left empty): nothing is made there, where other hosts would never see it."""
+        missing = [f for f in (*FOLDERS, *sorted(self._extras)) if not os.path.isdir(self.dirs[f])]
+        if set(FOLDERS) <= set(missing):
+            raise OSError(errno.ENOENT, "every spool folder is gone: is its file system"
+                          " unmounted? Nothing is made there", str(self.root))  # fmt: skip
+        for folder in missing:
+            path = self.dirs[folder]
+            try:
+                os.mkdir(path)
+            except FileExistsError as e:  # another daemon made it meanwhile, or a file is there
+                if not os.path.isdir(path):
+                    why = "a file is where this spool folder should be: move it away"
+                    raise NotADirectoryError(errno.ENOTDIR, why, str(path)) from e
+        return missing
 
     @staticmethod
     def _make(folder: Path) -> None:
