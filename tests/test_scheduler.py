@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -378,17 +380,30 @@ def test_a_run_is_followed_once_by_id_whatever_the_clocks_say(tmp_path):
 # --- a bad day ----------------------------------------------------------------------------
 
 
+@contextmanager
+def due_on_a_full_disk(tmp_path: Path, free_pages: int = 0) -> Iterator[tuple[World, Path]]:
+    """Task t on a 2 MiB tmpfs, ticked when its run falls due (T0 + 1 min) with the disk
+    filled by a ballast file but for `free_pages` pages: each small file written takes
+    one, so the write after them fails with ENOSPC. Yields the world and the ballast."""
+    with small_disk(tmp_path / "disk"):
+        world = World(tmp_path / "disk", [task("t")])
+        world.scheduler.tick(T0)
+        ballast = tmp_path / "disk" / "ballast"
+        written = fill(ballast)
+        os.truncate(ballast, written - free_pages * PAGE)
+        print(
+            f"injected: a ballast of {written} bytes fills the 2 MiB spool but {free_pages} page(s)"
+        )
+        world.scheduler.tick(T0 + timedelta(minutes=1))
+        yield world, ballast
+
+
 def test_a_run_due_on_a_full_disk_is_refused_with_its_reason_then_the_next_fires(tmp_path, caplog):
     """Fault: the spool is a 2 MiB tmpfs, filled by a ballast file when a run is due: the
     run's decision (an exclusive marker file) cannot be written. The run is refused with
     the disk's own words, in the log and in the task's state, not a traceback; once the
     ballast is gone the next minute fires."""
-    with small_disk(tmp_path / "disk"):
-        world = World(tmp_path / "disk", [task("t")])
-        world.scheduler.tick(T0)
-        ballast = tmp_path / "disk" / "ballast"
-        print(f"injected: a ballast of {fill(ballast)} bytes fills the 2 MiB spool")
-        world.scheduler.tick(T0 + timedelta(minutes=1))
+    with due_on_a_full_disk(tmp_path) as (world, ballast):
         print(f"found in the log: {caplog.text.strip()}")
         assert "Traceback" not in caplog.text and "tick failed" not in caplog.text
         assert "task t: could not enqueue job t.20260601T1001Z" in caplog.text
@@ -401,23 +416,11 @@ def test_a_run_due_on_a_full_disk_is_refused_with_its_reason_then_the_next_fires
         assert world.ids("pending") == ["t.20260601T1002Z"]
 
 
-def leave_free(ballast: Path, pages: int) -> int:
-    """Fill the tmpfs with the ballast, then give back `pages` pages: each small file
-    written from then on takes one, so the write after them fails with ENOSPC."""
-    written = fill(ballast)
-    os.truncate(ballast, written - pages * PAGE)
-    return written
-
-
 def test_a_run_whose_job_cannot_be_written_is_refused_and_its_decision_freed(tmp_path, caplog):
     """Fault: a 2 MiB tmpfs filled but for one page: the run's decision is written, the
     job's file into pending/ is not. The run is refused saying so; its decision is removed,
     so nothing claims a run that is in no folder."""
-    with small_disk(tmp_path / "disk"):
-        world = World(tmp_path / "disk", [task("t")])
-        world.scheduler.tick(T0)
-        print(f"injected: a ballast of {leave_free(tmp_path / 'disk' / 'ballast', 1)} bytes")
-        world.scheduler.tick(T0 + timedelta(minutes=1))
+    with due_on_a_full_disk(tmp_path, free_pages=1) as (world, _):
         print(f"found in the log: {caplog.text.strip()}")
         assert ("task t: could not enqueue job t.20260601T1001Z: cannot write it into pending/:"
                 " No space left on device") in caplog.text  # fmt: skip
@@ -431,12 +434,7 @@ def test_a_run_whose_pointer_cannot_be_written_has_fired_and_keeps_its_decision(
     written, the task's pointer (schedule/t.last) is not. The job is in pending/, so the
     run fired: it is not reported refused, and its decision stays, so no other daemon can
     enqueue the same run again. (Before, the decision was removed and the run refused.)"""
-    with small_disk(tmp_path / "disk"):
-        world = World(tmp_path / "disk", [task("t")])
-        world.scheduler.tick(T0)
-        ballast = tmp_path / "disk" / "ballast"
-        print(f"injected: a ballast of {leave_free(ballast, 2)} bytes")
-        world.scheduler.tick(T0 + timedelta(minutes=1))
+    with due_on_a_full_disk(tmp_path, free_pages=2) as (world, ballast):
         print(f"found in the log: {caplog.text.strip()}")
         assert "could not enqueue" not in caplog.text
         assert ("task t: job t.20260601T1001Z is enqueued, but schedule/t.last cannot be written"
