@@ -9,6 +9,7 @@ import gc
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -89,6 +90,9 @@ class Daemon:
         check_tasks(config, self.registry)
         self.stats = Stats()
         self.per_minute = History()
+        # One retry or cancel at a time: two requests for one job at once (a double click,
+        # a script and the dashboard) would each see it where the other is moving it.
+        self._verbs = threading.Lock()
         # one group commit for new jobs and outcomes
         shared = Context(self.spool, self.dispatcher, lambda: self.registry, self.tz,
                          Committer(self.spool, helper=True))  # fmt: skip
@@ -459,7 +463,8 @@ class Daemon:
     def retry(self, job_id: str) -> str:
         """manage.retry, then the index and counts told what moved."""
         try:
-            where = manage.retry(self.spool, job_id)
+            with self._verbs:
+                where = manage.retry(self.spool, job_id)
         except NotRetryable as e:
             raise (Conflict if job_id in self.intake.ids else NotFound)(str(e)) from e
         folder, _, name = where.partition("/")
@@ -474,6 +479,10 @@ class Daemon:
         """A job running here is asked to stop at once; else manage.cancel (a job running
         on another daemon is asked through cancel/), then the index, counts and recent
         list told what moved. 'cancelling' or 'failed' (cancelled while pending)."""
+        with self._verbs:
+            return self._cancel(job_id)
+
+    def _cancel(self, job_id: str) -> str:
         if self.pool.cancel(job_id):
             return "cancelling"
         try:

@@ -20,6 +20,7 @@ from spoold.spool import Spool
 from spoold.times import iso
 
 JOB_FOLDERS = ("pending", "running", "completed", "failed")
+LOOKS = 3  # passes over JOB_FOLDERS before a job is nowhere (see locate)
 
 
 @dataclass(frozen=True)
@@ -32,13 +33,17 @@ class Found:
 
 
 def locate(spool: Spool, job_id: str) -> Found | None:
-    """Find a job by id in any folder (lists the folders: for operators, not per job)."""
-    for folder in JOB_FOLDERS:
-        for name in spool.names(folder):
-            stem = _stem_of(folder, name)
-            parsed = parse_stem(stem) if stem else None
-            if parsed and parsed.id == job_id:
-                return Found(folder, name, parsed.text)
+    """Find a job by id in any folder (lists the folders: for operators, not per job).
+    One pass can miss a job that moves against its order (failed/ → pending/ on a
+    retry, running/ → pending/ on a back-off) while it lists: a job is looked for in
+    LOOKS passes before it is said to be nowhere."""
+    for _ in range(LOOKS):
+        for folder in JOB_FOLDERS:
+            for name in spool.names(folder):
+                stem = _stem_of(folder, name)
+                parsed = parse_stem(stem) if stem else None
+                if parsed and parsed.id == job_id:
+                    return Found(folder, name, parsed.text)
     return None
 
 
@@ -67,12 +72,20 @@ def retry(spool: Spool, job_id: str) -> str:
 
 
 def _retry_found(spool: Spool, found: Found) -> str:
+    """The failed job back to pending/ under its own name, created exclusively: a second
+    retry of it meanwhile finds that name taken and is refused, rather than enqueue the
+    job twice. A request to cancel it left from before would stop the retried run: it
+    goes first."""
+    parsed = parse_stem(found.stem)
+    job_id = parsed.id if parsed else found.stem
     if found.folder != "failed":
-        raise NotRetryable(f"job {found.stem} is {found.folder}, not failed: nothing to retry")
+        raise NotRetryable(f"job {job_id} is {found.folder}, not failed: nothing to retry")
     record = read_record(spool, found)
     if record is None:
         raise NotRetryable(f"failed/{found.name} is not a readable record")
-    spool.enqueue(found.stem, _reset(record))
+    spool.drop_cancel_request(job_id)
+    if not spool.enqueue(found.stem, _reset(record), exclusive=True):
+        raise NotRetryable(f"job {job_id} is being retried already")
     spool.remove("failed", found.name)
     return f"pending/{found.stem}.json"
 

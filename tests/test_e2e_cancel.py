@@ -88,7 +88,8 @@ def progress_in_status(daemon: Any, job_id: str) -> dict[str, Any] | None:
 
 
 def cancel_requests(spool: Path) -> list[str]:
-    return os.listdir(spool / "cancel")
+    folder = spool / "cancel"  # made with the first request
+    return os.listdir(folder) if folder.exists() else []
 
 
 def cancel_cli(workdir: Path, job_id: str) -> Any:
@@ -353,4 +354,88 @@ def test_a_housekeeping_step_that_fails_does_not_keep_the_others_from_running(st
     wait_until(lambda: "housekeeping: cleaning tmp/ failed, trying again later:" in daemon.log())
     print(f"found in the log: {daemon.log().splitlines()[-1]}")
     assert stuck.is_dir()
+    assert daemon.stop() == 0
+
+
+def at_once(calls: list[Any]) -> list[Any]:
+    """Run the calls on threads released together; their results in order."""
+    start, results = threading.Barrier(len(calls)), [None] * len(calls)
+
+    def run(n: int) -> None:
+        start.wait()
+        results[n] = calls[n]()
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return results
+
+
+def test_retries_of_one_job_at_once_enqueue_it_once(start_daemon, plugins):
+    """Eight POST /jobs/{id}/retry of one failed job at the same moment (a double click,
+    a script beside the dashboard): one is taken, the others answer 409 (the job is
+    pending, running or done), the job runs once more, and the counts stay true. Before,
+    several answered 200, and the failed count went below zero."""
+    port = free_port()
+    daemon = start_daemon(jobTypes=plugins.types, http={"host": "127.0.0.1", "port": port})
+    daemon.drop("f.json", {"type": "flaky", "id": "f", "failTimes": 1, "maxAttempts": 1})
+    wait_until(lambda: record_in(daemon.spool, "failed", "f"))
+    clients = [Client(port) for _ in range(8)]
+    try:
+        replies = at_once([lambda c=c: c.post("/jobs/f/retry") for c in clients])
+        codes = sorted(reply.status for reply in replies)
+        print(f"found: 8 retries at once answered {codes}")
+        assert codes == [200] + [409] * 7
+        wait_until(lambda: record_in(daemon.spool, "completed", "f"))
+        time.sleep(1.0)  # proves an absence: no third run
+        assert len(plugins.calls("f")) == 2 and records(daemon.spool, "failed") == []
+        queue = clients[0].get("/jobs/stats").json["queue"]
+        assert (queue["failed"], queue["completed"]) == (0, 1)
+    finally:
+        for client in clients:
+            client.close()
+    assert daemon.stop() == 0
+
+
+def test_cancels_of_one_pending_job_at_once_leave_no_request_behind(start_daemon):
+    """Six DELETE /jobs/{id} of one pending job at once: one cancels it, the others answer
+    409 (it has finished), and no request is left in cancel/ to stop the job later.
+    Before, some answered 202 'cancelling' and left requests behind."""
+    port = free_port()
+    daemon = start_daemon(http={"host": "127.0.0.1", "port": port})
+    daemon.drop("p.json", {"type": "noop", "id": "p", "runAt": "2999-01-01T00:00:00Z"})
+    clients = [Client(port) for _ in range(6)]
+    try:
+        wait_until(lambda: clients[0].get("/jobs/p").status == 200)
+        replies = at_once([lambda c=c: c.delete("/jobs/p") for c in clients])
+        codes = sorted(reply.status for reply in replies)
+        print(f"found: 6 cancels at once answered {codes}")
+        assert codes == [200] + [409] * 5
+        assert cancel_requests(daemon.spool) == []
+    finally:
+        for client in clients:
+            client.close()
+    assert daemon.stop() == 0
+
+
+def test_a_request_to_cancel_left_from_before_does_not_stop_a_retried_job(start_daemon, tmp_path):
+    """A stale cancel/<id> (left by a cancel that raced the job's end, say) is dropped
+    when the job is retried. Before, the retried run was cancelled by it at once."""
+    daemon = start_daemon(jobTypes=write_plugins(tmp_path))
+    daemon.drop("now.json", {"type": "patient", "id": "now"})
+    wait_until(lambda: running_in_status(daemon, "now"))
+    assert cancel_cli(tmp_path, "now").returncode == 0
+    wait_until(lambda: record_in(daemon.spool, "failed", "now"))
+    wait_until(lambda: cancel_requests(daemon.spool) == [])
+    (daemon.spool / "cancel" / "now").write_bytes(b"")  # left from before
+    retried = spoold_cli("retry", "now", "--config", str(tmp_path / "spoold.yaml"), cwd=tmp_path)
+    assert retried.returncode == 0, retried.stderr
+    wait_until(lambda: running_in_status(daemon, "now"))
+    time.sleep(1.5)  # proves an absence: three polls of cancel/ (every 0.5 s) stop nothing
+    assert running_in_status(daemon, "now") and record_in(daemon.spool, "failed", "now") is None
+    assert cancel_cli(tmp_path, "now").returncode == 0  # a request made now still works
+    record = wait_until(lambda: record_in(daemon.spool, "failed", "now"))
+    assert record["error"] == "cancelled" and record["previousErrors"] == ["cancelled"]
     assert daemon.stop() == 0
