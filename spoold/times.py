@@ -38,8 +38,10 @@ def iso_or_none(ts: float | None) -> str | None:
 
 
 def parse_time(value: str, tz: ZoneInfo) -> float:
-    """ISO 8601 → epoch seconds; a time without an offset is read in tz. ValueError if bad."""
-    from datetime import datetime  # here: the helper imports this module, never this
+    """ISO 8601 → epoch seconds; a time without an offset is read in tz. ValueError if bad,
+    or if it is not a time in UTC too (9999-12-31T23:59-14:00 is year 10000 there, which
+    no ISO 8601 time shown for it could hold)."""
+    from datetime import UTC, datetime  # here: the helper imports this module, never this
 
     text = value.strip()
     if text.endswith(("Z", "z")):
@@ -47,4 +49,8 @@ def parse_time(value: str, tz: ZoneInfo) -> float:
     moment = datetime.fromisoformat(text)
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=tz)
+    try:
+        moment.astimezone(UTC)
+    except OverflowError as e:
+        raise ValueError(f"{value!r} is out of range in UTC") from e
     return moment.timestamp()

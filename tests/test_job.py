@@ -87,6 +87,9 @@ def test_a_utf8_bom_is_skipped_and_a_bad_byte_is_counted_from_the_files_start():
         ({"type": "noop", "timeout": 10**400}, "field 'timeout'"),  # no float holds it
         ({"type": "noop", "runAt": "tomorrow"}, "field 'runAt' must be an ISO 8601 time"),
         ({"type": "noop", "runAt": 5}, "field 'runAt'"),
+        # year 10000 in UTC: status.json would show a time nothing parses
+        ({"type": "noop", "runAt": "9999-12-31T23:59:59-14:00"}, "field 'runAt' must be"),
+        ({"type": "noop", "runAt": "0001-01-01T00:00:00+14:00"}, "field 'runAt' must be"),
         ({"type": "noop", "attempts": 3}, "field 'attempts' is set by spoold"),
         ({"type": "send_email", "to": 42}, "to"),
         ({"type": "webhook", "url": "ftp://x/y"}, "url"),
