@@ -276,6 +276,18 @@ class Handler(BaseHTTPRequestHandler):
         headers = getattr(self, "headers", None)  # None when the request line was refused
         return self.server.api.cors.headers(headers.get("Origin") if headers else None)
 
+    def handle_expect_100(self) -> bool:
+        """`Expect: 100-continue` asks whether to send the body: a declared length over
+        the limit (or unusable) is refused at once, so the client sends none, rather than
+        told to go on and refused after it has sent it all."""
+        try:
+            self._length()
+        except ApiError as e:
+            self._body_read = False  # nothing of it was read: the connection closes
+            self._send(e.answer())
+            return False
+        return super().handle_expect_100()
+
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Errors http.server finds itself (a bad request line, an unknown method, headers
         too long) as JSON like every other answer."""

@@ -731,6 +731,25 @@ def test_a_body_over_the_limit_is_413_before_it_is_sent(served):
         still_serving(client)
 
 
+def test_expect_100_continue_is_refused_at_once_over_the_limit_and_answered_under_it(served):
+    """A client that asks before it sends (curl does for large bodies) is told 413 at
+    once, not '100 Continue' and then 413 once it has sent the whole body."""
+    port = served.config["http"]["port"]
+    head = (b"POST /jobs HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+            b"Expect: 100-continue\r\nConnection: close\r\nContent-Length: ")  # fmt: skip
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head + b"9999999\r\n\r\n")
+        answer = sock.makefile("rb").read()
+    assert answer.startswith(b"HTTP/1.1 413 ") and b"100 Continue" not in answer
+    body = b'{"type": "noop"}'
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head + str(len(body)).encode() + b"\r\n\r\n")
+        reader = sock.makefile("rb")
+        assert reader.readline() == b"HTTP/1.1 100 Continue\r\n" and reader.readline() == b"\r\n"
+        sock.sendall(body)
+        assert raw_status(reader.read()) == 200
+
+
 def test_a_short_body_is_400_not_a_hang(served):
     port = served.config["http"]["port"]
     answer = raw(port, b"POST /jobs HTTP/1.1\r\nHost: localhost\r\n"
