@@ -86,7 +86,11 @@ def _retry_found(spool: Spool, found: Found) -> str:
     spool.drop_cancel_request(job_id)
     if not spool.enqueue(found.stem, _reset(record), exclusive=True):
         raise NotRetryable(f"job {job_id} is being retried already")
-    spool.remove("failed", found.name)
+    try:
+        spool.remove("failed", found.name)
+    except OSError:  # (a read-only failed/): one job in two folders would run twice
+        spool.remove("pending", f"{found.stem}.json")
+        raise
     return f"pending/{found.stem}.json"
 
 
@@ -98,7 +102,8 @@ def _restore(spool: Spool, name: str) -> str:
 
 
 def _reset(record: dict[str, Any]) -> bytes:
-    previous = list(record.get("previousErrors") or [])
+    kept = record.get("previousErrors")
+    previous = list(kept) if isinstance(kept, list) else [kept] if kept else []  # as edited
     if record.get("error"):
         previous.append(record["error"])
     record.update(status="pending", attempts=0, error=None, previousErrors=previous)
@@ -149,8 +154,13 @@ def cancel(spool: Spool, job_id: str) -> Found:
 
 
 def _cancel_pending(spool: Spool, job_id: str, found: Found) -> bool:
-    """Fail a pending job as cancelled; False if a worker claimed it first."""
-    record = read_record(spool, found) or {}
+    """Fail a pending job as cancelled; False if a worker claimed it first. A file that
+    is no readable job is moved to failed/ as it is, beside its reason, as intake
+    rejects one: a record made up in its place would lose its bytes."""
+    record = read_record(spool, found)
+    if record is None:
+        reason = "cancelled; the file was not a readable job, so it is kept as it was"
+        return spool.reject(found.name, reason, "pending") is not None
     stem = parse_stem(found.stem)
     record.update(id=job_id, status="failed", error="cancelled", completedAt=iso(time.time()))
     if stem:

@@ -608,11 +608,18 @@ class Spool:
                 unlink_quiet(self._p["tmp"] + name)
 
     def cancel(self, stem: str, data: bytes) -> bool:
-        """Take a pending job from the workers (by claiming it) and fail it with data."""
+        """Take a pending job from the workers (by claiming it) and fail it with data. If
+        its record cannot be written (a read-only failed/, say), the job goes back to
+        pending/ as it was: a claim held by a command that has ended would keep it in
+        running/ until a daemon recovered it."""
         running = self.claim(stem)
         if running is None:
             return False
-        self.finish(running, stem, "failed", data)
+        try:
+            self.finish(running, stem, "failed", data)
+        except OSError:
+            self.unclaim(running, stem)
+            raise
         return True
 
     def unclaim(self, running: str, stem: str) -> bool:
