@@ -218,7 +218,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         print(f"spoold submit: the job cannot be written as JSON: {e}", file=sys.stderr)
         return 2
     spool = Spool(config.spool, config.node, durable=True)
-    spool.ensure()
+    spool.require()
     name = f"{job['id']}.json"
     if not spool.write("incoming", name, data, exclusive=True):
         taken = f"incoming/{name} is already waiting: a job with id {job['id']!r} was just"
@@ -373,7 +373,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
         return 2
     config = _config(args)
     spool = Spool(config.spool, config.node, durable=config.fsync)
-    spool.ensure()
+    spool.require()
     if args.all:
         done = manage.retry_all(spool)
         for line in done:
@@ -408,7 +408,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
     config = _config(args)
     spool = Spool(config.spool, config.node, durable=config.fsync)
-    spool.ensure()
+    spool.require()
     try:
         found = manage.cancel(spool, args.id)
     except (LookupError, NotRetryable) as e:

@@ -460,7 +460,7 @@ def standalone(config: Config) -> Scheduler:
     registry = build_registry(config, dict)
     tz = ZoneInfo(config.timezone)
     spool = Spool(config.spool, config.node, durable=True)
-    spool.ensure()
+    spool.require()
     context = Context(spool, Dispatcher(), lambda: registry, lambda: tz)
     intake = Intake(context, config.max_job_bytes, config.settle_seconds)
     return Scheduler(spool, intake, config.schedule, config.timezone)

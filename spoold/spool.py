@@ -133,6 +133,22 @@ class Spool:
 
     # ----- set-up -------------------------------------------------------------------------
 
+    def require(self) -> None:
+        """SpoolUnusable unless the spool's folders are there: the commands that work on
+        a daemon's spool (submit, retry, cancel, run-task) never make one. An NFS mount
+        point whose file system is not mounted, or a relative `spool:` read from the wrong
+        folder, would get a new spool that no daemon reads, or that a daemon there then
+        takes for the real one."""
+        missing = [f"{f}/" for f in FOLDERS if not os.path.isdir(self.dirs[f])]
+        if len(missing) == len(FOLDERS):
+            raise SpoolUnusable(f"no spool at {self.root.absolute()}: start the daemon there once"
+                                " (spoold run), or check --config and that its file system is"
+                                " mounted")  # fmt: skip
+        if missing:
+            lacks = ", ".join(missing)
+            raise SpoolUnusable(f"the spool at {self.root.absolute()} lacks {lacks}: a running"
+                                " daemon makes it again within rescanSeconds")  # fmt: skip
+
     def ensure(self) -> None:
         """Create missing folders and prove the spool is writable, or raise SpoolUnusable."""
         for folder in ("", *FOLDERS):
