@@ -495,8 +495,8 @@ def cmd_run_task(args: argparse.Namespace) -> int:
     config = _config(args)
     scheduler = standalone(config)
     try:
-        if args.at:
-            return _fire_at(scheduler, args.name, args.at, _zone(config))
+        if args.at is not None:
+            return _fire_at(scheduler, args.name, args.at)
         print(scheduler.run_now(args.name))
     except (UnknownTask, TaskBusy, InvalidJob) as e:
         print(f"spoold run-task: {e}", file=sys.stderr)
@@ -504,21 +504,28 @@ def cmd_run_task(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fire_at(scheduler: Any, name: str, text: str, tz: Any) -> int:
+def _fire_at(scheduler: Any, name: str, text: str) -> int:
+    """A scheduled run that is due or past (a missed one, say), decided as the daemon
+    would; a time without an offset is read in the task's zone."""
     from datetime import UTC
 
     from spoold.times import parse_time
 
     try:
-        instant = datetime.fromtimestamp(parse_time(text, tz), UTC)
-    except ValueError:
-        print(f"spoold run-task: --at {text!r} is not an ISO 8601 time", file=sys.stderr)
+        instant = datetime.fromtimestamp(parse_time(text, scheduler.zone_of(name)), UTC)
+        fires = scheduler.is_fire_time(name, instant)
+    except (ValueError, OverflowError) as e:
+        print(f"spoold run-task: --at {text!r} is not a time to use: {e}", file=sys.stderr)
         return 2
-    if not scheduler.is_fire_time(name, instant):
+    if not fires:
         when = instant.isoformat()
         print(f"spoold run-task: task {name!r} has no scheduled run at {when}", file=sys.stderr)
         return 2
-    decision = scheduler.fire(name, instant)
+    if instant > scheduler.clock():
+        print(f"spoold run-task: the run at {instant.isoformat()} is still to come and fires"
+              " by itself; `spoold run-task NAME` runs the task now", file=sys.stderr)  # fmt: skip
+        return 2
+    decision = scheduler.fire(name, instant, by_hand=True)
     if decision.outcome != "fired":
         print(f"spoold run-task: {decision.job_id}: {decision.detail}", file=sys.stderr)
         return 1

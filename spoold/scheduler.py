@@ -173,11 +173,14 @@ class Scheduler:
             return
         self.fire(name, instant, now)
 
-    def fire(self, name: str, instant: datetime, now: datetime | None = None) -> Decision:
+    def fire(
+        self, name: str, instant: datetime, now: datetime | None = None, by_hand: bool = False
+    ) -> Decision:
         """Decide the task's scheduled run at `instant`, once across every daemon on the spool.
 
-        The tick calls this; so does `spoold run-task NAME --at TIME`. UnknownTask if
-        no such task.
+        The tick calls this; so does `spoold run-task NAME --at TIME` (by_hand), for which
+        a busy task is TaskBusy, to be asked again, not a run skipped for good. UnknownTask
+        if no such task.
         """
         now = now or self.clock()
         with self._lock:
@@ -186,6 +189,9 @@ class Scheduler:
             self._observe(name, now)
             job_id = fire_id(name, instant)
             busy = self._busy(name)
+            if busy and by_hand and self.spool.mtime("schedule", job_id + MARKER) is None:
+                raise TaskBusy(f"task {name!r} is busy: its job {busy.job_id} is still"
+                               f" {busy.folder}; try again when it has finished")  # fmt: skip
             try:
                 if busy:
                     return self._decide_skip(name, job_id, busy, now)
@@ -195,10 +201,18 @@ class Scheduler:
                 return self._refuse(name, job_id, why)
 
     def is_fire_time(self, name: str, instant: datetime) -> bool:
-        """Whether the task's schedule fires at `instant` (UnknownTask if no such task)."""
+        """Whether the task's schedule fires at `instant` (UnknownTask if no such task).
+        Compared as moments: Python never finds a time in the hour a clock repeats equal
+        to one in another zone, though both are the same moment."""
         task = self._task(name)
         minute_before = instant - timedelta(minutes=1)
-        return latest_fire(task.cron, minute_before, instant, self._zones[name]) == instant
+        fires = latest_fire(task.cron, minute_before, instant, self._zones[name])
+        return fires is not None and fires.timestamp() == instant.timestamp()
+
+    def zone_of(self, name: str) -> ZoneInfo:
+        """The time zone the task's schedule is read in (UnknownTask if no such task)."""
+        self._task(name)
+        return self._zones[name]
 
     def _decide_skip(self, name: str, job_id: str, busy: Run, now: datetime) -> Decision:
         marker = {"decision": "skip", "busyWith": busy.job_id}

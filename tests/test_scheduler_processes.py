@@ -4,6 +4,7 @@ daemons sharing one spool. Real subprocesses on tmp_path; waits poll, never slee
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -219,3 +220,68 @@ def test_next_prints_times_with_their_offset(tmp_path):
 def test_help(tmp_path, command):
     result = spoold_cli(command, "--help", cwd=tmp_path)
     assert result.returncode == 0 and "usage: spoold " + command in result.stdout
+
+
+def run_task(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return spoold_cli("run-task", *args, "--config", str(config), cwd=config.parent)
+
+
+def test_run_task_at_a_run_still_to_come_is_refused_and_leaves_it_to_fire(tmp_path):
+    """Before, `--at` the task's next run enqueued it at once, and at its time the daemon
+    ran nothing: the run was decided already."""
+    config = write_config(tmp_path, schedule=[{"name": "t", "cron": "0 0 1 1 *",
+                                                "job": {"type": "noop"}}])  # fmt: skip
+    result = run_task(config, "t", "--at", "2999-01-01T00:00Z")
+    assert result.returncode == 2 and "is still to come and fires by itself" in result.stderr
+    assert job_files(tmp_path / "spool", "pending") == []
+    assert not list((tmp_path / "spool").glob("schedule/*.fire"))
+
+
+def test_run_task_at_while_the_task_is_busy_refuses_and_can_be_asked_again(tmp_path):
+    """Backfilling missed runs one after another: while the first is pending the second
+    is refused as busy, not recorded as skipped for good (before, it could never run)."""
+    config = write_config(tmp_path, schedule=[{"name": "d", "cron": "0 3 * * *",
+                                                "job": {"type": "noop"}}])  # fmt: skip
+    assert run_task(config, "d", "--at", "2026-12-01T03:00Z").returncode == 0
+    busy = run_task(config, "d", "--at", "2026-12-02T03:00Z")
+    assert busy.returncode == 1 and "task 'd' is busy: its job d.20261201T0300Z" in busy.stderr
+    assert not (tmp_path / "spool" / "schedule" / "d.20261202T0300Z.fire").exists()
+    for name in job_files(tmp_path / "spool", "pending"):  # as if the first run had ended
+        os.rename(tmp_path / "spool" / "pending" / name, tmp_path / "spool" / "completed" / name)
+    again = run_task(config, "d", "--at", "2026-12-02T03:00Z")
+    assert (again.returncode, again.stdout) == (0, "d.20261202T0300Z\n"), again.stderr
+
+
+@pytest.mark.parametrize(
+    ("at", "expected"),
+    [
+        ("2026-10-25T02:30+02:00", "s.20261025T0030Z"),  # the first 02:30 of the hour repeated
+        ("2026-10-25T00:30Z", "s.20261025T0030Z"),
+        ("2026-03-01T02:30", "u.20260301T0730Z"),  # no offset: the task's zone, New York
+    ],
+)
+def test_run_task_at_reads_times_as_the_tasks_schedule_does(tmp_path, at, expected):
+    """Before, a run in the hour a clock repeats was never found (Python finds no time in
+    that hour equal to one in another zone), and a time without an offset was read in the
+    config's zone rather than the task's."""
+    tasks = [{"name": "s", "cron": "30 2 * * *", "job": {"type": "noop"}},
+             {"name": "u", "cron": "30 2 * * *", "timezone": "America/New_York",
+              "job": {"type": "noop"}}]  # fmt: skip
+    config = write_config(tmp_path, timezone="Europe/Berlin", schedule=tasks)
+    result = run_task(config, expected[0], "--at", at)
+    assert (result.returncode, result.stdout) == (0, f"{expected}\n"), result.stderr
+
+
+@pytest.mark.parametrize(
+    "at", ["", "0001-01-01T00:00", "9999-12-31T23:59", "9999-12-31T23:59-01:00"]
+)
+def test_run_task_at_an_empty_or_unusable_time_is_refused_in_a_line(tmp_path, at):
+    """Before, '' ran the task now (an empty "$WHEN" in a script) and times at the ends
+    of the calendar ended in a traceback."""
+    config = write_config(tmp_path, schedule=[{"name": "t", "cron": "* * * * *",
+                                                "job": {"type": "noop"}}])  # fmt: skip
+    result = run_task(config, "t", "--at", at)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("spoold run-task: ") and result.stderr.count("\n") == 1
+    assert "Traceback" not in result.stderr
+    assert job_files(tmp_path / "spool", "pending") == []
