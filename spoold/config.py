@@ -186,10 +186,27 @@ class _Reader:
         self, data: dict[str, Any], path: tuple[str, ...], default: float, minimum: float = 0
     ) -> float:
         value: float = self.get(data, path, (int, float), default)
+        if not math.isfinite(value):
+            self.problem(path, f"must be a finite number, got {value}")
+            return default
         if value < minimum:
             self.problem(path, f"must be at least {minimum}, got {value}")
             return default
         return value
+
+    def whole(
+        self, data: dict[str, Any], path: tuple[str, ...], default: int, minimum: int = 0,
+        maximum: int | None = None,
+    ) -> int:  # fmt: skip
+        """A count or a port: a whole number (2.9 workers is a mistake, not 2)."""
+        value = self.number(data, path, default, minimum)
+        if value != int(value):
+            self.problem(path, f"must be a whole number, got {value}")
+            return default
+        if maximum is not None and value > maximum:
+            self.problem(path, f"must be {minimum}-{maximum}, got {int(value)}")
+            return default
+        return int(value)
 
     def duration(self, data: dict[str, Any], path: tuple[str, ...], default: float) -> float:
         if path[-1] not in data:
@@ -255,6 +272,29 @@ def _node_lines(root: yaml.Node | None, source: str) -> dict[tuple[str, ...], in
     return lines
 
 
+def _duplicate_keys(root: yaml.Node | None, source: str) -> list[str]:
+    """A key given twice in one mapping: YAML keeps the last without a word, so
+    `workers: 2` then `workers: 5` would run 5 while the first one is read."""
+    problems, seen, stack = [], set(), [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen or not isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            stack += node.value
+            continue
+        first: dict[str, int] = {}
+        for key, value in node.value:
+            line = key.start_mark.line + 1
+            if str(key.value) in first:
+                problems.append(f"{source}:{line}: {key.value}: given twice (first on line"
+                                f" {first[str(key.value)]}): keep one")  # fmt: skip
+            first.setdefault(str(key.value), line)
+            stack.append(value)
+    return problems
+
+
 def load_config(path: Path | str | None = None, node: str | None = None) -> Config:
     """Read and validate a config file; None means config/spoold.yaml if present, else defaults.
 
@@ -287,13 +327,15 @@ def parse_config(text: str, path: Path | None = None) -> Config:
     try:
         _check_depth(text, source)
         data = yaml.safe_load(text)
-        lines = _node_lines(yaml.compose(text, Loader=yaml.SafeLoader), source)
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        lines = _node_lines(root, source)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source
         reason = getattr(e, "problem", None) or str(e)
         raise ConfigError([f"{where}: not valid YAML: {reason}"]) from e
     reader = _Reader(source, lines)
+    reader.problems += _duplicate_keys(root, source)
     config = _build(reader, data, path)
     if reader.problems:
         raise ConfigError(reader.problems)
@@ -317,14 +359,17 @@ def _build(r: _Reader, data: Any, path: Path | None) -> Config:
     if durability not in ("fsync", "relaxed"):
         r.problem(("durability",), f"must be fsync or relaxed, got {durability!r}")
         durability = d.durability
-    workers = int(r.number(top, ("workers",), d.workers, minimum=1))
+    workers = r.whole(top, ("workers",), d.workers, minimum=1)
+    spool = r.get(top, ("spool",), str, str(d.spool))
+    if not spool.strip():
+        r.problem(("spool",), "is empty: name the spool's folder (it would be the current one)")
     return Config(
         path=path,
-        spool=Path(r.get(top, ("spool",), str, str(d.spool))),
+        spool=Path(spool),
         node=node,
         workers=workers,
         jobs=_jobs(r, top),
-        max_job_bytes=int(r.number(top, ("maxJobBytes",), d.max_job_bytes, minimum=1)),
+        max_job_bytes=r.whole(top, ("maxJobBytes",), d.max_job_bytes, minimum=1),
         settle_seconds=r.number(top, ("settleSeconds",), d.settle_seconds),
         rescan_seconds=r.number(top, ("rescanSeconds",), d.rescan_seconds, minimum=0.05),
         lease_seconds=r.number(top, ("leaseSeconds",), d.lease_seconds, minimum=1),
@@ -359,15 +404,13 @@ def _http(r: _Reader, top: dict[str, Any]) -> HttpConfig | None:
         return None
     s = r.section(top.get("http"), p, {"host", "port", "token", "maxBodyBytes", "corsOrigins"})
     d = HttpConfig()
-    port = int(r.number(s, (*p, "port"), d.port))
-    if port > 65535:
-        r.problem((*p, "port"), f"must be 0-65535, got {port}")
+    port = r.whole(s, (*p, "port"), d.port, maximum=65535)
     token = r.get(s, (*p, "token"), str, None) or os.environ.get("SPOOLD_TOKEN") or None
     return HttpConfig(
         host=r.get(s, (*p, "host"), str, d.host),
         port=port,
         token=token,
-        max_body_bytes=int(r.number(s, (*p, "maxBodyBytes"), d.max_body_bytes, minimum=1)),
+        max_body_bytes=r.whole(s, (*p, "maxBodyBytes"), d.max_body_bytes, minimum=1),
         cors_origins=_cors_origins(r, s, (*p, "corsOrigins")),
     )
 
@@ -400,7 +443,7 @@ def _smtp(r: _Reader, top: dict[str, Any]) -> SmtpConfig:
     d = SmtpConfig()
     return SmtpConfig(
         host=r.get(s, (*p, "host"), str, d.host),
-        port=int(r.number(s, (*p, "port"), d.port)),
+        port=r.whole(s, (*p, "port"), d.port, maximum=65535),
         starttls=r.get(s, (*p, "starttls"), bool, d.starttls),
         username=r.get(s, (*p, "username"), str, None),
         password=r.get(s, (*p, "password"), str, None),

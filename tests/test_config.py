@@ -234,3 +234,25 @@ def test_a_task_job_nested_past_the_job_limit_is_refused():
     assert problem.endswith(
         "schedule.0.job: nested too deeply: lists and objects may nest at most 100 levels"
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("workers: .inf", "c.yaml:1: workers: must be a finite number, got inf"),
+        ("workers: .nan", "c.yaml:1: workers: must be a finite number, got nan"),
+        ("workers: 2.9", "c.yaml:1: workers: must be a whole number, got 2.9"),
+        ("maxJobBytes: .inf", "c.yaml:1: maxJobBytes: must be a finite number, got inf"),
+        ("http: {port: 8080.7}", "c.yaml:1: http.port: must be a whole number, got 8080.7"),
+        ("smtp: {port: 99999}", "c.yaml:1: smtp.port: must be 0-65535, got 99999"),
+        ("smtp: {port: .inf}", "c.yaml:1: smtp.port: must be a finite number, got inf"),
+        ("workers: 2\nworkers: 5", "c.yaml:2: workers: given twice (first on line 1): keep one"),
+        ("http:\n  port: 1\n  port: 2", "c.yaml:3: port: given twice (first on line 2): keep one"),
+        ("spool: ''", "c.yaml:1: spool: is empty: name the spool's folder"),
+    ],
+)
+def test_numbers_counts_ports_and_keys_a_config_gets_wrong(text, problem):
+    """Before: .inf or .nan ended check-config in a traceback, 2.9 workers ran 2, a port
+    past 65535 passed, a key given twice kept the last without a word, and an empty
+    spool meant the current folder."""
+    assert any(p.startswith(problem) for p in problems(text)), problems(text)
