@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 def _os_error(error: OSError) -> str:
     where = f" at {error.filename}" if error.filename else ""
     return (f"{errno_name(error)} ({error.strerror or error}){where}: check that path and its"
-            " file system (mounted, writable, not full), then start again")  # fmt: skip
+            " file system (mounted, writable, not full), then try again")  # fmt: skip
 
 
 def _one_line(problems: list[str]) -> str:
@@ -302,9 +302,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"spoold status: {path} is not JSON: {e}", file=sys.stderr)
         return 1
     if args.json:
-        sys.stdout.write(raw.decode())
+        sys.stdout.buffer.write(raw)  # as it is, whatever its encoding
         return 0
-    print(format_status(status, path))
+    try:
+        print(format_status(status, path))
+    except (TypeError, KeyError, AttributeError, ValueError) as e:  # edited, or not ours
+        print(f"spoold status: {path} is not a status file as spoold writes it ({e!r}): the"
+              " daemon writes it again; --json prints it as it is", file=sys.stderr)  # fmt: skip
+        return 1
     return 0
 
 

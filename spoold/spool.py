@@ -716,9 +716,15 @@ class Spool:
         return True
 
     def mtime(self, folder: str, name: str) -> float | None:
+        """When folder/name last changed; None if there is no such file (a name too long
+        for the file system, from a command line, is none either)."""
         try:
             return os.lstat(self._p[folder] + name).st_mtime
         except FileNotFoundError:
+            return None
+        except OSError as e:
+            if e.errno != errno.ENAMETOOLONG:
+                raise
             return None
 
     def restore_rejected(self, name: str) -> str | None:

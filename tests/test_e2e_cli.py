@@ -453,3 +453,28 @@ def test_the_node_option_names_the_status_file_and_the_running_files(plugins, tm
         assert daemon.stop() == 0
     finally:
         daemon.kill()
+
+
+@pytest.mark.parametrize("body", [b"[]", b'{"queue": []}', b'{"scheduler": {"tasks": [1]}}'])
+def test_status_of_a_status_file_of_another_shape_says_so_in_a_line(tmp_path, body):
+    """Before, valid JSON of another shape (edited by hand, or another program's) ended
+    `spoold status` in a traceback."""
+    write_config(tmp_path)
+    (tmp_path / "spool").mkdir()
+    (tmp_path / "spool" / "status.json").write_bytes(body)
+    result = cli(tmp_path, "status")
+    assert result.returncode == 1 and result.stdout == "", result.stderr
+    expected = "spoold status: spool/status.json is not a status file as spoold writes it"
+    assert result.stderr.startswith(expected)
+    assert result.stderr.count("\n") == 1
+    assert cli(tmp_path, "status", "--json").stdout == body.decode()
+
+
+@pytest.mark.parametrize("verb", ["show", "retry", "cancel"])
+def test_an_id_too_long_for_a_file_name_is_no_such_job(start_daemon, tmp_path, verb):
+    """Before, an id over 255 bytes was answered ENAMETOOLONG and 'check that path and
+    its file system', as if the spool were broken."""
+    assert start_daemon().stop() == 0
+    result = cli(tmp_path, verb, "x" * 300)
+    assert result.returncode == 1 and "ENAMETOOLONG" not in result.stderr, result.stderr
+    assert "no job with id" in result.stderr
