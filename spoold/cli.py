@@ -382,11 +382,11 @@ def cmd_retry(args: argparse.Namespace) -> int:
     if args.all:
         done = manage.retry_all(spool)
         for line in done:
-            print(line)
+            print(logs.escape(line))  # a name is a producer's: no terminal codes, one line
         print(f"{len(done)} retried", file=sys.stderr)
         return 0
     try:
-        print(manage.retry(spool, args.id))
+        print(logs.escape(manage.retry(spool, args.id)))
     except NotRetryable as e:
         print(f"spoold retry: {e}", file=sys.stderr)
         return 1
@@ -566,7 +566,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         return 1
     note = f": rejected: {shown.rejected}" if shown.rejected is not None else ""
     note += f" (not shown: {shown.unshown})" if shown.unshown is not None else ""
-    print(f"{shown.where}{note}", file=sys.stderr)
+    print(logs.escape(f"{shown.where}{note}"), file=sys.stderr)
     sys.stdout.buffer.write(printable(shown))
     sys.stdout.flush()
     return 0

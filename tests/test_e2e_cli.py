@@ -478,3 +478,20 @@ def test_an_id_too_long_for_a_file_name_is_no_such_job(start_daemon, tmp_path, v
     result = cli(tmp_path, verb, "x" * 300)
     assert result.returncode == 1 and "ENAMETOOLONG" not in result.stderr, result.stderr
     assert "no job with id" in result.stderr
+
+
+def test_a_rejected_name_with_terminal_codes_is_printed_spelled_out(start_daemon, tmp_path):
+    """A producer's file name holding an escape sequence and a line break: `show` and
+    `retry` print it spelled out on one line, as the log does, never the raw codes that
+    a terminal would act on (before, they were printed as they were)."""
+    daemon = start_daemon()
+    name = "e\x1b[31mRED\nx.json"
+    daemon.drop(name, b"not json")
+    wait_until(lambda: (daemon.spool / "failed" / f"{name}.error.json").exists())
+    assert daemon.stop() == 0
+    shown = cli(tmp_path, "show", name)
+    assert shown.returncode == 0 and "\x1b" not in shown.stderr, shown.stderr
+    assert shown.stderr.startswith("failed/e\\x1b[31mRED\\nx.json: rejected:")
+    assert shown.stderr.count("\n") == 1
+    retried = cli(tmp_path, "retry", "--all")
+    assert retried.stdout == "incoming/e\\x1b[31mRED\\nx.json\n", retried.stdout
