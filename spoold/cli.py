@@ -201,7 +201,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from spoold.times import parse_time
 
     config = _config(args)
-    job = _job_from_args(args)
+    job = _job_from_args(args, config.max_job_bytes)
     job.setdefault("id", str(uuid.uuid4()))
     registry = build_registry(config, dict)
     tz = _zone(config)
@@ -216,6 +216,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
         data = strictjson.dumps(job, indent=1)
     except ValueError as e:  # a key=value from a command line that is not valid Unicode
         print(f"spoold submit: the job cannot be written as JSON: {e}", file=sys.stderr)
+        return 2
+    if len(data) > config.max_job_bytes:  # the daemon would reject it
+        print(_too_big("the job", config.max_job_bytes), file=sys.stderr)
         return 2
     spool = Spool(config.spool, config.node, durable=True)
     spool.require()
@@ -234,9 +237,9 @@ def _zone(config: Config) -> Any:
     return ZoneInfo(config.timezone)
 
 
-def _job_from_args(args: argparse.Namespace) -> dict[str, Any]:
+def _job_from_args(args: argparse.Namespace, max_bytes: int) -> dict[str, Any]:
     if args.file:
-        job = _read_job_file(args.file)
+        job = _read_job_file(args.file, max_bytes)
         if args.type:
             raise SystemExit("spoold submit: give either TYPE [key=value ...] or -f FILE, not both")
     elif args.type:
@@ -250,11 +253,24 @@ def _job_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return job
 
 
-def _read_job_file(path: str) -> dict[str, Any]:
+def _too_big(what: str, max_bytes: int) -> str:
+    return (f"spoold submit: {what} is over maxJobBytes ({max_bytes} bytes): make the job"
+            " smaller or raise maxJobBytes in the config")  # fmt: skip
+
+
+def _read_job_file(path: str, max_bytes: int) -> dict[str, Any]:
+    """The job in a file (or stdin), read no further than maxJobBytes: the daemon would
+    reject a larger one, and /dev/zero would never end."""
     from spoold.job import decode_object
 
     try:
-        raw = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+        if path == "-":
+            raw = sys.stdin.buffer.read(max_bytes + 1)
+        else:
+            with open(path, "rb") as file:
+                raw = file.read(max_bytes + 1)
+        if len(raw) > max_bytes:
+            raise SystemExit(_too_big(path, max_bytes))
         return decode_object(raw)
     except OSError as e:
         raise SystemExit(f"spoold submit: cannot read {path}: {e.strerror}") from e

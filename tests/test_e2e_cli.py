@@ -495,3 +495,16 @@ def test_a_rejected_name_with_terminal_codes_is_printed_spelled_out(start_daemon
     assert shown.stderr.count("\n") == 1
     retried = cli(tmp_path, "retry", "--all")
     assert retried.stdout == "incoming/e\\x1b[31mRED\\nx.json\n", retried.stdout
+
+
+def test_submit_refuses_a_job_over_max_job_bytes_and_reads_no_further(start_daemon, tmp_path):
+    """Before, a job too big for the daemon was written (and rejected later), and
+    `submit -f /dev/zero` read until memory ran out."""
+    assert start_daemon(maxJobBytes=4096).stop() == 0
+    big = tmp_path / "big.json"
+    big.write_text(json.dumps({"type": "noop", "pad": "x" * 5000}))
+    for args in (("-f", str(big)), ("-f", "/dev/zero"), ("noop", "pad=" + "x" * 5000)):
+        result = cli(tmp_path, "submit", *args)
+        assert result.returncode != 0, args
+        assert "is over maxJobBytes (4096 bytes): make the job smaller" in result.stderr, args
+    assert job_files(tmp_path / "spool", "incoming") == []
