@@ -227,7 +227,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
         taken = f"incoming/{name} is already waiting: a job with id {job['id']!r} was just"
         print(f"spoold submit: {taken} submitted; give this one another id", file=sys.stderr)
         return 1
-    print(job["id"])
+    try:
+        print(job["id"], flush=True)
+    except OSError as e:  # a closed pipe, a full /dev/full: the job is in all the same
+        print(f"spoold submit: job {job['id']} submitted; its id could not be printed: {e}",
+              file=sys.stderr)  # fmt: skip
     return 0
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import yaml
 from conftest import (
     DaemonProcess,
     base_config,
+    daemon_env,
     job_files,
     records,
     rejected,
@@ -508,3 +511,18 @@ def test_submit_refuses_a_job_over_max_job_bytes_and_reads_no_further(start_daem
         assert result.returncode != 0, args
         assert "is over maxJobBytes (4096 bytes): make the job smaller" in result.stderr, args
     assert job_files(tmp_path / "spool", "incoming") == []
+
+
+def test_submit_whose_id_cannot_be_printed_still_says_it_submitted(start_daemon, tmp_path):
+    """Fault: stdout is /dev/full (ENOSPC on write), as a closed pipe fails too. The job
+    is written: exit 0, and stderr says so (before, exit 1 and 'then start again', so a
+    script would submit it a second time)."""
+    assert start_daemon().stop() == 0
+    command = [sys.executable, "-m", "spoold", "submit", "noop", "id=full", "--config",
+               str(tmp_path / "spoold.yaml")]  # fmt: skip
+    with open("/dev/full", "wb") as full:
+        result = subprocess.run(command, cwd=tmp_path, env=daemon_env(), stdout=full,
+                                stderr=subprocess.PIPE, text=True, timeout=30)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "job full submitted; its id could not be printed" in result.stderr
+    assert job_files(tmp_path / "spool", "incoming") == ["full.json"]
