@@ -247,7 +247,11 @@ def _job_from_args(args: argparse.Namespace, max_bytes: int) -> dict[str, Any]:
         if args.type:
             raise SystemExit("spoold submit: give either TYPE [key=value ...] or -f FILE, not both")
     elif args.type:
-        job = {"type": args.type, **_parse_fields(args.fields)}
+        fields = _parse_fields(args.fields)
+        if "type" in fields:
+            raise SystemExit(f"spoold submit: the type is given twice ({args.type} and"
+                             " type=...): give it once, as TYPE")  # fmt: skip
+        job = {"type": args.type, **fields}
     else:
         raise SystemExit("spoold submit: say the job type (spoold submit noop) or -f FILE")
     if args.priority:
@@ -292,6 +296,8 @@ def _parse_fields(pairs: list[str]) -> dict[str, Any]:
             fields[key] = strictjson.loads(os.fsencode(value))
         except InvalidJob:  # not JSON (NaN and 1e999 neither): the text itself
             fields[key] = value
+        if key == "id" and not isinstance(fields[key], str):
+            fields[key] = value  # id=42 names the job "42"; an id is text, never a number
     return fields
 
 

@@ -526,3 +526,15 @@ def test_submit_whose_id_cannot_be_printed_still_says_it_submitted(start_daemon,
     assert result.returncode == 0, result.stderr
     assert "job full submitted; its id could not be printed" in result.stderr
     assert job_files(tmp_path / "spool", "incoming") == ["full.json"]
+
+
+def test_submit_key_values_that_surprised(start_daemon, tmp_path):
+    """id=42 names the job "42" (before: refused, read as a number), and type=... beside
+    TYPE is refused (before: it silently replaced TYPE)."""
+    assert start_daemon().stop() == 0
+    result = cli(tmp_path, "submit", "noop", "id=42")
+    assert (result.returncode, result.stdout) == (0, "42\n"), result.stderr
+    assert json.loads((tmp_path / "spool" / "incoming" / "42.json").read_bytes())["id"] == "42"
+    twice = cli(tmp_path, "submit", "log", "message=hi", "type=noop")
+    assert twice.returncode != 0 and "the type is given twice" in twice.stderr
+    assert job_files(tmp_path / "spool", "incoming") == ["42.json"]
