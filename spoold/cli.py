@@ -198,7 +198,6 @@ def _add_submit(commands: Any) -> None:
 def cmd_submit(args: argparse.Namespace) -> int:
     from spoold.job import new_job
     from spoold.spool import Spool
-    from spoold.times import parse_time
 
     config = _config(args)
     job = _job_from_args(args, config.max_job_bytes)
@@ -206,8 +205,6 @@ def cmd_submit(args: argparse.Namespace) -> int:
     registry = build_registry(config, dict)
     tz = _zone(config)
     try:
-        if "runAt" in job and isinstance(job["runAt"], str):
-            parse_time(job["runAt"], tz)
         new_job(job, registry, tz, time.time())
     except (InvalidJob, ValueError) as e:
         print(f"spoold submit: {e}", file=sys.stderr)
@@ -256,7 +253,7 @@ def _job_from_args(args: argparse.Namespace, max_bytes: int) -> dict[str, Any]:
         raise SystemExit("spoold submit: say the job type (spoold submit noop) or -f FILE")
     if args.priority:
         job["priority"] = args.priority
-    if args.run_at:
+    if args.run_at is not None:  # '' too: an empty "$WHEN" is a mistake, not "now"
         job["runAt"] = args.run_at
     return job
 

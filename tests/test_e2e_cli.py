@@ -118,13 +118,24 @@ def test_commands_on_a_spool_no_daemon_made_refuse_and_make_nothing(tmp_path):
         (["submit", "sendmail"], ["unknown job type", "sendmail"]),
         (["submit", "noop", "id=../x"], ["id", "../x"]),
         (["submit", "noop", "maxAttempts=zero"], ["maxAttempts"]),
-        (["submit", "noop", "--run-at", "soon"], ["soon"]),
+        (["submit", "noop", "--run-at", "soon"], ["field 'runAt' must be an ISO 8601", "soon"]),
+        (["submit", "noop", "--run-at", ""], ["field 'runAt' must be an ISO 8601", "''"]),
         (["submit", "-f", "missing.json"], ["missing.json"]),
         (["submit"], ["type"]),
         (["submit", "noop", "timeout=1e999"], ["field 'timeout'", "1e999"]),  # not inf
         (["submit", "noop", "timeout=NaN"], ["field 'timeout'", "NaN"]),
     ],
-    ids=["unknown-type", "bad-id", "bad-field", "bad-run-at", "no-file", "nothing", "inf", "nan"],
+    ids=[
+        "unknown-type",
+        "bad-id",
+        "bad-field",
+        "bad-run-at",
+        "empty-run-at",
+        "no-file",
+        "nothing",
+        "inf",
+        "nan",
+    ],
 )
 def test_submit_refuses_a_bad_job_and_writes_nothing(tmp_path, args, words):
     write_config(tmp_path)
