@@ -66,8 +66,9 @@ def retry(spool: Spool, job_id: str) -> str:
     found = locate(spool, job_id)
     if found is not None:
         return _retry_found(spool, found)
-    if _is_rejected(spool, job_id):
-        return _restore(spool, job_id)
+    for name in dict.fromkeys((job_id, job_id + ".json")):  # as `spoold show` finds it
+        if _is_rejected(spool, name):
+            return _restore(spool, name)
     raise NotRetryable(f"no job with id {job_id!r} and no rejected file of that name")
 
 

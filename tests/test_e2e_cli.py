@@ -272,7 +272,7 @@ def test_retry_sends_a_rejected_file_back_to_be_judged_again(start_daemon, plugi
     wait_until(lambda: rejected(daemon.spool, "later.json"))
     assert daemon.stop() == 0
     again = start_daemon(jobTypes={"later": plugins.types["trace"]})  # now the type exists
-    result = cli(tmp_path, "retry", "later.json")
+    result = cli(tmp_path, "retry", "later")  # as `spoold show` takes it: .json may go
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "incoming/later.json"
     wait_until(lambda: records(again.spool, "completed"))
