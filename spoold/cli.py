@@ -196,6 +196,7 @@ def _add_submit(commands: Any) -> None:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
+    from spoold import manage
     from spoold.job import new_job
     from spoold.spool import Spool
 
@@ -219,6 +220,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
         return 2
     spool = Spool(config.spool, config.node, durable=True)
     spool.require()
+    found = manage.locate(spool, job["id"])  # the daemon would reject it as a duplicate
+    if found is not None:
+        where = f"{found.folder}/{found.name}"
+        print(f"spoold submit: a job with id {job['id']!r} is already in the spool ({where}):"
+              " give this one another id", file=sys.stderr)  # fmt: skip
+        return 1
     name = f"{job['id']}.json"
     if not spool.write("incoming", name, data, exclusive=True):
         taken = f"incoming/{name} is already waiting: a job with id {job['id']!r} was just"

@@ -549,3 +549,16 @@ def test_submit_key_values_that_surprised(start_daemon, tmp_path):
     twice = cli(tmp_path, "submit", "log", "message=hi", "type=noop")
     assert twice.returncode != 0 and "the type is given twice" in twice.stderr
     assert job_files(tmp_path / "spool", "incoming") == ["42.json"]
+
+
+def test_submit_of_an_id_already_in_the_spool_is_refused_at_once(start_daemon, tmp_path):
+    """Before, exit 0 and an id printed, and the daemon then rejected the file as a
+    duplicate: the producer was told it had been taken."""
+    daemon = start_daemon()
+    daemon.drop("a.json", {"type": "noop", "id": "taken"})
+    wait_until(lambda: records(daemon.spool, "completed"))
+    assert daemon.stop() == 0
+    result = cli(tmp_path, "submit", "noop", "id=taken")
+    assert result.returncode == 1 and result.stdout == ""
+    assert "a job with id 'taken' is already in the spool (completed/" in result.stderr
+    assert job_files(tmp_path / "spool", "incoming") == []
