@@ -190,8 +190,7 @@ class Scheduler:
             job_id = fire_id(name, instant)
             busy = self._busy(name)
             if busy and by_hand and self.spool.mtime("schedule", job_id + MARKER) is None:
-                raise TaskBusy(f"task {name!r} is busy: its job {busy.job_id} is still"
-                               f" {busy.folder}; try again when it has finished")  # fmt: skip
+                raise _busy_error(name, busy)
             try:
                 if busy:
                     return self._decide_skip(name, job_id, busy, now)
@@ -282,8 +281,7 @@ class Scheduler:
             self._observe(name, now)
             busy = self._busy(name)
             if busy:
-                raise TaskBusy(f"task {name!r} is busy: its job {busy.job_id} is still "
-                               f"{busy.folder}; try again when it has finished")  # fmt: skip
+                raise _busy_error(name, busy)
             run = self._claim_run_now(name, now)
             try:
                 self._enqueue(name, run, now)
@@ -482,3 +480,8 @@ def standalone(config: Config) -> Scheduler:
 
 def _at(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
+
+
+def _busy_error(name: str, busy: Run) -> TaskBusy:
+    return TaskBusy(f"task {name!r} is busy: its job {busy.job_id} is still {busy.folder};"
+                    " try again when it has finished")  # fmt: skip
