@@ -67,6 +67,15 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _write_out(data: bytes) -> None:
+    """Bytes to stdout; a one-line error, not a traceback, when there is none (a command
+    started with stdout closed)."""
+    if sys.stdout is None:
+        raise SystemExit("spoold: stdout is closed: there is nowhere to print to")
+    sys.stdout.buffer.write(data)
+    sys.stdout.flush()
+
+
 def _os_error(error: OSError) -> str:
     where = f" at {error.filename}" if error.filename else ""
     return (f"{errno_name(error)} ({error.strerror or error}){where}: check that path and its"
@@ -332,7 +341,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"spoold status: {path} is not JSON: {e}", file=sys.stderr)
         return 1
     if args.json:
-        sys.stdout.buffer.write(raw)  # as it is, whatever its encoding
+        _write_out(raw)  # as it is, whatever its encoding
         return 0
     try:
         print(format_status(status, path))
@@ -597,6 +606,5 @@ def cmd_show(args: argparse.Namespace) -> int:
     note = f": rejected: {shown.rejected}" if shown.rejected is not None else ""
     note += f" (not shown: {shown.unshown})" if shown.unshown is not None else ""
     print(logs.escape(f"{shown.where}{note}"), file=sys.stderr)
-    sys.stdout.buffer.write(printable(shown))
-    sys.stdout.flush()
+    _write_out(printable(shown))
     return 0

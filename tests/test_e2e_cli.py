@@ -562,3 +562,19 @@ def test_submit_of_an_id_already_in_the_spool_is_refused_at_once(start_daemon, t
     assert result.returncode == 1 and result.stdout == ""
     assert "a job with id 'taken' is already in the spool (completed/" in result.stderr
     assert job_files(tmp_path / "spool", "incoming") == []
+
+
+@pytest.mark.parametrize("args", [("show", "done"), ("status", "--json")])
+def test_a_command_started_with_stdout_closed_says_so_in_a_line(start_daemon, tmp_path, args):
+    """Fault: stdout closed at start (`>&-`), so Python has no sys.stdout. Before, a
+    traceback ('NoneType' object has no attribute 'buffer')."""
+    daemon = start_daemon()
+    daemon.drop("d.json", {"type": "noop", "id": "done"})
+    wait_until(lambda: records(daemon.spool, "completed"))
+    command = [sys.executable, "-m", "spoold", *args, "--config", str(tmp_path / "spoold.yaml")]
+    result = subprocess.run(command, cwd=tmp_path, env=daemon_env(), stdout=None,
+                            stderr=subprocess.PIPE, text=True, timeout=30,
+                            preexec_fn=lambda: os.close(1))  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.endswith("spoold: stdout is closed: there is nowhere to print to\n")
+    assert daemon.stop() == 0
