@@ -228,8 +228,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         print(_too_big("the job", config.max_job_bytes), file=sys.stderr)
         return 2
     spool = Spool(config.spool, config.node, durable=True)
-    spool.require()
-    found = manage.locate(spool, job["id"])  # the daemon would reject it as a duplicate
+    spool.ensure_for_command()
+    found = manage.locate(spool, job["id"], looks=1)  # the daemon would reject a duplicate
     if found is not None:
         where = f"{found.folder}/{found.name}"
         print(f"spoold submit: a job with id {job['id']!r} is already in the spool ({where}):"
@@ -417,7 +417,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
         return 2
     config = _config(args)
     spool = Spool(config.spool, config.node, durable=config.fsync)
-    spool.require()
+    spool.ensure_for_command()
     if args.all:
         done = manage.retry_all(spool)
         for line in done:
@@ -452,7 +452,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
     config = _config(args)
     spool = Spool(config.spool, config.node, durable=config.fsync)
-    spool.require()
+    spool.ensure_for_command()
     try:
         found = manage.cancel(spool, args.id)
     except (LookupError, NotRetryable) as e:

@@ -257,8 +257,6 @@ class Daemon:
         Each step on its own: one that fails (a folder where a file should be, a disk
         error) is logged and tried again next time, and does not keep the others from
         running."""
-        if self._stop.is_set():  # stopping: the pool's monitor keeps the lease meanwhile
-            return
         steps: list[tuple[str, Callable[[], None]]] = [
             ("checking the node's lease", self._guard_node),
             ("making missing spool folders again", self._remake_folders),
@@ -269,7 +267,7 @@ class Daemon:
             ("pruning old records", self._prune_when_due),
         ]
         for what, step in steps:
-            if self._stop.is_set():
+            if self._stop.is_set():  # stopping: the pool's monitor keeps the lease meanwhile
                 return
             try:
                 step()

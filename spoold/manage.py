@@ -20,7 +20,7 @@ from spoold.spool import Spool
 from spoold.times import iso
 
 JOB_FOLDERS = ("pending", "running", "completed", "failed")
-LOOKS = 3  # passes over JOB_FOLDERS before a job is nowhere (see locate)
+LOOKS = 2  # passes over JOB_FOLDERS before a job is nowhere (see locate)
 
 
 @dataclass(frozen=True)
@@ -32,12 +32,14 @@ class Found:
     stem: str
 
 
-def locate(spool: Spool, job_id: str) -> Found | None:
+def locate(spool: Spool, job_id: str, looks: int = LOOKS) -> Found | None:
     """Find a job by id in any folder (lists the folders: for operators, not per job).
     One pass can miss a job that moves against its order (failed/ → pending/ on a
     retry, running/ → pending/ on a back-off) while it lists: a job is looked for in
-    LOOKS passes before it is said to be nowhere."""
-    for _ in range(LOOKS):
+    `looks` passes before it is said to be nowhere (a second finds one moved during the
+    first). One pass does where a miss costs nothing: a submit's duplicate check, which
+    the daemon makes again."""
+    for _ in range(looks):
         for folder in JOB_FOLDERS:
             for name in spool.names(folder):
                 stem = _stem_of(folder, name)

@@ -233,12 +233,9 @@ class Scheduler:
             return self._adopt(name, job_id)
         try:
             self._enqueue(name, run, now)
-        except InvalidJob as e:
+        except (InvalidJob, OSError) as e:  # the job is not in pending/: the run is not taken
             self.spool.remove("schedule", job_id + MARKER)
-            return self._refuse(name, job_id, str(e))
-        except OSError as e:  # a full disk, say: the job is not in pending/
-            self.spool.remove("schedule", job_id + MARKER)
-            return self._refuse(name, job_id, f"cannot write it into pending/: {e.strerror or e}")
+            return self._refuse(name, job_id, _not_enqueued(e))
         logger.info("task %s: enqueued job %s", name, job_id)
         return Decision("fired", job_id)
 
@@ -472,7 +469,7 @@ def standalone(config: Config) -> Scheduler:
     registry = build_registry(config, dict)
     tz = ZoneInfo(config.timezone)
     spool = Spool(config.spool, config.node, durable=True)
-    spool.require()
+    spool.ensure_for_command()
     context = Context(spool, Dispatcher(), lambda: registry, lambda: tz)
     intake = Intake(context, config.max_job_bytes, config.settle_seconds)
     return Scheduler(spool, intake, config.schedule, config.timezone)
@@ -485,3 +482,10 @@ def _at(ts: float) -> datetime:
 def _busy_error(name: str, busy: Run) -> TaskBusy:
     return TaskBusy(f"task {name!r} is busy: its job {busy.job_id} is still {busy.folder};"
                     " try again when it has finished")  # fmt: skip
+
+
+def _not_enqueued(error: InvalidJob | OSError) -> str:
+    """Why a run's job is not in pending/: refused as a job, or not written (a full disk)."""
+    if isinstance(error, OSError):
+        return f"cannot write it into pending/: {error.strerror or error}"
+    return str(error)

@@ -133,21 +133,21 @@ class Spool:
 
     # ----- set-up -------------------------------------------------------------------------
 
-    def require(self) -> None:
-        """SpoolUnusable unless the spool's folders are there: the commands that work on
-        a daemon's spool (submit, retry, cancel, run-task) never make one. An NFS mount
-        point whose file system is not mounted, or a relative `spool:` read from the wrong
-        folder, would get a new spool that no daemon reads, or that a daemon there then
-        takes for the real one."""
-        missing = [f"{f}/" for f in FOLDERS if not os.path.isdir(self.dirs[f])]
-        if len(missing) == len(FOLDERS):
-            raise SpoolUnusable(f"no spool at {self.root.absolute()}: start the daemon there once"
-                                " (spoold run), or check --config and that its file system is"
-                                " mounted")  # fmt: skip
-        if missing:
-            lacks = ", ".join(missing)
-            raise SpoolUnusable(f"the spool at {self.root.absolute()} lacks {lacks}: a running"
-                                " daemon makes it again within rescanSeconds")  # fmt: skip
+    def ensure_for_command(self) -> None:
+        """ensure() for the commands that work on a spool whether or not a daemon runs
+        (submit, retry, cancel, run-task), but never in an empty folder: that is what an
+        NFS mount point looks like while its file system is not mounted, and a spool made
+        there is one no other host reads, which a daemon stopped there would take for the
+        real one. A new spool's folder is missing, or holds something (a .gitkeep)."""
+        try:
+            empty = not os.listdir(self.root)
+        except FileNotFoundError:
+            empty = False
+        if empty:
+            raise SpoolUnusable(f"{self.root.absolute()} is an empty folder, as a mount point is"
+                                " while its file system is not mounted: mount it, or start the"
+                                " daemon there once (spoold run)")  # fmt: skip
+        self.ensure()
 
     def ensure(self) -> None:
         """Create missing folders and prove the spool is writable, or raise SpoolUnusable."""
@@ -183,7 +183,8 @@ class Spool:
         The folders made; OSError where one cannot be (a file in its place). When every
         folder is gone, the spool's file system is likely unmounted (an NFS mount point
         left empty): nothing is made there, where other hosts would never see it."""
-        missing = [f for f in (*FOLDERS, *sorted(self._extras)) if not os.path.isdir(self.dirs[f])]
+        folders = (*FOLDERS, *sorted(self._extras))
+        missing = [folder for folder in folders if not os.path.isdir(self.dirs[folder])]
         if set(FOLDERS) <= set(missing):
             raise OSError(errno.ENOENT, "every spool folder is gone: is its file system"
                           " unmounted? Nothing is made there", str(self.root))  # fmt: skip

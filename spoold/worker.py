@@ -7,12 +7,13 @@ abandoned and replaced) and renews this daemon's lease on its running files.
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from spoold import followups, strictjson
@@ -247,14 +248,14 @@ class WorkerPool:
         return None if admitted is None else taken._replace(slot=job.type, at=admitted)
 
     def _load(self, running: str, stem: str, priority: str) -> Job | None:
-        raw = _read_or_reject(self.spool, running, "the job file was changed")
-        if raw is False:
-            return None
         parsed = parse_stem(stem)
-        if raw is None or parsed is None:
+        try:
+            record = _record_or_reject(self.spool, running, "the job file was changed")
+        except FileNotFoundError:
+            record = parsed = None
+        if parsed is None:
             self.spool.drop_running(running)  # gone under us: no longer ours to hold
             return None
-        record = _record_or_reject(self.spool, running, raw, "the job file was changed")
         if record is None:
             return None
         return from_record(record, parsed.id, priority, parsed.accepted, self.tz(), self.registry())
@@ -469,20 +470,18 @@ def _shown(attempt: Attempt) -> dict[str, Any]:
     }
 
 
-def _read_or_reject(spool: Spool, running: str, why: str) -> bytes | Literal[False] | None:
-    """A running file's bytes (None if it is gone), or False after moving it to failed/
-    unread because it is no regular file: a symlink or a FIFO put there by hand is never
-    followed or waited on."""
+def _record_or_reject(spool: Spool, running: str, why: str) -> dict[str, Any] | None:
+    """The JSON object in a running file, or None after moving the file to failed/: only
+    spoold writes there, so anything else means someone edited the spool by hand (one
+    that is no regular file, a symlink or a FIFO, goes unread: never followed or waited
+    on). FileNotFoundError if the file is gone."""
     try:
-        return spool.read("running", running)
+        raw = spool.read("running", running)
     except Rejected as e:
         spool.reject(running, f"{why}: {e}", "running")
-        return False
-
-
-def _record_or_reject(spool: Spool, running: str, raw: bytes, why: str) -> dict[str, Any] | None:
-    """The JSON object in a running file, or None after moving the file to failed/: only
-    spoold writes there, so anything else means someone edited the spool by hand."""
+        return None
+    if raw is None:
+        raise FileNotFoundError(errno.ENOENT, "gone", running)
     try:
         record = strictjson.loads(raw)
         if not isinstance(record, dict):
@@ -527,12 +526,10 @@ def recover_running(
     cancelled = spool.mtime("cancel", stem.id) is not None
     if not started and not cancelled:
         return _put_back_unstarted(spool, running, stem, dispatcher)
-    raw = _read_or_reject(spool, running, "unreadable job left in running/")
-    if raw is False:
-        return "failed"
-    if raw is None:
+    try:
+        record = _record_or_reject(spool, running, "unreadable job left in running/")
+    except FileNotFoundError:
         return None
-    record = _record_or_reject(spool, running, raw, "unreadable job left in running/")
     if record is None:
         return "failed"
     tz, registry = context

@@ -24,8 +24,6 @@ from conftest import (
     wait_until,
 )
 
-from spoold.spool import Spool
-
 
 def write_config(workdir: Path, **overrides) -> Path:
     path = workdir / "spoold.yaml"
@@ -81,7 +79,6 @@ def test_submit_reads_a_job_from_stdin(start_daemon, tmp_path):
 
 
 def test_submit_without_a_daemon_drops_a_file_that_a_later_daemon_runs(start_daemon, tmp_path):
-    assert start_daemon().stop() == 0  # the spool is made by a daemon, once
     write_config(tmp_path)
     run_at = "2001-01-01T00:00:00Z"
     result = cli(tmp_path, "submit", "noop", "id=offline", "--run-at", run_at)
@@ -96,19 +93,20 @@ def test_submit_without_a_daemon_drops_a_file_that_a_later_daemon_runs(start_dae
     assert daemon.stop() == 0
 
 
-def test_commands_on_a_spool_no_daemon_made_refuse_and_make_nothing(tmp_path):
+def test_commands_on_an_empty_spool_folder_refuse_and_make_nothing(tmp_path):
     """The spool's folder empty, as an NFS mount point is while its file system is not
     mounted. Before, submit, retry, cancel and run-task made a new spool there (and a
-    daemon that had stopped claiming on the empty mount point went on in it)."""
+    daemon that had stopped claiming on the empty mount point went on in it). A spool
+    folder that is not there yet is made (see the test above)."""
     write_config(tmp_path, schedule=[{"name": "t", "cron": "0 0 1 1 *", "job": {"type": "noop"}}])
     (tmp_path / "spool").mkdir()
     for args in (("submit", "noop"), ("retry", "x"), ("retry", "--all"), ("cancel", "x"),
                  ("run-task", "t")):  # fmt: skip
         result = cli(tmp_path, *args)
         assert result.returncode == 1, (args, result.stderr)
-        assert result.stderr == (f"spoold: no spool at {tmp_path / 'spool'}: start the daemon"
-                                 " there once (spoold run), or check --config and that its file"
-                                 " system is mounted\n")  # fmt: skip
+        assert result.stderr == (f"spoold: {tmp_path / 'spool'} is an empty folder, as a mount"
+                                 " point is while its file system is not mounted: mount it, or"
+                                 " start the daemon there once (spoold run)\n")  # fmt: skip
     assert os.listdir(tmp_path / "spool") == []
 
 
@@ -170,7 +168,6 @@ def test_submit_never_replaces_a_job_still_waiting_in_incoming(tmp_path):
     """Two submits with one explicit id before a daemon takes the first: the first job is
     a producer's dropped job and must not be silently replaced."""
     write_config(tmp_path)
-    Spool(tmp_path / "spool").ensure()  # as a daemon's first start makes it
     first = cli(tmp_path, "submit", "noop", "id=twice", "note=first")
     assert first.returncode == 0, first.stderr
     second = cli(tmp_path, "submit", "noop", "id=twice", "note=second")

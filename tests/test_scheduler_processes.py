@@ -23,16 +23,12 @@ from conftest import (
     wait_until,
 )
 
-from spoold.spool import Spool
-
 SLOW_TASK = {"name": "t", "cron": "0 0 1 1 *", "job": {"type": "slow"}}
 
 
 def write_config(folder: Path, **overrides) -> Path:
-    """The config, and its spool as a daemon's first start makes it (run-task makes none)."""
     path = folder / "spoold.yaml"
     path.write_text(yaml.safe_dump(base_config(**overrides)))
-    Spool(folder / "spool").ensure()
     return path
 
 
